@@ -1,0 +1,37 @@
+"""Errors and warnings addressed to the user.
+
+A ``UserError`` is something the user can fix in their files or arguments. The CLI prints it as one
+line (``file: table: key: message``) and exits with status 2, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """An error in the user's input, shown as one line naming the file, the table and the key."""
+
+    def __init__(self, message: str, *, file: str | None = None, where: str | None = None, key: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.where = where
+        self.key = key
+
+    def __str__(self) -> str:
+        parts = [str(p) for p in (self.file, self.where, self.key) if p]
+        return ": ".join(parts + [self.message])
+
+
+_warned: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """Print a warning to stderr the first time this exact message is given in this process."""
+    if message in _warned:
+        return
+    _warned.add(message)
+    print(f"kohya-multiplier: warning: {message}", file=sys.stderr)
