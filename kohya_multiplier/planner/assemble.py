@@ -1,0 +1,66 @@
+"""An epoch's batches: bucket lists shuffled and cut, then the batch order shuffled.
+
+Every batch holds images of one bucket (at most batch_size, at least one). A bucket's base
+batches take its integer-part appearances plus the picks placed in their free slots; its extra
+batches take the rest of its fractional picks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kohya_multiplier import rng
+from kohya_multiplier.planner.credits import EpochAllocation
+from kohya_multiplier.planner.layout import DatasetLayout
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """One epoch: batch i holds ``image_indices[batch_offsets[i]:batch_offsets[i+1]]``, all of bucket ``batch_bucket[i]``."""
+
+    epoch: int
+    batch_bucket: np.ndarray
+    batch_offsets: np.ndarray
+    image_indices: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.batch_bucket.size)
+
+    def batch(self, i: int) -> tuple[int, np.ndarray]:
+        return int(self.batch_bucket[i]), self.image_indices[self.batch_offsets[i] : self.batch_offsets[i + 1]]
+
+    @property
+    def batches(self) -> list[tuple[int, np.ndarray]]:
+        return [self.batch(i) for i in range(len(self))]
+
+
+def assemble_epoch(
+    layout: DatasetLayout, seed: int, epoch: int, allocation: EpochAllocation, fractional_by_bucket: list[np.ndarray]
+) -> EpochPlan:
+    bucket_of_batch, sizes, lists = [], [], []
+    for b in range(layout.n_buckets):
+        images = np.concatenate([layout.integer_lists[b], fractional_by_bucket[b]])
+        if images.size == 0:
+            continue
+        images = images[rng.generator(seed, rng.BUCKET_SHUFFLE, epoch, b).permutation(images.size)]
+        base = int(layout.base_batches[b])
+        bucket_sizes = [layout.batch_size] * base
+        if base:
+            bucket_sizes[-1] = layout.integer_lists[b].size + int(allocation.free_picks[b]) - (base - 1) * layout.batch_size
+        bucket_sizes.extend(allocation.extra_batch_sizes(layout, b))
+        assert sum(bucket_sizes) == images.size, "planner invariant broken: batch sizes do not add up"
+        bucket_of_batch.extend([b] * len(bucket_sizes))
+        sizes.extend(bucket_sizes)
+        lists.append(images)
+    sizes = np.asarray(sizes, dtype=np.int64)
+    bucket_of_batch = np.asarray(bucket_of_batch, dtype=np.int64)
+    flat = np.concatenate(lists) if lists else np.zeros(0, dtype=np.int64)
+    starts = np.r_[0, np.cumsum(sizes)[:-1]] if sizes.size else np.zeros(0, dtype=np.int64)
+
+    order = rng.generator(seed, rng.BATCH_ORDER, epoch).permutation(sizes.size)
+    new_sizes = sizes[order]
+    offsets = np.r_[0, np.cumsum(new_sizes)].astype(np.int64)
+    gather = np.repeat(starts[order] - offsets[:-1], new_sizes) + np.arange(flat.size)
+    return EpochPlan(epoch, bucket_of_batch[order], offsets, flat[gather])

@@ -1,0 +1,103 @@
+"""Per-epoch allocation: how many fractional picks each bucket and each cell gets.
+
+Two levels of deficit scheduling, all in integer credit units:
+1. Buckets. Each bucket accrues its fractional demand every epoch. Its free slots (the empty places
+   in its last base batch) are served first. Then the K extra batches go, one by one, to the bucket
+   with the most credit per batch it can fill; a batch serves min(fill, max(1, floor(credit)))
+   picks, never more than the images the bucket has left this epoch.
+2. Cells. A bucket's picks go, one by one, to its cells with the most credit.
+
+Credit carries over between epochs, so amounts stay right epoch by epoch and over any run. The
+allocation depends only on the layout and the previous epoch's credits, never on which images were
+picked, so replaying it from epoch 1 costs O(buckets + cells) per epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kohya_multiplier.planner.layout import UNITS_PER_IMAGE, DatasetLayout
+from kohya_multiplier.planner.tickets import take_top_tickets
+
+Q = UNITS_PER_IMAGE
+
+
+@dataclass(frozen=True)
+class CreditState:
+    bucket_credit: np.ndarray  # (B,) int64 units
+    cell_credit: np.ndarray  # (C,) int64 units
+
+    @classmethod
+    def initial(cls, layout: DatasetLayout) -> "CreditState":
+        return cls(np.zeros(layout.n_buckets, dtype=np.int64), np.zeros(layout.cell_size.size, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class EpochAllocation:
+    free_picks: np.ndarray  # (B,) fractional picks placed in the free slots of base batches
+    full_batches: np.ndarray  # (B,) extra batches holding batch_fill[b] picks
+    partial_batches: list[tuple[int, int]]  # (bucket, picks) extra batches holding fewer
+    cell_picks: np.ndarray  # (C,) fractional picks of each cell this epoch
+
+    def extra_batch_sizes(self, layout: DatasetLayout, bucket: int) -> list[int]:
+        sizes = [int(layout.batch_fill[bucket])] * int(self.full_batches[bucket])
+        sizes.extend(picks for b, picks in self.partial_batches if b == bucket)
+        return sizes
+
+
+def allocate_epoch(layout: DatasetLayout, state: CreditState) -> tuple[EpochAllocation, CreditState]:
+    """One epoch's allocation from the credits left by the previous epoch."""
+    credit = state.bucket_credit + layout.demand
+    left = layout.capacity.copy()
+
+    free_picks = np.clip(credit // Q, 0, np.minimum(layout.free_slots, left))
+    credit = credit - free_picks * Q
+    left = left - free_picks
+
+    fill = layout.batch_fill
+    remaining = layout.extra_batches
+    full_batches = np.zeros(layout.n_buckets, dtype=np.int64)
+    fillable = fill > 0
+    if remaining and fillable.any():
+        # Whole batches first: every bucket with credit for a full batch outranks every bucket without.
+        step = np.where(fillable, fill, 1) * Q
+        level = np.floor_divide(credit, step)
+        whole_ready = np.where(fillable, np.clip(level, 0, left // np.where(fillable, fill, 1)), 0)
+        if whole_ready.sum() <= remaining:
+            full_batches = whole_ready
+        else:
+            frac = (credit - level * step) / step
+            full_batches = take_top_tickets(
+                level, frac, whole_ready, np.zeros(layout.n_buckets, dtype=np.int64), np.array([remaining])
+            )
+        credit = credit - full_batches * fill * Q
+        left = left - full_batches * fill
+        remaining -= int(full_batches.sum())
+
+    partial_batches: list[tuple[int, int]] = []
+    while remaining > 0:
+        eligible = left > 0
+        # Proven by the choice of K (layout.py): K extra batches never use up every fractional image.
+        assert eligible.any(), "planner invariant broken: no fractional image left for an extra batch"
+        priority = np.where(eligible, credit / (np.maximum(fill, 1) * Q), -np.inf)
+        bucket = int(np.argmax(priority))
+        picks = int(min(fill[bucket], max(1, credit[bucket] // Q), left[bucket]))
+        partial_batches.append((bucket, picks))
+        credit[bucket] -= picks * Q
+        left[bucket] -= picks
+        remaining -= 1
+
+    bucket_picks = layout.capacity - left
+    cell_credit = state.cell_credit + layout.cell_demand
+    cell_picks = take_top_tickets(
+        np.floor_divide(cell_credit, Q),
+        (cell_credit % Q) / Q,
+        layout.cell_size,
+        layout.cell_bucket,
+        bucket_picks,
+    )
+    cell_credit = cell_credit - cell_picks * Q
+    allocation = EpochAllocation(free_picks, full_batches, partial_batches, cell_picks)
+    return allocation, CreditState(credit, cell_credit)

@@ -1,0 +1,174 @@
+"""The static shape of a dataset's epochs: cells, integer-part lists, demands and the epoch length.
+
+Everything here depends only on the dataset (subset and bucket of each image, multipliers, batch
+size), never on the epoch, so it is computed once.
+
+Vocabulary:
+- a *cell* is the images of one subset in one bucket whose subset has a fractional part f > 0;
+  fractional picks rotate inside a cell;
+- credit is counted in integer *units*, ``UNITS_PER_IMAGE`` per image, so that 0.29 x 100 images
+  accrue exactly 29 images per epoch and long runs never drift the way float sums do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+UNITS_PER_IMAGE = 1 << 20
+_EPS = 1e-9
+
+
+def split_multiplier(multiplier: float) -> tuple[int, float]:
+    """(integer part, fractional part) of a multiplier, robust to float noise; (0, 0) excludes."""
+    m = float(multiplier)
+    if not m > 0:
+        return 0, 0.0
+    whole = math.floor(m + _EPS)
+    frac = m - whole
+    if frac < _EPS:
+        frac = 0.0
+    return whole, frac
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    batch_size: int
+    n_buckets: int
+    # per subset
+    integer_part: np.ndarray  # (S,) int64
+    fraction: np.ndarray  # (S,) float64
+    # per bucket
+    integer_lists: list[np.ndarray]  # image indices, each repeated by its integer part, canonical order
+    base_batches: np.ndarray  # (B,) ceil(integer appearances / batch_size)
+    free_slots: np.ndarray  # (B,) empty places in the last base batch
+    demand: np.ndarray  # (B,) fractional demand per epoch, in units
+    capacity: np.ndarray  # (B,) images with a fractional part: most fractional picks per epoch
+    batch_fill: np.ndarray  # (B,) images a fractional batch of the bucket can hold: min(batch, capacity)
+    # per cell (ordered by bucket, then subset)
+    cell_subset: np.ndarray
+    cell_bucket: np.ndarray
+    cell_images: list[np.ndarray]  # image indices of the cell, canonical order
+    cell_size: np.ndarray
+    cell_demand: np.ndarray  # units per epoch
+    cell_excludes: np.ndarray  # bool: rotate the images left out (f > 1/2) instead of the picks
+    # epoch shape
+    extra_batches: int  # K
+    fractional_batches: Fraction  # exact fractional demand in batches, before rounding up to K
+
+    @property
+    def base_total(self) -> int:
+        return int(self.base_batches.sum())
+
+    @property
+    def epoch_length(self) -> int:
+        return self.base_total + self.extra_batches
+
+
+def build_layout(subset_of_image, bucket_of_image, multipliers, batch_size: int) -> DatasetLayout:
+    subset_of_image = np.asarray(subset_of_image, dtype=np.int64)
+    bucket_of_image = np.asarray(bucket_of_image, dtype=np.int64)
+    if subset_of_image.shape != bucket_of_image.shape or subset_of_image.ndim != 1:
+        raise ValueError("subset_of_image and bucket_of_image must be 1-D arrays of the same length")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    n_subsets = len(multipliers)
+    if subset_of_image.size and (subset_of_image.min() < 0 or subset_of_image.max() >= n_subsets):
+        raise ValueError("subset index out of range")
+    if bucket_of_image.size and bucket_of_image.min() < 0:
+        raise ValueError("bucket index must be non-negative")
+    n_buckets = int(bucket_of_image.max()) + 1 if bucket_of_image.size else 0
+
+    parts = [split_multiplier(m) for m in multipliers]
+    integer_part = np.array([p[0] for p in parts], dtype=np.int64)
+    fraction = np.array([p[1] for p in parts], dtype=np.float64)
+
+    repeats = integer_part[subset_of_image]
+    appearances = np.bincount(bucket_of_image, weights=repeats, minlength=n_buckets).astype(np.int64)
+    base_batches = -(-appearances // batch_size)
+    free_slots = base_batches * batch_size - appearances
+    by_bucket = np.argsort(bucket_of_image, kind="stable")
+    bucket_sizes = np.bincount(bucket_of_image, minlength=n_buckets)
+    integer_lists = [
+        np.repeat(members, repeats[members]) for members in np.split(by_bucket, np.cumsum(bucket_sizes)[:-1])
+    ]
+
+    # Cells: fractional subsets x buckets, ordered by (bucket, subset) so a bucket's cells are contiguous.
+    fractional_image = fraction[subset_of_image] > 0
+    idx = np.flatnonzero(fractional_image)
+    order = np.lexsort((idx, subset_of_image[idx], bucket_of_image[idx]))
+    idx = idx[order]
+    keys = bucket_of_image[idx] * n_subsets + subset_of_image[idx]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if idx.size else np.zeros(0, dtype=np.int64)
+    ends = np.r_[starts[1:], idx.size].astype(np.int64)
+    cell_images = [idx[s:e] for s, e in zip(starts, ends)]
+    cell_subset = subset_of_image[idx[starts]] if idx.size else np.zeros(0, dtype=np.int64)
+    cell_bucket = bucket_of_image[idx[starts]] if idx.size else np.zeros(0, dtype=np.int64)
+    cell_size = (ends - starts).astype(np.int64)
+    cell_fraction = fraction[cell_subset]
+    cell_demand = _share_subset_demand(fraction, cell_subset, cell_size, n_subsets)
+    # A fraction so close to 1 that it rounds to a whole image per image would break "at most one
+    # fractional pick per image per epoch"; keep it strictly below.
+    cell_demand = np.minimum(cell_demand, cell_size * UNITS_PER_IMAGE - 1)
+    cell_excludes = cell_fraction > 0.5
+
+    demand = np.bincount(cell_bucket, weights=cell_demand, minlength=n_buckets).astype(np.int64)
+    capacity = np.bincount(cell_bucket, weights=cell_size, minlength=n_buckets).astype(np.int64)
+    batch_fill = np.minimum(batch_size, capacity)
+
+    # K: enough extra batches for the demand the free slots cannot take, counted in batches each
+    # bucket can really fill (a bucket with 3 fractional images fills batches of at most 3).
+    fractional_batches = Fraction(0)
+    for b in range(n_buckets):
+        if capacity[b] == 0:
+            continue
+        overflow = Fraction(int(demand[b]), UNITS_PER_IMAGE) - int(free_slots[b])
+        if overflow > 0:
+            fractional_batches += overflow / int(batch_fill[b])
+    extra_batches = math.ceil(fractional_batches)
+
+    return DatasetLayout(
+        batch_size=batch_size,
+        n_buckets=n_buckets,
+        integer_part=integer_part,
+        fraction=fraction,
+        integer_lists=integer_lists,
+        base_batches=base_batches,
+        free_slots=free_slots,
+        demand=demand,
+        capacity=capacity,
+        batch_fill=batch_fill,
+        cell_subset=cell_subset,
+        cell_bucket=cell_bucket,
+        cell_images=cell_images,
+        cell_size=cell_size,
+        cell_demand=cell_demand,
+        cell_excludes=cell_excludes,
+        extra_batches=extra_batches,
+        fractional_batches=fractional_batches,
+    )
+
+
+def _share_subset_demand(fraction, cell_subset, cell_size, n_subsets) -> np.ndarray:
+    """Units per epoch of each cell: the subset's demand, rounded once, shared by largest remainder.
+
+    Rounding each cell separately would let 25/N x N images over ten buckets add up to a hair more
+    than 25 and cost a whole extra batch per epoch.
+    """
+    subset_images = np.bincount(cell_subset, weights=cell_size, minlength=n_subsets)
+    subset_units = np.rint(fraction * subset_images * UNITS_PER_IMAGE).astype(np.int64)
+    exact = np.zeros(cell_size.size)
+    nonzero = subset_images[cell_subset] > 0
+    exact[nonzero] = subset_units[cell_subset][nonzero] * (cell_size[nonzero] / subset_images[cell_subset][nonzero])
+    units = np.floor(exact).astype(np.int64)
+    short = subset_units - np.bincount(cell_subset, weights=units, minlength=n_subsets).astype(np.int64)
+    # Give the units lost to flooring to the cells with the largest remainders (then lowest index).
+    order = np.lexsort((np.arange(cell_size.size), -(exact - units), cell_subset))
+    ranked_subset = cell_subset[order]
+    starts = np.searchsorted(ranked_subset, np.arange(n_subsets))
+    rank = np.arange(order.size) - starts[ranked_subset]
+    units[order[rank < short[ranked_subset]]] += 1
+    return units
