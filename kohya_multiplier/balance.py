@@ -1,0 +1,316 @@
+"""The arithmetic behind ``kohya-multiplier balance``: targets in, multipliers out.
+
+Pure functions on plain numbers; no file I/O. Three kinds of target, one per subset at most:
+
+- a fixed number of images per epoch: ``--per-epoch N`` for every training subset, or
+  ``images_per_epoch = N`` in a subset's TOML table (which wins for that subset);
+  with ``group_by="parent"`` the subsets under one parent folder share one target, and every
+  image of the group gets the same multiplier (``N / images in the group``);
+- a ratio: a set of subsets shares a fixed fraction of each epoch (all images trained per epoch,
+  over every dataset), e.g. regularization images at 10 %; inside the set every image gets the
+  same multiplier, so all of them rotate through training at one rate;
+- nothing: the subset keeps its multiplier, except a regularization subset whose multiplier is
+  automatic (no multiplier of its own), which keeps following the training images of its dataset.
+
+Ratios depend on the epoch total, which depends on the ratios (and automatic regularization
+multipliers depend on the training subsets, which may be in a ratio set): every subset's images per
+epoch is an affine function of the epoch total E, so E = c0 + c1 * E is solved exactly.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from kohya_multiplier.errors import UserError
+
+GROUP_BY = ("subset", "parent")
+
+
+@dataclass(frozen=True)
+class BalanceSubset:
+    """One subset as balance sees it."""
+
+    dataset: int  # 0-based dataset index
+    index: int  # 0-based subset index inside the dataset
+    name: str  # shown in tables, matched by --ratio selectors
+    images: int  # number of images in the subset
+    multiplier: float  # current effective multiplier
+    is_reg: bool = False
+    auto: bool = False  # regularization multiplier derived from the training images (no own value)
+    group: str = ""  # subject key for group_by="parent" (the parent folder); "" = the subset itself
+    images_per_epoch: float | None = None  # per-subset target from the TOML
+    aliases: tuple[str, ...] = ()  # further names --ratio selectors match (e.g. the image_dir)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A set of subsets sharing ``fraction`` of every epoch."""
+
+    selectors: tuple[str, ...]
+    fraction: float
+    text: str = ""
+
+
+@dataclass
+class Assignment:
+    """What balance decided for one subset."""
+
+    multiplier: float  # new multiplier
+    images_per_epoch: float  # expected images per epoch with it (m x N)
+    rule: str  # why: "per-epoch 25", "images_per_epoch 25", "ratio reg=10%", "unchanged", "auto"
+    changed: bool = False  # multiplier differs from the old one (to be written)
+    target: float | None = None  # the images_per_epoch target, when there is one (for the TOML comment)
+
+
+def parse_ratio(text: str) -> Ratio:
+    """Parse ``SELECTOR[,SELECTOR...]=FRACTION`` where FRACTION is ``0.1`` or ``10%``."""
+    if "=" not in text:
+        raise UserError(f"expected SELECTOR=FRACTION (e.g. reg=10%), got {text!r}", key="--ratio")
+    left, _, right = text.rpartition("=")
+    selectors = tuple(s.strip() for s in left.split(",") if s.strip())
+    if not selectors:
+        raise UserError(f"no subset selector before '=' in {text!r}", key="--ratio")
+    value = right.strip()
+    percent = value.endswith("%")
+    try:
+        fraction = float(value[:-1] if percent else value)
+    except ValueError:
+        raise UserError(f"fraction {value!r} is not a number (use 0.1 or 10%)", key="--ratio") from None
+    if percent:
+        fraction /= 100.0
+    if not math.isfinite(fraction) or not 0.0 < fraction < 1.0:
+        raise UserError(f"fraction in {text!r} must be above 0 and below 1 (0 %-100 %)", key="--ratio")
+    return Ratio(selectors, fraction, text)
+
+
+def positive_target(value: object, *, key: str, where: str | None = None, file: str | None = None) -> float:
+    """Validate an images-per-epoch target: a finite number >= 0 (0 excludes the subset)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"must be a number of images, got {value!r}", file=file, where=where, key=key)
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise UserError(f"must be a finite number >= 0, got {value!r}", file=file, where=where, key=key)
+    return number
+
+
+def matches(subset: BalanceSubset, selector: str) -> bool:
+    """Does a --ratio selector pick this subset? ``reg``/``train`` pick by kind; otherwise the
+    subset's name, group or aliases, exactly or as a shell glob (``style_*``)."""
+    if selector == "reg":
+        return subset.is_reg
+    if selector == "train":
+        return not subset.is_reg
+    names = (subset.name, subset.group, *subset.aliases)
+    return any(n and (n == selector or fnmatch.fnmatchcase(n, selector)) for n in names)
+
+
+def tidy_multiplier(target: float, images: int) -> float:
+    """The shortest decimal m with m x images equal to ``target`` within 1e-9 images.
+
+    ``25 / 200`` gives 0.125 and ``25 / 300`` gives 0.08333333333 rather than 17 digits, while
+    the planner still sees the intended count (it rounds fractional demand only within 1e-9)."""
+    if images <= 0 or target <= 0:
+        return 0.0
+    exact = target / images
+    for digits in range(1, 18):
+        candidate = float(f"{exact:.{digits}g}")
+        if abs(candidate * images - target) <= 1e-9:
+            return candidate
+    return exact
+
+
+def _same(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12)
+
+
+AutoRule = Callable[[float, int], float]
+
+
+def default_auto_rule(training_images_per_epoch: float, reg_images: int) -> float:
+    """Multiplier of automatic regularization subsets: their images per epoch equal the training
+    images per epoch of their dataset, every regularization image at the same rate."""
+    if reg_images <= 0:
+        return 0.0
+    return training_images_per_epoch / reg_images
+
+
+def solve(
+    subsets: Sequence[BalanceSubset],
+    *,
+    per_epoch: float | None = None,
+    ratios: Sequence[Ratio] = (),
+    group_by: str = "subset",
+    auto_rule: AutoRule = default_auto_rule,
+) -> list[Assignment]:
+    """New multipliers for ``subsets`` (same order), meeting every target exactly."""
+    if group_by not in GROUP_BY:
+        raise UserError(f"must be one of {', '.join(GROUP_BY)}, got {group_by!r}", key="--group-by")
+    if per_epoch is not None:
+        per_epoch = positive_target(per_epoch, key="--per-epoch")
+    n = len(subsets)
+    kind: list[str] = [""] * n  # "fixed" | "ratio" | "keep" | "auto"
+    fixed_rule: list[str] = [""] * n
+    fixed_target: list[float | None] = [None] * n
+    ratio_of: list[int | None] = [None] * n
+
+    # Ratio sets first: they claim subsets.
+    total_fraction = 0.0
+    for r_index, ratio in enumerate(ratios):
+        members = [i for i, s in enumerate(subsets) if any(matches(s, sel) for sel in ratio.selectors)]
+        if not members:
+            raise UserError(f"{ratio.text or ','.join(ratio.selectors)!r} matches no subset", key="--ratio")
+        for i in members:
+            if ratio_of[i] is not None:
+                other = ratios[ratio_of[i]]
+                raise UserError(
+                    f"subset {subsets[i].name!r} is in two ratio sets ({other.text!r} and {ratio.text!r})",
+                    key="--ratio",
+                )
+            if subsets[i].images_per_epoch is not None:
+                raise UserError(
+                    f"subset {subsets[i].name!r} has images_per_epoch in the TOML and is also in the ratio set "
+                    f"{ratio.text!r}; give it one target",
+                    key="--ratio",
+                )
+            ratio_of[i] = r_index
+            kind[i] = "ratio"
+        total_fraction += ratio.fraction
+    if total_fraction >= 1.0 - 1e-12:
+        raise UserError(f"ratio sets take {total_fraction:.0%} of the epoch; together they must stay below 100 %",
+                        key="--ratio")
+
+    # Fixed targets: images_per_epoch per subset, then --per-epoch for the remaining training subsets.
+    groups: dict[tuple[int, str], list[int]] = {}
+    for i, s in enumerate(subsets):
+        if kind[i]:
+            continue
+        if s.images_per_epoch is not None:
+            kind[i] = "fixed"
+            fixed_target[i] = s.images_per_epoch
+            fixed_rule[i] = f"images_per_epoch {_num(s.images_per_epoch)}"
+        elif per_epoch is not None and not s.is_reg:
+            kind[i] = "fixed"
+            fixed_rule[i] = f"per-epoch {_num(per_epoch)}"
+            key = (s.dataset, s.group or f"\0{s.index}") if group_by == "parent" else (s.dataset, f"\0{s.index}")
+            groups.setdefault(key, []).append(i)
+        elif s.auto and s.is_reg:
+            kind[i] = "auto"
+        else:
+            kind[i] = "keep"
+    # --per-epoch: one target per subject (a group of subsets shares it, same multiplier for all).
+    group_multiplier: dict[int, int] = {}  # subset -> images of its group
+    for (dataset, key), members in groups.items():
+        total_images = sum(subsets[i].images for i in members)
+        for i in members:
+            share = per_epoch * subsets[i].images / total_images if total_images else 0.0
+            fixed_target[i] = share
+            group_multiplier[i] = total_images
+            if len(members) > 1:
+                fixed_rule[i] = f"per-epoch {_num(per_epoch)} shared by {key}"
+
+    ratio_images = [sum(subsets[i].images for i in range(n) if ratio_of[i] == r) for r in range(len(ratios))]
+
+    def contributions(epoch_total: float) -> list[float]:
+        out = [0.0] * n
+        for i, s in enumerate(subsets):
+            if kind[i] == "fixed":
+                out[i] = float(fixed_target[i])
+            elif kind[i] == "keep":
+                out[i] = max(s.multiplier, 0.0) * s.images
+            elif kind[i] == "ratio":
+                r = ratio_of[i]
+                out[i] = ratios[r].fraction * epoch_total * s.images / ratio_images[r] if ratio_images[r] else 0.0
+        # automatic regularization: per dataset, follow the training images per epoch
+        for dataset in sorted({s.dataset for s in subsets}):
+            autos = [i for i in range(n) if kind[i] == "auto" and subsets[i].dataset == dataset]
+            if not autos:
+                continue
+            training = sum(out[i] for i in range(n) if subsets[i].dataset == dataset and not subsets[i].is_reg)
+            reg_images = sum(subsets[i].images for i in autos)
+            m = auto_rule(training, reg_images)
+            for i in autos:
+                out[i] = m * subsets[i].images
+        return out
+
+    c0 = sum(contributions(0.0))
+    c1 = sum(contributions(1.0)) - c0
+    if ratios:
+        if c0 <= 0:
+            raise UserError("ratio sets need other subsets with images per epoch to take a share of", key="--ratio")
+        if c1 >= 1.0 - 1e-12:
+            raise UserError("ratio sets leave no room for the other subsets (the shares add up to 100 % or more)",
+                            key="--ratio")
+        epoch_total = c0 / (1.0 - c1)
+    else:
+        epoch_total = c0
+    amounts = contributions(epoch_total)
+
+    result: list[Assignment] = []
+    for i, s in enumerate(subsets):
+        amount = amounts[i]
+        if kind[i] == "keep":
+            m = s.multiplier
+            result.append(Assignment(m, max(m, 0.0) * s.images, "unchanged"))
+            continue
+        if kind[i] == "auto":
+            m = amount / s.images if s.images else 0.0
+            result.append(Assignment(m, amount, "auto (follows training)"))
+            continue
+        if kind[i] == "fixed" and i in group_multiplier:
+            m = tidy_multiplier(per_epoch, group_multiplier[i])
+        else:
+            m = tidy_multiplier(amount, s.images)
+        if kind[i] == "ratio":
+            rule = f"ratio {ratios[ratio_of[i]].text or ','.join(ratios[ratio_of[i]].selectors)}"
+            target = None
+        else:
+            rule = fixed_rule[i]
+            target = s.images_per_epoch
+        result.append(Assignment(m, m * s.images, rule, changed=not _same(m, s.multiplier), target=target))
+    return result
+
+
+def epoch_images(assignments: Sequence[Assignment]) -> float:
+    return sum(a.images_per_epoch for a in assignments)
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+@dataclass
+class DatasetSteps:
+    """Batches per epoch of one dataset before and after (from the real planner)."""
+
+    dataset: int
+    batch_size: int
+    batches_before: int
+    batches_after: int
+    notes: list[str] = field(default_factory=list)
+
+
+def total_steps(datasets: Sequence[DatasetSteps], epochs: int) -> tuple[int, int]:
+    """Optimizer steps for ``epochs`` epochs (sd-scripts concatenates the datasets' batches)."""
+    before = sum(d.batches_before for d in datasets) * epochs
+    after = sum(d.batches_after for d in datasets) * epochs
+    return before, after
+
+
+_MARKER = re.compile(r"images_per_epoch\s*=\s*([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)")
+
+
+def target_from_comment(comment: str | None) -> float | None:
+    """The ``images_per_epoch = N`` that ``balance --write`` leaves in the comment of a multiplier
+    it translated, so that a later ``balance`` run keeps the target."""
+    if not comment:
+        return None
+    found = _MARKER.search(comment)
+    return float(found.group(1)) if found else None
+
+
+def marker_comment(target: float) -> str:
+    return f"images_per_epoch = {_num(target)} (kohya-multiplier balance)"
