@@ -1,0 +1,799 @@
+"""Reading sd-scripts dataset configs (and DreamBooth folders) with the ``multiplier`` extension.
+
+``load_training_config(config_path, options)`` gives every dataset with its bucket options and every
+subset with its images (sizes from file headers) and the multiplier the planner uses. It follows
+sd-scripts' own rules, read from ``library/config_util.py`` and ``library/train_util.py``:
+
+* **Config files.** ``.toml`` (``[general]``, ``[[datasets]]``, ``[[datasets.subsets]]``) or
+  ``.json`` with the same structure; any other extension is refused as sd-scripts refuses it.
+  Keys sd-scripts' schema does not accept at a level are errors (training would abort on them);
+  every key it accepts (captions, augmentation, dropout, ...) is accepted and type-checked the way
+  its schema checks it (``isinstance``: a TOML integer is not a float, a boolean passes as an
+  integer), and otherwise ignored. ``multiplier`` is accepted at all three levels.
+* **Precedence.** A value is looked up in the subset, then the dataset, then ``[general]``, then the
+  command line (``options``), then sd-scripts' default (batch size 1, bucketing off, min/max bucket
+  reso 256/1024, steps 64, repeats 1). So a value in the file wins over the command line.
+* **multiplier vs num_repeats.** The most specific level that sets either key decides (see
+  :func:`kohya_multiplier.multipliers.resolve_repeat_setting`); both keys in one table is an
+  error. ``multiply.txt`` in the image folder sets the multiplier of a subset whose own table sets
+  neither key and that inherits no multiplier from its dataset or ``[general]``: it overrides an
+  inherited ``num_repeats`` (or the integer prefix of a DreamBooth folder) but not a multiplier.
+* **Regularization.** In a dataset where some subset has a multiplier, a regularization subset
+  (``is_reg = true``) without one gets the automatic multiplier of
+  :func:`kohya_multiplier.multipliers.auto_regularization_multipliers`. A dataset without any
+  multiplier is stock sd-scripts: every subset uses ``num_repeats`` (sd-scripts itself then
+  rebalances regularization images per image; see ``stock_regularization_repeats``).
+* **Exclusion.** A subset with multiplier <= 0, or without multiplier and ``num_repeats`` < 1, is
+  excluded (a note in ``TrainingConfig.notes``); a dataset whose every subset is excluded is an
+  error. A later subset with the same ``image_dir`` string as an earlier one of the same dataset
+  is ignored, as sd-scripts ignores it.
+* **Paths.** sd-scripts opens ``image_dir`` exactly as written, so a relative ``image_dir`` is
+  relative to the current working directory of the training process, not to the config file.
+  The same holds here: relative paths are resolved against the current directory.
+* **Without a config file.** ``options.train_data_dir`` / ``reg_data_dir`` hold DreamBooth
+  folders named ``<repeats>_<class tokens>``; a decimal prefix such as ``0.25_alice`` sets a
+  multiplier. Folders are taken in name order (sd-scripts takes them in file-system order, which
+  only affects the order subsets are listed in). Folders without a prefix are ignored with a
+  warning, folders with an integer prefix below 1 silently, as sd-scripts does.
+* **Validation split** (sd-scripts >= 0.10: ``validation_split`` with ``validation_seed``): the
+  training part of each non-regularization subset is reproduced exactly. Without
+  ``validation_seed`` sd-scripts draws a random split, which a plan cannot reproduce: a note says
+  so and all images are planned.
+
+Fine-tuning subsets (``metadata_file``) and ControlNet subsets (``conditioning_data_dir``) are not
+supported yet: they raise a UserError saying so.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import random
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from kohya_multiplier.buckets import BucketLayout
+from kohya_multiplier.errors import UserError, warn_once
+from kohya_multiplier.images import ImageEntry, images_with_sizes, list_image_files, load_images
+from kohya_multiplier.multipliers import (
+    MULTIPLY_TXT,
+    RegularizationInput,
+    auto_regularization_multipliers,
+    check_multiplier,
+    check_num_repeats,
+    describe_value,
+    format_number,
+    parse_folder_name,
+    read_multiply_txt,
+    resolve_repeat_setting,
+)
+
+__all__ = [
+    "ImageEntry",
+    "SubsetSpec",
+    "DatasetSpec",
+    "TrainingConfig",
+    "CommandLineOptions",
+    "load_training_config",
+    "DEFAULTS",
+]
+
+# sd-scripts' defaults (the *DatasetParams dataclasses and the argparse defaults agree).
+DEFAULTS: dict[str, Any] = {
+    "batch_size": 1,
+    "enable_bucket": False,
+    "min_bucket_reso": 256,
+    "max_bucket_reso": 1024,
+    "bucket_reso_steps": 64,
+    "bucket_no_upscale": False,
+    "num_repeats": 1,
+    "validation_split": 0.0,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Result types
+
+
+@dataclass
+class SubsetSpec:
+    """One subset (image folder) of a dataset."""
+
+    image_dir: str  # absolute
+    name: str  # display name: the folder name
+    table: str  # how messages name it, e.g. "datasets[0].subsets[1] (train/alice)"
+    is_reg: bool
+    images: list[ImageEntry]  # sorted by path
+    multiplier: float | None  # explicit multiplier after precedence (None: num_repeats)
+    multiplier_origin: str  # "subset" / "dataset" / "general" / "folder name" / "multiply.txt" / ""
+    num_repeats: int
+    effective_multiplier: float  # what the planner uses; <= 0 means excluded
+    effective_origin: str  # "multiplier (subset)", "auto (regularization)", "num_repeats", ...
+
+    @property
+    def excluded(self) -> bool:
+        return self.effective_multiplier <= 0
+
+
+@dataclass
+class DatasetSpec:
+    """One ``[[datasets]]`` block: one batch size, one bucket layout."""
+
+    index: int
+    batch_size: int
+    resolution: tuple[int, int]
+    enable_bucket: bool
+    min_bucket_reso: int  # as sd-scripts uses it (rounded to bucket_reso_steps when bucketing)
+    max_bucket_reso: int
+    bucket_reso_steps: int
+    bucket_no_upscale: bool
+    subsets: list[SubsetSpec]
+    uses_multiplier: bool
+    layout: BucketLayout | None = None  # the validated bucket rules of this dataset
+    table: str = ""  # "datasets[0]"
+
+    def bucket_layout(self) -> BucketLayout:
+        if self.layout is None:
+            self.layout = BucketLayout.create(
+                resolution=self.resolution,
+                enable_bucket=self.enable_bucket,
+                min_bucket_reso=self.min_bucket_reso,
+                max_bucket_reso=self.max_bucket_reso,
+                bucket_reso_steps=self.bucket_reso_steps,
+                bucket_no_upscale=self.bucket_no_upscale,
+            )
+        return self.layout
+
+
+@dataclass
+class TrainingConfig:
+    source: str  # the config file as given, or "--train_data_dir ..." for folder mode
+    datasets: list[DatasetSpec]
+    notes: list[str] = field(default_factory=list)  # things to tell the user once, at start
+
+
+@dataclass
+class CommandLineOptions:
+    """sd-scripts' command-line dataset options; None means "not given".
+
+    Precedence is sd-scripts': a value in the dataset config wins over the command line, which wins
+    over the default. ``resolution`` may be "512", "512,768", an int or a (width, height) pair.
+    """
+
+    dataset_config: str | None = None
+    train_data_dir: str | None = None
+    reg_data_dir: str | None = None
+    in_json: str | None = None
+    train_batch_size: int | None = None
+    resolution: Any = None
+    enable_bucket: bool | None = None
+    min_bucket_reso: int | None = None
+    max_bucket_reso: int | None = None
+    bucket_reso_steps: int | None = None
+    bucket_no_upscale: bool | None = None
+    dataset_repeats: int | None = None
+    caption_extension: str | None = None
+    cache_info: bool | None = None
+    validation_split: float | None = None
+    validation_seed: int | None = None
+    seed: int | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# sd-scripts' schema (config_util.ConfigSanitizer), plus multiplier
+
+
+def _is_bool(v):
+    return isinstance(v, bool)
+
+
+def _is_int(v):
+    return isinstance(v, int)  # booleans pass, as in voluptuous
+
+
+def _is_str(v):
+    return isinstance(v, str)
+
+
+def _is_float(v):
+    return isinstance(v, float)
+
+
+def _is_number(v):
+    return isinstance(v, (int, float))
+
+
+def _is_dict(v):
+    return isinstance(v, Mapping)
+
+
+def _is_float_pair(v):
+    return isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, float) for x in v)
+
+
+def _is_resolution(v):
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return True
+    return isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+
+
+_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "bool": (_is_bool, "true or false"),
+    "int": (_is_int, "an integer"),
+    "str": (_is_str, "a string"),
+    "float": (_is_float, "a float (write 1.0, not 1)"),
+    "number": (_is_number, "a number"),
+    "dict": (_is_dict, "a table"),
+    "float_pair": (_is_float_pair, "an array of two floats"),
+    "resolution": (_is_resolution, "an integer or an array [width, height] of integers"),
+}
+
+SUBSET_ASCENDABLE = {
+    "color_aug": "bool",
+    "face_crop_aug_range": "float_pair",
+    "flip_aug": "bool",
+    "num_repeats": "num_repeats",
+    "random_crop": "bool",
+    "shuffle_caption": "bool",
+    "keep_tokens": "int",
+    "keep_tokens_separator": "str",
+    "secondary_separator": "str",
+    "caption_separator": "str",
+    "enable_wildcard": "bool",
+    "token_warmup_min": "int",
+    "token_warmup_step": "number",
+    "caption_prefix": "str",
+    "caption_suffix": "str",
+    "custom_attributes": "dict",
+    "resize_interpolation": "str",
+    "multiplier": "multiplier",
+}
+DROPOUT_ASCENDABLE = {
+    "caption_dropout_every_n_epochs": "int",
+    "caption_dropout_rate": "number",
+    "caption_tag_dropout_rate": "number",
+}
+DREAMBOOTH_ASCENDABLE = {"caption_extension": "str", "class_tokens": "str", "cache_info": "bool"}
+DREAMBOOTH_SUBSET_ONLY = {"image_dir": "str", "is_reg": "bool", "alpha_mask": "bool"}
+DATASET_ASCENDABLE = {
+    "batch_size": "int",
+    "bucket_no_upscale": "bool",
+    "bucket_reso_steps": "int",
+    "enable_bucket": "bool",
+    "max_bucket_reso": "int",
+    "min_bucket_reso": "int",
+    "validation_seed": "int",
+    "validation_split": "float",
+    "resolution": "resolution",
+    "network_multiplier": "float",
+    "resize_interpolation": "str",
+}
+
+SUBSET_KEYS = {**SUBSET_ASCENDABLE, **DREAMBOOTH_SUBSET_ONLY, **DREAMBOOTH_ASCENDABLE, **DROPOUT_ASCENDABLE}
+DATASET_KEYS = {**DATASET_ASCENDABLE, **SUBSET_ASCENDABLE, **DREAMBOOTH_ASCENDABLE, **DROPOUT_ASCENDABLE, "subsets": "subsets"}
+GENERAL_KEYS = {**DATASET_ASCENDABLE, **SUBSET_ASCENDABLE, **DREAMBOOTH_ASCENDABLE, **DROPOUT_ASCENDABLE}
+TOP_KEYS = {"general": "general", "datasets": "datasets"}
+# Keys of other subset kinds, named in a clearer message than "unknown key".
+_FINE_TUNING_KEYS = {"metadata_file"}
+_CONTROLNET_KEYS = {"conditioning_data_dir"}
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_training_config(config_path: str | None, options: CommandLineOptions | None = None) -> TrainingConfig:
+    """Read a dataset config (or the DreamBooth folders of ``options``) into a TrainingConfig.
+
+    Raises UserError for anything sd-scripts would reject, for the multiplier errors of this
+    extension, and for missing or empty image folders; see the module docstring for the rules.
+    """
+    options = options or CommandLineOptions()
+    notes: list[str] = []
+    if config_path is None:
+        config_path = options.dataset_config
+    if config_path is not None:
+        ignored = [n for n in ("train_data_dir", "reg_data_dir", "in_json") if getattr(options, n) is not None]
+        if ignored:
+            notes.append(
+                "ignoring " + ", ".join("--" + n for n in ignored) + " because a dataset config is given (as sd-scripts does)"
+            )
+        raw = read_config_file(config_path)
+        reader = _Reader(file=str(config_path), options=options, notes=notes)
+        datasets = reader.read(raw)
+        return TrainingConfig(source=str(config_path), datasets=datasets, notes=notes)
+    if options.in_json is not None:
+        raise UserError(
+            "fine-tuning datasets (metadata JSON) are not supported by kohya-multiplier yet; "
+            "use DreamBooth-style image folders (image_dir subsets)",
+            key="in_json",
+        )
+    if options.train_data_dir is None:
+        raise UserError("no dataset: give a dataset config file or --train_data_dir")
+    raw, folder_info = _config_from_folders(options)
+    reader = _Reader(file=None, options=options, notes=notes, folder_info=folder_info)
+    datasets = reader.read(raw)
+    source = f"--train_data_dir {options.train_data_dir}"
+    if options.reg_data_dir is not None:
+        source += f" --reg_data_dir {options.reg_data_dir}"
+    return TrainingConfig(source=source, datasets=datasets, notes=notes)
+
+
+def read_config_file(path: str) -> dict:
+    """Parse a ``.toml`` or ``.json`` dataset config; syntax errors become one-line UserErrors."""
+    shown = str(path)
+    if not os.path.isfile(path):
+        if os.path.exists(path):
+            raise UserError("not a file", file=shown)
+        raise UserError("file not found", file=shown)
+    lower = shown.lower()
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise UserError(f"cannot be read: {error.strerror or error}", file=shown) from None
+    if lower.endswith(".toml"):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            line = data[: error.start].count(b"\n") + 1
+            raise UserError("TOML syntax error: the file is not UTF-8 text", file=shown, where=f"line {line}") from None
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            message, line, column = _split_toml_error(error)
+            where = f"line {line}, column {column}" if line else None
+            raise UserError(f"TOML syntax error: {message}", file=shown, where=where) from None
+    if lower.endswith(".json"):
+        try:
+            value = json.loads(data.decode("utf-8-sig"))
+        except UnicodeDecodeError:
+            raise UserError("JSON syntax error: the file is not UTF-8 text", file=shown) from None
+        except json.JSONDecodeError as error:
+            raise UserError(f"JSON syntax error: {error.msg}", file=shown, where=f"line {error.lineno}, column {error.colno}") from None
+        if not isinstance(value, dict):
+            raise UserError(f"must hold an object with general and datasets, not {describe_value(value)}", file=shown)
+        return value
+    raise UserError("unsupported config file format: sd-scripts reads .toml or .json dataset configs", file=shown)
+
+
+def _split_toml_error(error: Exception) -> tuple[str, int | None, int | None]:
+    text = str(error)
+    line = getattr(error, "lineno", None)
+    column = getattr(error, "colno", None)
+    import re
+
+    match = re.search(r"\s*\(at line (\d+), column (\d+)\)\s*$", text)
+    if match:
+        text = text[: match.start()]
+        line, column = int(match.group(1)), int(match.group(2))
+    else:
+        end = re.search(r"\s*\(at end of document\)\s*$", text)
+        if end:
+            text = text[: end.start()] + " at the end of the file"
+    msg = getattr(error, "msg", None)
+    if isinstance(msg, str) and msg and line:
+        text = msg
+    return text, line, column
+
+
+# --------------------------------------------------------------------------------------------
+# DreamBooth folders
+
+
+@dataclass
+class _FolderInfo:
+    """Where a folder-mode subset came from (for origins and messages)."""
+
+    where: str
+    from_fraction: bool
+
+
+def _config_from_folders(options: CommandLineOptions) -> tuple[dict, list[_FolderInfo]]:
+    subsets: list[dict] = []
+    info: list[_FolderInfo] = []
+    for option, base, is_reg in (("train_data_dir", options.train_data_dir, False), ("reg_data_dir", options.reg_data_dir, True)):
+        if base is None:
+            continue
+        root = os.path.abspath(base)
+        if not os.path.isdir(root):
+            reason = "not a directory" if os.path.exists(root) else "directory not found"
+            raise UserError(f"{reason}: {root}", key=option)
+        found = 0
+        for name in sorted(os.listdir(root)):
+            path = os.path.join(base, name)
+            if not os.path.isdir(path):
+                continue
+            parsed = parse_folder_name(name)
+            if parsed is None:
+                warn_once(
+                    f"{path}: ignored: the folder name has no repeat prefix such as 10_name or 0.25_name "
+                    "(sd-scripts ignores it too)"
+                )
+                continue
+            repeats, multiplier, class_tokens = parsed
+            if repeats is not None and repeats < 1:
+                continue  # sd-scripts skips it without a word
+            table: dict[str, Any] = {"image_dir": path, "is_reg": is_reg, "class_tokens": class_tokens}
+            if multiplier is not None:
+                table["multiplier"] = multiplier
+            else:
+                table["num_repeats"] = repeats
+            subsets.append(table)
+            info.append(_FolderInfo(where=path, from_fraction=multiplier is not None))
+            found += 1
+        if not found and not is_reg:
+            raise UserError(f"no subset folders named <repeats>_<name> (such as 10_alice or 0.25_alice) in {root}", key=option)
+    return {"datasets": [{"subsets": subsets}]}, info
+
+
+# --------------------------------------------------------------------------------------------
+# The reader
+
+
+class _Reader:
+    def __init__(self, *, file: str | None, options: CommandLineOptions, notes: list[str], folder_info: list[_FolderInfo] | None = None):
+        self.file = file
+        self.options = options
+        self.notes = notes
+        self.folder_info = folder_info
+
+    def error(self, message: str, where: str | None = None, key: str | None = None) -> UserError:
+        return UserError(message, file=self.file, where=where, key=key)
+
+    # -- structure ---------------------------------------------------------------------------
+
+    def check_table(self, table: Any, allowed: Mapping[str, str], where: str, level: str) -> None:
+        if not isinstance(table, Mapping):
+            raise self.error(f"must be a table, not {describe_value(table)}", where=where)
+        for key, value in table.items():
+            if key not in allowed:
+                raise self.error(self.unknown_key_message(key, level), where=where, key=key)
+            kind = allowed[key]
+            if kind == "multiplier":
+                check_multiplier(value, file=self.file, where=where)
+            elif kind == "num_repeats":
+                check_num_repeats(value, file=self.file, where=where)
+            elif kind in _KINDS:
+                test, wanted = _KINDS[kind]
+                if not test(value):
+                    raise self.error(f"must be {wanted}, not {describe_value(value)}", where=where, key=key)
+
+    def unknown_key_message(self, key: str, level: str) -> str:
+        if key in _FINE_TUNING_KEYS:
+            return "fine-tuning subsets (metadata_file) are not supported by kohya-multiplier yet; use image_dir subsets"
+        if key in _CONTROLNET_KEYS:
+            return "ControlNet subsets (conditioning_data_dir) are not supported by kohya-multiplier yet"
+        elsewhere = [name for name, keys in (("[[datasets.subsets]]", SUBSET_KEYS), ("[[datasets]]", DATASET_KEYS), ("[general]", GENERAL_KEYS)) if key in keys and key != "subsets"]
+        if elsewhere:
+            return f"not allowed in {level}; sd-scripts accepts it only in " + " and ".join(elsewhere)
+        allowed = {"[general]": GENERAL_KEYS, "[[datasets]]": DATASET_KEYS, "[[datasets.subsets]]": SUBSET_KEYS, "the top level": TOP_KEYS}[level]
+        close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        return f"unknown key (sd-scripts rejects it){hint}"
+
+    # -- datasets ----------------------------------------------------------------------------
+
+    def read(self, raw: Mapping[str, Any]) -> list[DatasetSpec]:
+        for key in raw:
+            if key not in TOP_KEYS:
+                raise self.error(self.unknown_key_message(key, "the top level"), key=key)
+        general = raw.get("general", {})
+        self.check_table(general, GENERAL_KEYS, "general", "[general]")
+        datasets_raw = raw.get("datasets")
+        if datasets_raw is None or (isinstance(datasets_raw, list) and not datasets_raw):
+            raise self.error("no datasets: add at least one [[datasets]] with [[datasets.subsets]]", key="datasets")
+        if not isinstance(datasets_raw, list):
+            raise self.error(f"must be an array of tables ([[datasets]]), not {describe_value(datasets_raw)}", key="datasets")
+        # Validate every table first (as sd-scripts' schema does), then interpret.
+        for index, table in enumerate(datasets_raw):
+            where = f"datasets[{index}]"
+            self.check_table(table, DATASET_KEYS, where, "[[datasets]]")
+            subsets_raw = table.get("subsets")
+            if subsets_raw is None or (isinstance(subsets_raw, list) and not subsets_raw):
+                raise self.error("no subsets: add at least one [[datasets.subsets]] with an image_dir", where=where, key="subsets")
+            if not isinstance(subsets_raw, list):
+                raise self.error(
+                    f"must be an array of tables ([[datasets.subsets]]), not {describe_value(subsets_raw)}", where=where, key="subsets"
+                )
+            for sub_index, sub_table in enumerate(subsets_raw):
+                sub_where = self.subset_where(index, sub_index, sub_table)
+                self.check_table(sub_table, SUBSET_KEYS, sub_where, "[[datasets.subsets]]")
+                if "image_dir" not in sub_table:
+                    raise self.error("missing: every subset needs the folder of its images", where=sub_where, key="image_dir")
+        return [self.read_dataset(index, table, general) for index, table in enumerate(datasets_raw)]
+
+    def subset_where(self, dataset_index: int, index: int, table: Any) -> str:
+        if self.folder_info is not None:
+            return self.folder_info[index].where
+        base = f"datasets[{dataset_index}].subsets[{index}]"
+        if isinstance(table, Mapping) and isinstance(table.get("image_dir"), str):
+            return f"{base} ({table['image_dir']})"
+        return base
+
+    def lookup(self, key: str, tables: list[Mapping[str, Any]], cli_value: Any = None) -> Any:
+        for table in tables:
+            value = table.get(key)
+            if value is not None:
+                return value
+        if cli_value is not None:
+            return cli_value
+        return DEFAULTS.get(key)
+
+    def read_dataset(self, index: int, table: Any, general: Mapping[str, Any]) -> DatasetSpec:
+        where = f"datasets[{index}]"
+        subsets_raw = table["subsets"]
+        opts = self.options
+        levels = [table, general]
+        batch_size = self.lookup("batch_size", levels, opts.train_batch_size)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise self.error(f"must be at least 1, not {batch_size!r}", where=self.where_of("batch_size", table, general, where), key="batch_size")
+        resolution = self.resolve_resolution(table, general, where)
+        enable_bucket = bool(self.lookup("enable_bucket", levels, opts.enable_bucket))
+        min_reso = self.lookup("min_bucket_reso", levels, opts.min_bucket_reso)
+        max_reso = self.lookup("max_bucket_reso", levels, opts.max_bucket_reso)
+        steps = self.lookup("bucket_reso_steps", levels, opts.bucket_reso_steps)
+        no_upscale = bool(self.lookup("bucket_no_upscale", levels, opts.bucket_no_upscale))
+        layout = BucketLayout.create(
+            resolution=resolution,
+            enable_bucket=enable_bucket,
+            min_bucket_reso=min_reso,
+            max_bucket_reso=max_reso,
+            bucket_reso_steps=steps,
+            bucket_no_upscale=no_upscale,
+            file=self.file,
+            where=where,
+        )
+        validation_split = self.lookup("validation_split", levels, opts.validation_split)
+        validation_seed = self.lookup("validation_seed", levels, opts.validation_seed)
+        if not isinstance(validation_split, (int, float)) or isinstance(validation_split, bool) or not 0 <= validation_split <= 1:
+            raise self.error(f"must be between 0 and 1, not {validation_split!r}", where=where, key="validation_split")
+
+        subsets: list[SubsetSpec] = []
+        seen_dirs: set[str] = set()
+        for sub_index, sub_table in enumerate(subsets_raw):
+            spec = self.read_subset(index, sub_index, sub_table, table, general, float(validation_split), validation_seed, seen_dirs)
+            if spec is not None:
+                subsets.append(spec)
+
+        uses_multiplier = any(s.multiplier is not None for s in subsets)
+        self.apply_regularization(subsets, uses_multiplier, where)
+        for s in subsets:
+            if s.excluded:
+                self.notes.append(f"{self.prefix()}{s.table}: excluded ({_exclusion_reason(s)})")
+        if subsets and all(s.excluded for s in subsets):
+            raise self.error("every subset is excluded (multiplier or num_repeats <= 0); nothing to train", where=where)
+        return DatasetSpec(
+            index=index,
+            batch_size=batch_size,
+            resolution=resolution,
+            enable_bucket=enable_bucket,
+            min_bucket_reso=layout.min_bucket_reso if enable_bucket else min_reso,
+            max_bucket_reso=layout.max_bucket_reso if enable_bucket else max_reso,
+            bucket_reso_steps=steps,
+            bucket_no_upscale=no_upscale if enable_bucket else False,
+            subsets=subsets,
+            uses_multiplier=uses_multiplier,
+            layout=layout,
+            table=where,
+        )
+
+    def prefix(self) -> str:
+        return f"{self.file}: " if self.file else ""
+
+    def where_of(self, key: str, table: Mapping, general: Mapping, dataset_where: str) -> str | None:
+        if table.get(key) is not None:
+            return dataset_where
+        if general.get(key) is not None:
+            return "general"
+        return None
+
+    def resolve_resolution(self, table: Mapping, general: Mapping, where: str) -> tuple[int, int]:
+        for source, value in (("dataset", table.get("resolution")), ("general", general.get("resolution"))):
+            if value is not None:
+                if isinstance(value, int):
+                    return (value, value)
+                return (int(value[0]), int(value[1]))
+        cli = self.options.resolution
+        if cli is not None:
+            return parse_resolution_option(cli)
+        raise self.error(
+            "required: set it in [general] or [[datasets]], or pass --resolution",
+            where=where,
+            key="resolution",
+        )
+
+    # -- subsets -----------------------------------------------------------------------------
+
+    def read_subset(
+        self,
+        dataset_index: int,
+        index: int,
+        table: Any,
+        dataset: Mapping[str, Any],
+        general: Mapping[str, Any],
+        validation_split: float,
+        validation_seed: int | None,
+        seen_dirs: set[str],
+    ) -> SubsetSpec | None:
+        folder = self.folder_info[index] if self.folder_info is not None else None
+        where = self.subset_where(dataset_index, index, table)
+        image_dir_raw: str = table["image_dir"]
+        image_dir = os.path.abspath(image_dir_raw)
+        name = os.path.basename(os.path.normpath(image_dir))
+        is_reg = bool(table.get("is_reg", False))
+
+        default_repeats = self.options.dataset_repeats if self.options.dataset_repeats is not None else 1
+        setting = resolve_repeat_setting(
+            [("subset", table, where), ("dataset", dataset, f"datasets[{dataset_index}]"), ("general", general, "general")],
+            file=self.file,
+            default_num_repeats=default_repeats,
+        )
+        multiplier, origin, num_repeats = setting.multiplier, setting.origin, setting.num_repeats
+        if folder is not None and origin == "subset":
+            origin = "folder name"
+        # multiply.txt: applies unless the subset's own table sets a key or a multiplier is inherited.
+        own_table_sets = origin in ("subset",) or (folder is not None and folder.from_fraction)
+        if not own_table_sets and multiplier is None and os.path.isdir(image_dir):
+            shown = os.path.join(image_dir_raw, MULTIPLY_TXT)
+            from_file = read_multiply_txt(image_dir, file_for_errors=shown)
+            if from_file is not None:
+                multiplier, origin = from_file, "multiply.txt"
+
+        excluded = (multiplier is not None and multiplier <= 0) or (multiplier is None and num_repeats < 1)
+        if not excluded:
+            if image_dir_raw in seen_dirs:
+                self.notes.append(
+                    f"{self.prefix()}{where}: ignored: the same image_dir as an earlier subset of this dataset (as sd-scripts does)"
+                )
+                return None
+            seen_dirs.add(image_dir_raw)
+        images = self.subset_images(table, image_dir, where, is_reg, validation_split, validation_seed, lenient=excluded)
+
+        if multiplier is not None:
+            effective, effective_origin = multiplier, f"multiplier ({origin})"
+        else:
+            effective, effective_origin = float(num_repeats), "num_repeats"
+        return SubsetSpec(
+            image_dir=image_dir,
+            name=name,
+            table=where,
+            is_reg=is_reg,
+            images=images,
+            multiplier=multiplier,
+            multiplier_origin=origin if multiplier is not None else "",
+            num_repeats=num_repeats,
+            effective_multiplier=effective,
+            effective_origin=effective_origin,
+        )
+
+    def subset_images(
+        self,
+        table: Mapping[str, Any],
+        image_dir: str,
+        where: str,
+        is_reg: bool,
+        validation_split: float,
+        validation_seed: int | None,
+        *,
+        lenient: bool,
+    ) -> list[ImageEntry]:
+        if lenient:  # an excluded subset: list what is there, never fail on it
+            try:
+                paths = list_image_files(image_dir)
+            except OSError:
+                return []
+            import contextlib
+
+            with contextlib.suppress(UserError):
+                return images_with_sizes(paths, file=self.file, where=where, folder=image_dir)
+            return []
+        cache_info = table.get("cache_info")
+        if cache_info is None:
+            cache_info = self.options.cache_info
+        cached = _read_info_cache(image_dir) if cache_info else None
+        if cached is None and validation_split <= 0:
+            return load_images(image_dir, file=self.file, where=where)
+        if cached is not None:
+            paths = [os.path.abspath(p) for p in cached]
+            sizes = {os.path.abspath(p): tuple(v) for p, v in cached.items() if v is not None}
+        else:
+            if not os.path.isdir(image_dir):
+                return load_images(image_dir, file=self.file, where=where)  # raises the folder error
+            paths = list_image_files(image_dir)
+            sizes = {}
+        if validation_split > 0 and not is_reg and paths:
+            if validation_seed is None:
+                self.notes.append(
+                    f"{self.prefix()}{where}: validation_split without validation_seed: sd-scripts splits at random, "
+                    "so this plan uses all images of the subset"
+                )
+            else:
+                pairs = list(paths)
+                random.Random(validation_seed).shuffle(pairs)
+                keep = math.ceil(len(pairs) * (1 - validation_split))
+                paths = pairs[:keep]
+        if not paths:
+            return load_images(image_dir, file=self.file, where=where) if not os.path.isdir(image_dir) else []
+        entries = images_with_sizes(paths, file=self.file, where=where, folder=image_dir, known_sizes=sizes)
+        entries.sort(key=lambda e: e.path)
+        return entries
+
+    # -- regularization ------------------------------------------------------------------------
+
+    def apply_regularization(self, subsets: list[SubsetSpec], uses_multiplier: bool, where: str) -> None:
+        inputs = [
+            RegularizationInput(
+                is_reg=s.is_reg,
+                image_count=len(s.images),
+                multiplier=s.multiplier,
+                num_repeats=s.num_repeats,
+            )
+            for s in subsets
+        ]
+        for spec, auto in zip(subsets, auto_regularization_multipliers(inputs)):
+            if auto is not None:
+                spec.effective_multiplier = auto
+                spec.effective_origin = "auto (regularization)"
+        if uses_multiplier and any(s.effective_origin == "auto (regularization)" for s in subsets):
+            autos = sorted({format_number(round(s.effective_multiplier, 6)) for s in subsets if s.effective_origin == "auto (regularization)"})
+            self.notes.append(
+                f"{self.prefix()}{where}: regularization subsets without a multiplier get {', '.join(autos)} "
+                "so that regularization images per epoch match training images per epoch"
+            )
+
+
+def _exclusion_reason(s: SubsetSpec) -> str:
+    if s.effective_origin == "auto (regularization)":
+        return "automatic regularization multiplier is 0: there are no training images per epoch to match"
+    if s.multiplier is not None:
+        return f"multiplier {format_number(s.multiplier)} from {s.multiplier_origin}"
+    return f"num_repeats {s.num_repeats}"
+
+
+def _read_info_cache(image_dir: str) -> dict[str, Any] | None:
+    """sd-scripts' ``metadata_cache.json`` (``cache_info``): image path -> [width, height]."""
+    path = os.path.join(image_dir, "metadata_cache.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        return {str(k): (v.get("resolution") if isinstance(v, dict) else None) for k, v in data.items()}
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def parse_resolution_option(value: Any, *, key: str = "resolution") -> tuple[int, int]:
+    """``--resolution`` as sd-scripts parses it: "512" -> (512, 512), "512,768" -> (512, 768);
+    also accepts an int or a (width, height) pair."""
+    if isinstance(value, bool):
+        raise UserError(f"must be 'size' or 'width,height', not {value!r}", key=key)
+    if isinstance(value, int):
+        parts = [value]
+    elif isinstance(value, str):
+        try:
+            parts = [int(p) for p in value.split(",")]
+        except ValueError:
+            raise UserError(f"must be 'size' or 'width,height', not {value!r}", key=key) from None
+    elif isinstance(value, (list, tuple)):
+        parts = [int(p) for p in value]
+    else:
+        raise UserError(f"must be 'size' or 'width,height', not {value!r}", key=key)
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2:
+        raise UserError(f"must be 'size' or 'width,height', not {value!r}", key=key)
+    if parts[0] <= 0 or parts[1] <= 0:
+        raise UserError(f"must be positive, not {value!r}", key=key)
+    return (parts[0], parts[1])
