@@ -9,8 +9,13 @@ Pure functions on plain numbers; no file I/O. Three kinds of target, one per sub
 - a ratio: a set of subsets shares a fixed fraction of each epoch (all images trained per epoch,
   over every dataset), e.g. regularization images at 10 %; inside the set every image gets the
   same multiplier, so all of them rotate through training at one rate;
-- nothing: the subset keeps its multiplier, except a regularization subset whose multiplier is
-  automatic (no multiplier of its own), which keeps following the training images of its dataset.
+- nothing: the subset keeps its multiplier, except a regularization subset without a multiplier of
+  its own in a dataset that uses multipliers: its multiplier is automatic and follows the training
+  images of its dataset (``multipliers.auto_regularization_multipliers``:
+  ``max(0, T - R_explicit) / R_auto``), as ``plan`` and training compute it.
+
+Excluded subsets (multiplier or num_repeats <= 0) stay excluded unless they have a target of
+their own (``images_per_epoch``) or are picked by a ratio selector.
 
 Ratios depend on the epoch total, which depends on the ratios (and automatic regularization
 multipliers depend on the training subsets, which may be in a ratio set): every subset's images per
@@ -40,7 +45,8 @@ class BalanceSubset:
     images: int  # number of images in the subset
     multiplier: float  # current effective multiplier
     is_reg: bool = False
-    auto: bool = False  # regularization multiplier derived from the training images (no own value)
+    explicit: bool = True  # has a multiplier of its own or inherited (False: num_repeats, or automatic)
+    num_repeats: int = 1
     group: str = ""  # subject key for group_by="parent" (the parent folder); "" = the subset itself
     images_per_epoch: float | None = None  # per-subset target from the TOML
     aliases: tuple[str, ...] = ()  # further names --ratio selectors match (e.g. the image_dir)
@@ -123,19 +129,31 @@ def tidy_multiplier(target: float, images: int) -> float:
     return exact
 
 
+def _solve_epoch_total(total_of: Callable[[float], float], has_ratios: bool) -> float:
+    """The epoch total E with E = total_of(E). ``total_of`` is piecewise affine and increasing
+    (automatic regularization clips at 0); Newton steps on the local slope land on the exact
+    piece in a few steps."""
+    if not has_ratios:
+        return total_of(0.0)
+    estimate = 0.0
+    for _ in range(64):
+        value = total_of(estimate)
+        slope = total_of(estimate + 1.0) - value
+        if slope >= 1.0 - 1e-12:
+            raise UserError("ratio sets leave no room for the other subsets (the shares add up to 100 % or more)",
+                            key="--ratio")
+        fixed = value - slope * estimate
+        if fixed <= 0 and estimate == 0.0:
+            raise UserError("ratio sets need other subsets with images per epoch to take a share of", key="--ratio")
+        following = fixed / (1.0 - slope)
+        if abs(following - estimate) <= 1e-9 * max(1.0, following):
+            return following
+        estimate = following
+    return estimate
+
+
 def _same(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12)
-
-
-AutoRule = Callable[[float, int], float]
-
-
-def default_auto_rule(training_images_per_epoch: float, reg_images: int) -> float:
-    """Multiplier of automatic regularization subsets: their images per epoch equal the training
-    images per epoch of their dataset, every regularization image at the same rate."""
-    if reg_images <= 0:
-        return 0.0
-    return training_images_per_epoch / reg_images
 
 
 def solve(
@@ -144,7 +162,6 @@ def solve(
     per_epoch: float | None = None,
     ratios: Sequence[Ratio] = (),
     group_by: str = "subset",
-    auto_rule: AutoRule = default_auto_rule,
 ) -> list[Assignment]:
     """New multipliers for ``subsets`` (same order), meeting every target exactly."""
     if group_by not in GROUP_BY:
@@ -192,15 +209,19 @@ def solve(
             kind[i] = "fixed"
             fixed_target[i] = s.images_per_epoch
             fixed_rule[i] = f"images_per_epoch {_num(s.images_per_epoch)}"
-        elif per_epoch is not None and not s.is_reg:
+        elif per_epoch is not None and not s.is_reg and s.multiplier > 0:
             kind[i] = "fixed"
             fixed_rule[i] = f"per-epoch {_num(per_epoch)}"
             key = (s.dataset, s.group or f"\0{s.index}") if group_by == "parent" else (s.dataset, f"\0{s.index}")
             groups.setdefault(key, []).append(i)
-        elif s.auto and s.is_reg:
-            kind[i] = "auto"
         else:
             kind[i] = "keep"
+    # Automatic regularization multipliers: in a dataset that uses multipliers after balancing.
+    for i, s in enumerate(subsets):
+        if kind[i] == "keep" and s.is_reg and not s.explicit and s.num_repeats >= 1:
+            if any(subsets[j].dataset == s.dataset and (subsets[j].explicit or kind[j] in ("fixed", "ratio"))
+                   for j in range(n)):
+                kind[i] = "auto"
     # --per-epoch: one target per subject (a group of subsets shares it, same multiplier for all).
     group_multiplier: dict[int, int] = {}  # subset -> images of its group
     for (dataset, key), members in groups.items():
@@ -224,44 +245,36 @@ def solve(
             elif kind[i] == "ratio":
                 r = ratio_of[i]
                 out[i] = ratios[r].fraction * epoch_total * s.images / ratio_images[r] if ratio_images[r] else 0.0
-        # automatic regularization: per dataset, follow the training images per epoch
+        # automatic regularization, per dataset: max(0, T - R_explicit) / R_auto
         for dataset in sorted({s.dataset for s in subsets}):
             autos = [i for i in range(n) if kind[i] == "auto" and subsets[i].dataset == dataset]
             if not autos:
                 continue
-            training = sum(out[i] for i in range(n) if subsets[i].dataset == dataset and not subsets[i].is_reg)
+            members = [i for i in range(n) if subsets[i].dataset == dataset and kind[i] != "auto"]
+            training = sum(out[i] for i in members if not subsets[i].is_reg)
+            reg_explicit = sum(out[i] for i in members if subsets[i].is_reg)
             reg_images = sum(subsets[i].images for i in autos)
-            m = auto_rule(training, reg_images)
+            m = max(0.0, training - reg_explicit) / reg_images if reg_images else 0.0
             for i in autos:
                 out[i] = m * subsets[i].images
         return out
 
-    c0 = sum(contributions(0.0))
-    c1 = sum(contributions(1.0)) - c0
-    if ratios:
-        if c0 <= 0:
-            raise UserError("ratio sets need other subsets with images per epoch to take a share of", key="--ratio")
-        if c1 >= 1.0 - 1e-12:
-            raise UserError("ratio sets leave no room for the other subsets (the shares add up to 100 % or more)",
-                            key="--ratio")
-        epoch_total = c0 / (1.0 - c1)
-    else:
-        epoch_total = c0
+    epoch_total = _solve_epoch_total(lambda total: sum(contributions(total)), bool(ratios))
     amounts = contributions(epoch_total)
 
-    result: list[Assignment] = []
+    result: list[Assignment | None] = [None] * n
     for i, s in enumerate(subsets):
         amount = amounts[i]
         if kind[i] == "keep":
             m = s.multiplier
-            result.append(Assignment(m, max(m, 0.0) * s.images, "unchanged"))
+            result[i] = Assignment(m, max(m, 0.0) * s.images, "unchanged")
             continue
         if kind[i] == "auto":
-            m = amount / s.images if s.images else 0.0
-            result.append(Assignment(m, amount, "auto (follows training)"))
-            continue
+            continue  # below, from the final multipliers of the others
         if kind[i] == "fixed" and i in group_multiplier:
             m = tidy_multiplier(per_epoch, group_multiplier[i])
+        elif kind[i] == "ratio":
+            m = float(f"{amount / s.images:.4g}") if s.images else 0.0  # a share: 4 digits are plenty
         else:
             m = tidy_multiplier(amount, s.images)
         if kind[i] == "ratio":
@@ -270,8 +283,19 @@ def solve(
         else:
             rule = fixed_rule[i]
             target = s.images_per_epoch
-        result.append(Assignment(m, m * s.images, rule, changed=not _same(m, s.multiplier), target=target))
-    return result
+        result[i] = Assignment(m, m * s.images, rule, changed=not _same(m, s.multiplier), target=target)
+    for dataset in sorted({s.dataset for s in subsets}):
+        autos = [i for i in range(n) if kind[i] == "auto" and subsets[i].dataset == dataset]
+        if not autos:
+            continue
+        others = [i for i in range(n) if subsets[i].dataset == dataset and kind[i] != "auto"]
+        training = sum(result[i].images_per_epoch for i in others if not subsets[i].is_reg)
+        reg_explicit = sum(result[i].images_per_epoch for i in others if subsets[i].is_reg)
+        reg_images = sum(subsets[i].images for i in autos)
+        m = max(0.0, training - reg_explicit) / reg_images if reg_images else 0.0
+        for i in autos:
+            result[i] = Assignment(m, m * subsets[i].images, "auto (regularization)")
+    return result  # type: ignore[return-value]
 
 
 def epoch_images(assignments: Sequence[Assignment]) -> float:
@@ -312,5 +336,12 @@ def target_from_comment(comment: str | None) -> float | None:
     return float(found.group(1)) if found else None
 
 
-def marker_comment(target: float) -> str:
-    return f"images_per_epoch = {_num(target)} (kohya-multiplier balance)"
+def marker_comment(target: float, old_comment: str | None = None) -> str:
+    """The comment after a translated multiplier: the target, then whatever the user wrote there
+    before (an older marker is replaced)."""
+    marker = f"images_per_epoch = {_num(target)} (kohya-multiplier balance)"
+    rest = _MARKER_FULL.sub("", old_comment or "").strip(" ;")
+    return f"{marker}; {rest}" if rest else marker
+
+
+_MARKER_FULL = re.compile(r"images_per_epoch\s*=\s*[0-9.eE+-]+\s*(\(kohya-multiplier balance\))?")

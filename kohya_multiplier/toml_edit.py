@@ -11,7 +11,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import tomlkit
 import tomlkit.exceptions
@@ -25,14 +25,15 @@ class SubsetEdit:
     """Set ``key = value`` in ``[[datasets]]`` number ``dataset``, ``[[datasets.subsets]]`` number
     ``subset`` (both 0-based, in file order). Keys in ``replaces`` found in that table are removed;
     the first one found gives its place (and comment) to ``key`` when ``key`` is not there yet.
-    ``comment`` (without ``#``) replaces the comment after the value when given."""
+    ``comment`` (without ``#``) replaces the comment after the value when given; it may be a function
+    of the comment found there before (on the key itself or on the key it replaces), or None."""
 
     dataset: int
     subset: int
     key: str
     value: Any
     replaces: tuple[str, ...] = ()
-    comment: str | None = None
+    comment: "str | Callable[[str | None], str] | None" = None
 
 
 def parse(text: str, *, file: str | None = None) -> tomlkit.TOMLDocument:
@@ -103,6 +104,9 @@ def apply_edit(doc: tomlkit.TOMLDocument, edit: SubsetEdit, *, file: str | None 
     table = subset_table(doc, edit.dataset, edit.subset, file=file)
     container = table.value
     present = [k for k in edit.replaces if k in table and k != edit.key]
+    old_comment = value_comment(table, edit.key) if edit.key in table else None
+    if old_comment is None:
+        old_comment = next((value_comment(table, k) for k in present if value_comment(table, k)), None)
     if edit.key not in table and present:
         first = present.pop(0)
         old_key = next(k for k, _ in container.body if k is not None and k.key == first)
@@ -116,7 +120,8 @@ def apply_edit(doc: tomlkit.TOMLDocument, edit: SubsetEdit, *, file: str | None 
     for key in present:
         del table[key]
     if edit.comment is not None:
-        _set_comment(table.item(edit.key), edit.comment)
+        text = edit.comment(old_comment) if callable(edit.comment) else edit.comment
+        _set_comment(table.item(edit.key), text)
 
 
 def edit_text(text: str, edits: Sequence[SubsetEdit], *, file: str | None = None) -> str:

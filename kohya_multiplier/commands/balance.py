@@ -1,0 +1,369 @@
+"""``kohya-multiplier balance CONFIG.toml``: set multipliers from images-per-epoch targets.
+
+Targets: ``--per-epoch N`` (every training subset, or every subject with ``--group-by parent``),
+``images_per_epoch = N`` in a subset's table (wins over ``--per-epoch`` for that subset), and
+``--ratio SELECTOR=FRACTION`` (a set of subsets sharing a fixed fraction of each epoch). Prints the
+before/after table; batches per epoch come from the real planner on the real bucket assignment, so
+they equal what ``plan`` shows. ``--write`` edits the TOML in place (comments, order and formatting
+kept) after copying it to ``CONFIG.toml.bak``; without it nothing is changed.
+
+``images_per_epoch`` is balance's own key: sd-scripts rejects unknown keys, so ``--write`` turns it
+into ``multiplier = m`` at the same place and keeps the target in the comment after it
+(``# images_per_epoch = 25 (kohya-multiplier balance)``), which later ``balance`` runs read back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kohya_multiplier import balance as bal
+from kohya_multiplier import progress
+from kohya_multiplier import toml_edit
+from kohya_multiplier.errors import UserError
+
+KEY = "images_per_epoch"
+_TABLE_RE = re.compile(r"^datasets\[(\d+)\]\.subsets\[(\d+)\]")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "balance",
+        help="set subset multipliers from images-per-epoch targets (prints a before/after table; --write edits the TOML)",
+        description="Compute each subset's multiplier from a target number of images per epoch, or from a share "
+        "of the epoch, and show what changes. Nothing is written without --write.",
+    )
+    parser.add_argument("config", nargs="?", metavar="CONFIG.toml",
+                        help="sd-scripts dataset config (.toml; .json is read but cannot be written)")
+    parser.add_argument("--per-epoch", type=float, metavar="N", default=None,
+                        help="images per epoch for every training subset (per subject with --group-by parent); "
+                        "a subset's own images_per_epoch in the TOML wins")
+    parser.add_argument("--ratio", action="append", default=[], metavar="SELECTOR=FRACTION",
+                        help="subsets sharing a fixed fraction of every epoch, e.g. reg=10%% (all regularization "
+                        "subsets) or 'style_*,extra=0.2'; SELECTOR is reg, train, a subset or parent-folder name, "
+                        "or a shell pattern; repeatable")
+    parser.add_argument("--group-by", choices=bal.GROUP_BY, default="subset",
+                        help="parent: the subsets under one parent folder are one subject sharing --per-epoch "
+                        "(default: subset)")
+    parser.add_argument("--epochs", type=int, default=10, metavar="N", help="epochs for the total steps (default 10)")
+    parser.add_argument("--write", action="store_true",
+                        help="edit the TOML in place (keeps comments and layout; backup CONFIG.toml.bak first)")
+    from kohya_multiplier.commands.dataset_options import add_dataset_arguments
+
+    add_dataset_arguments(parser, dataset_config=False, seed=False)
+    parser.set_defaults(handler=run)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading the config with balance's own key
+
+
+@dataclass
+class Loaded:
+    config: Any  # TrainingConfig
+    targets: dict[tuple[int, int], tuple[float, str]]  # (dataset, subset) in the file -> (target, source)
+    toml_text: str | None  # the file's text when it is TOML (for --write)
+
+
+def _strip_targets(raw: Any, file: str) -> dict[tuple[int, int], tuple[float, str]]:
+    """Remove ``images_per_epoch`` from the parsed config (the reader rejects unknown keys) and
+    return the per-subset targets."""
+    targets: dict[tuple[int, int], tuple[float, str]] = {}
+    if not isinstance(raw, dict):
+        return targets
+    general = raw.get("general")
+    if isinstance(general, dict) and KEY in general:
+        raise UserError(f"{KEY} is read per subset: put it in [[datasets.subsets]], or use --per-epoch for all",
+                        file=file, where="general", key=KEY)
+    datasets = raw.get("datasets")
+    if not isinstance(datasets, list):
+        return targets
+    for d, dataset in enumerate(datasets):
+        if not isinstance(dataset, dict):
+            continue
+        if KEY in dataset:
+            raise UserError(f"{KEY} is read per subset: put it in [[datasets.subsets]], or use --per-epoch for all",
+                            file=file, where=f"datasets[{d}]", key=KEY)
+        subsets = dataset.get("subsets")
+        if not isinstance(subsets, list):
+            continue
+        for s, table in enumerate(subsets):
+            if isinstance(table, dict) and KEY in table:
+                where = f"datasets[{d}].subsets[{s}]"
+                if isinstance(table.get("image_dir"), str):
+                    where += f" ({table['image_dir']})"
+                value = bal.positive_target(table.pop(KEY), key=KEY, where=where, file=file)
+                targets[(d, s)] = (value, KEY)
+    return targets
+
+
+def load(path: str | None, options) -> Loaded:
+    from kohya_multiplier import config as cfg
+
+    if path is None:
+        return Loaded(cfg.load_training_config(None, options), {}, None)
+    raw = cfg.read_config_file(path)
+    targets = _strip_targets(raw, str(path))
+    text = None
+    if str(path).lower().endswith(".toml"):
+        text = toml_edit.read_text(path)
+        document = toml_edit.parse(text, file=str(path))
+        for d, s, table in toml_edit.subset_tables(document):
+            if (d, s) not in targets and "multiplier" in table:
+                remembered = bal.target_from_comment(toml_edit.value_comment(table, "multiplier"))
+                if remembered is not None:
+                    targets[(d, s)] = (remembered, "comment")
+    loader = getattr(cfg, "load_training_config_data", None)
+    if loader is not None:  # a public entry point taking the parsed data, when config provides one
+        config = loader(raw, str(path), options)
+    else:
+        notes: list[str] = []
+        reader = cfg._Reader(file=str(path), options=options, notes=notes)
+        config = cfg.TrainingConfig(source=str(path), datasets=reader.read(raw), notes=notes)
+    return Loaded(config, targets, text)
+
+
+# ----------------------------------------------------------------------------------------------
+# Batches per epoch from the real planner
+
+
+def epoch_length(dataset, multipliers: list[float]) -> int:
+    """Batches per epoch of a dataset with the given per-subset multipliers (the planner's L)."""
+    from kohya_multiplier.planner import DatasetPlanner
+
+    subset_of_image, bucket_of_image = _plan_arrays(dataset)
+    return int(DatasetPlanner(subset_of_image, bucket_of_image, multipliers, dataset.batch_size, 0).epoch_length)
+
+
+def _plan_arrays(dataset) -> tuple[np.ndarray, np.ndarray]:
+    cached = getattr(dataset, "_balance_plan_arrays", None)
+    if cached is not None:
+        return cached
+    arrays = None
+    try:
+        from kohya_multiplier import plan_input  # the lead's, shared with `plan`
+    except ImportError:
+        plan_input = None
+    if plan_input is not None and hasattr(plan_input, "build_plan_input"):
+        built = plan_input.build_plan_input(dataset)
+        subset_of_image = getattr(built, "subset_of_image", None)
+        bucket_of_image = getattr(built, "bucket_of_image", None)
+        if subset_of_image is not None and bucket_of_image is not None:
+            arrays = (np.asarray(subset_of_image), np.asarray(bucket_of_image))
+    if arrays is None:
+        entries = [(index, image) for index, subset in enumerate(dataset.subsets) for image in subset.images]
+        subset_of_image = np.fromiter((i for i, _ in entries), dtype=np.int64, count=len(entries))
+        widths = np.fromiter((e.width for _, e in entries), dtype=np.int64, count=len(entries))
+        heights = np.fromiter((e.height for _, e in entries), dtype=np.int64, count=len(entries))
+        bucket_of_image, _sizes = dataset.bucket_layout().assign_ids(widths, heights, paths=[e.path for _, e in entries])
+        arrays = (subset_of_image, np.asarray(bucket_of_image))
+    try:
+        dataset._balance_plan_arrays = arrays
+    except AttributeError:
+        pass
+    return arrays
+
+
+# ----------------------------------------------------------------------------------------------
+# The command
+
+
+def _display_names(config) -> dict[tuple[int, int], str]:
+    counts: dict[str, int] = {}
+    for dataset in config.datasets:
+        for subset in dataset.subsets:
+            counts[subset.name] = counts.get(subset.name, 0) + 1
+    names = {}
+    for dataset in config.datasets:
+        for position, subset in enumerate(dataset.subsets):
+            name = subset.name
+            if counts[name] > 1:
+                name = _relative(subset.image_dir)
+            names[(dataset.index, position)] = name
+    return names
+
+
+def _relative(path: str) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def _group_names(config) -> dict[str, str]:
+    from kohya_multiplier.schedule_diff import parent_folder_namer
+
+    dirs = [s.image_dir for d in config.datasets for s in d.subsets]
+    namer = parent_folder_namer(os.path.join(p, "x") for p in {os.path.dirname(p) for p in dirs})
+    return {parent: namer(os.path.join(parent, "x")) for parent in {os.path.dirname(p) for p in dirs}}
+
+
+def _file_position(subset) -> tuple[int, int] | None:
+    found = _TABLE_RE.match(subset.table or "")
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def _number(value: float, digits: int = 6) -> str:
+    value = float(value) + 0.0
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    text = f"{value:.{digits}g}"
+    return text
+
+
+def _table(header: list[str], rows: list[list[str]], left: set[int]) -> list[str]:
+    widths = [max([len(header[i])] + [len(r[i]) for r in rows]) for i in range(len(header))]
+    out = []
+    for cells in [header] + rows:
+        out.append("  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip())
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from kohya_multiplier.commands.dataset_options import options_from_args
+
+    if args.epochs is not None and args.epochs < 1:
+        raise UserError(f"must be at least 1, got {args.epochs}", key="--epochs")
+    if args.per_epoch is not None:
+        bal.positive_target(args.per_epoch, key="--per-epoch")
+    ratios = [bal.parse_ratio(text) for text in args.ratio]
+    options = options_from_args(args)
+    if args.write and args.config is None:
+        raise UserError("--write edits a dataset config file; give CONFIG.toml", key="--write")
+    if args.write and not str(args.config).lower().endswith(".toml"):
+        raise UserError("--write edits TOML dataset configs only", file=str(args.config), key="--write")
+
+    loaded = load(args.config, options)
+    config = loaded.config
+    names = _display_names(config)
+    groups = _group_names(config)
+
+    subsets: list[bal.BalanceSubset] = []
+    specs = []
+    for dataset in config.datasets:
+        for position, spec in enumerate(dataset.subsets):
+            file_position = _file_position(spec)
+            target = loaded.targets.get(file_position) if file_position else None
+            parent = os.path.dirname(spec.image_dir)
+            subsets.append(bal.BalanceSubset(
+                dataset=dataset.index,
+                index=position,
+                name=names[(dataset.index, position)],
+                images=len(spec.images),
+                multiplier=float(spec.effective_multiplier),
+                is_reg=bool(spec.is_reg),
+                explicit=spec.multiplier is not None,
+                num_repeats=int(spec.num_repeats),
+                group=groups.get(parent, "") if args.group_by == "parent" else "",
+                images_per_epoch=target[0] if target else None,
+                aliases=(spec.name, _relative(spec.image_dir), groups.get(parent, "")),
+            ))
+            specs.append((dataset, position, spec, file_position, target))
+
+    if args.per_epoch is None and not ratios and not loaded.targets:
+        raise UserError("nothing to balance: give --per-epoch N, --ratio SELECTOR=FRACTION, "
+                        f"or {KEY} in a subset's table", key="--per-epoch")
+    assignments = bal.solve(subsets, per_epoch=args.per_epoch, ratios=ratios, group_by=args.group_by)
+
+    # Batches per epoch, before and after, from the real planner.
+    steps: list[bal.DatasetSteps] = []
+    offset = 0
+    for dataset in progress.track(config.datasets, len(config.datasets), "planning"):
+        count = len(dataset.subsets)
+        before = [s.multiplier for s in subsets[offset:offset + count]]
+        after = [a.multiplier for a in assignments[offset:offset + count]]
+        steps.append(bal.DatasetSteps(dataset.index, dataset.batch_size, epoch_length(dataset, before),
+                                      epoch_length(dataset, after)))
+        offset += count
+
+    print(render(config, subsets, assignments, steps, args.epochs, group_by=args.group_by))
+
+    edits, folder_renames = _edits(specs, assignments)
+    changed = [a for a in assignments if a.changed]
+    if not edits and not folder_renames:
+        print("\nmultipliers already match the targets; nothing to change")
+        return 0
+    if folder_renames:
+        print("\nthese subsets come from folder names; rename the folders to apply the new multipliers:")
+        for old, new in folder_renames:
+            print(f"  {old} -> {new}")
+        if args.write:
+            raise UserError("--write edits dataset config files only; rename the folders listed above", key="--write")
+        return 0
+    if not args.write:
+        print(f"\nnot written: run again with --write to update {args.config} "
+              f"({len(edits)} subset table{'s' if len(edits) != 1 else ''}; a backup is kept)")
+        return 0
+    new_text = toml_edit.edit_text(loaded.toml_text, edits, file=str(args.config))
+    backup = toml_edit.write_with_backup(args.config, new_text)
+    print(f"\nwrote {args.config}: {len(edits)} subset table{'s' if len(edits) != 1 else ''} changed "
+          f"({len(changed)} multiplier{'s' if len(changed) != 1 else ''}); backup: {backup}")
+    return 0
+
+
+def _edits(specs, assignments):
+    edits: list[toml_edit.SubsetEdit] = []
+    renames: list[tuple[str, str]] = []
+    for (dataset, position, spec, file_position, target), assignment in zip(specs, assignments):
+        translate = target is not None and target[1] == KEY  # the key must leave the file
+        if not assignment.changed and not translate:
+            continue
+        if file_position is None:
+            folder = spec.image_dir
+            base = os.path.basename(folder)
+            rest = base.split("_", 1)[1] if "_" in base else base
+            renames.append((_relative(folder), _relative(os.path.join(os.path.dirname(folder),
+                                                                      f"{_number(assignment.multiplier, 10)}_{rest}"))))
+            continue
+        comment = (lambda old, value=target[0]: bal.marker_comment(value, old)) if target is not None else None
+        d, s = file_position
+        edits.append(toml_edit.SubsetEdit(d, s, "multiplier", assignment.multiplier,
+                                          replaces=(KEY, "num_repeats"), comment=comment))
+    return edits, renames
+
+
+def render(config, subsets, assignments, steps, epochs: int, *, group_by: str = "subset") -> str:
+    lines: list[str] = []
+    offset = 0
+    for dataset, step in zip(config.datasets, steps):
+        count = len(dataset.subsets)
+        rows = []
+        for s, a in zip(subsets[offset:offset + count], assignments[offset:offset + count]):
+            old = s.multiplier
+            old_text = _number(old) if s.explicit else f"{_number(old)} ({'auto' if s.is_reg and s.num_repeats >= 1 and old != s.num_repeats else 'repeats'})"
+            if a.changed:
+                new_text = _number(a.multiplier, 10)
+            elif a.rule.startswith("auto"):
+                new_text = f"{_number(a.multiplier)} (auto)"
+            else:
+                new_text = "="
+            rows.append([
+                s.name + (" [reg]" if s.is_reg else ""),
+                str(s.images),
+                old_text,
+                new_text,
+                _number(max(old, 0.0) * s.images, 5),
+                _number(a.images_per_epoch, 5),
+                a.rule,
+            ])
+        offset += count
+        before_images = sum(max(s.multiplier, 0.0) * s.images for s in subsets[offset - count:offset])
+        after_images = sum(a.images_per_epoch for a in assignments[offset - count:offset])
+        rows.append(["total", str(sum(s.images for s in subsets[offset - count:offset])), "", "",
+                     _number(before_images, 6), _number(after_images, 6), ""])
+        lines.append(f"dataset {dataset.index}: batch size {dataset.batch_size}"
+                     + (f", subjects grouped by parent folder" if group_by == "parent" else ""))
+        lines.extend(_table(["subset", "images", "multiplier", "new", "images/epoch", "new", "target"], rows, {0, 6}))
+        lines.append(f"batches per epoch: {step.batches_before} -> {step.batches_after}")
+        lines.append("")
+    before, after = bal.total_steps(steps, epochs)
+    lines.append(f"total steps for {epochs} epoch{'s' if epochs != 1 else ''}: {before} -> {after}"
+                 + (" (all datasets)" if len(steps) > 1 else "")
+                 + "; divide by gradient accumulation steps and GPUs when you use them")
+    return "\n".join(lines)

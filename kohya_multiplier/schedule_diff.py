@@ -1,0 +1,348 @@
+"""Compare two schedules (JSON Lines written by ``plan --schedule`` or by a training run).
+
+One object per batch: ``{"epoch": e, "dataset": d, "batch": i, "resolution": [w, h],
+"images": [path, ...]}``. The comparison is per epoch (and dataset) and per subset; a subset is the
+image's parent folder unless a mapping from the dataset config is given. Line order in the files
+does not matter; batches are matched by (epoch, dataset, batch).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping
+
+from kohya_multiplier import progress
+from kohya_multiplier.errors import UserError
+
+
+@dataclass(frozen=True)
+class Batch:
+    epoch: int
+    dataset: int
+    batch: int
+    resolution: tuple[int, int]
+    images: tuple[str, ...]
+
+
+def _int(value, *, file: str, where: str, key: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and math.isfinite(value) and value == int(value):
+            value = int(value)
+        else:
+            raise UserError(f"must be an integer, got {value!r}", file=file, where=where, key=key)
+    if value < minimum:
+        raise UserError(f"must be >= {minimum}, got {value}", file=file, where=where, key=key)
+    return value
+
+
+def parse_line(text: str, *, file: str, line: int) -> Batch:
+    where = f"line {line}"
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UserError(f"not valid JSON ({error.msg}, column {error.colno})", file=file, where=where) from None
+    if not isinstance(record, dict):
+        raise UserError("expected one JSON object per line", file=file, where=where)
+    for key in ("epoch", "dataset", "batch", "resolution", "images"):
+        if key not in record:
+            raise UserError("missing", file=file, where=where, key=key)
+    epoch = _int(record["epoch"], file=file, where=where, key="epoch", minimum=1)
+    dataset = _int(record["dataset"], file=file, where=where, key="dataset", minimum=0)
+    batch = _int(record["batch"], file=file, where=where, key="batch", minimum=0)
+    resolution = record["resolution"]
+    if not isinstance(resolution, list) or len(resolution) != 2:
+        raise UserError(f"must be [width, height], got {resolution!r}", file=file, where=where, key="resolution")
+    reso = tuple(_int(v, file=file, where=where, key="resolution", minimum=1) for v in resolution)
+    images = record["images"]
+    if not isinstance(images, list) or not images or not all(isinstance(p, str) and p for p in images):
+        raise UserError("must be a non-empty list of image paths", file=file, where=where, key="images")
+    return Batch(epoch, dataset, batch, reso, tuple(images))  # type: ignore[arg-type]
+
+
+def read_schedule(path: str | os.PathLike) -> list[Batch]:
+    """All batches of a schedule file, sorted by (epoch, dataset, batch); one-line errors."""
+    file = str(path)
+    batches: list[Batch] = []
+    seen: dict[tuple[int, int, int], int] = {}
+    try:
+        handle = open(path, "r", encoding="utf-8")
+    except OSError as error:
+        raise UserError(f"cannot read: {error.strerror or error}", file=file) from None
+    with handle:
+        try:
+            for number, text in enumerate(progress.track(handle, None, f"reading {os.path.basename(file)}"), 1):
+                if not text.strip():
+                    continue
+                batch = parse_line(text, file=file, line=number)
+                key = (batch.epoch, batch.dataset, batch.batch)
+                if key in seen:
+                    raise UserError(
+                        f"epoch {batch.epoch}, dataset {batch.dataset}, batch {batch.batch} appears twice "
+                        f"(also on line {seen[key]})", file=file, where=f"line {number}")
+                seen[key] = number
+                batches.append(batch)
+        except UnicodeDecodeError:
+            raise UserError("is not UTF-8 text", file=file) from None
+    batches.sort(key=lambda b: (b.epoch, b.dataset, b.batch))
+    return batches
+
+
+# --- subsets -------------------------------------------------------------------------------------------
+
+
+def parent_folder_namer(paths: Iterable[str]) -> Callable[[str], str]:
+    """Name images by their parent folder, with as many trailing path parts as make names unique."""
+    parents = sorted({os.path.dirname(p) for p in paths})
+    names: dict[str, str] = {}
+    depth = 1
+    while True:
+        candidate = {p: "/".join(_parts(p)[-depth:]) or "." for p in parents}
+        if len(set(candidate.values())) == len(parents) or depth > 64:
+            names = candidate
+            break
+        depth += 1
+
+    def name(path: str) -> str:
+        parent = os.path.dirname(path)
+        return names.get(parent) or parent or "."
+
+    return name
+
+
+def _parts(path: str) -> list[str]:
+    return [p for p in path.replace("\\", "/").split("/") if p]
+
+
+def mapping_namer(mapping: Mapping[str, str], fallback: Callable[[str], str]) -> Callable[[str], str]:
+    """Name images by a path -> subset mapping (from the dataset config); others by ``fallback``
+    in parentheses, so they stand out."""
+    normalized = {os.path.normpath(k): v for k, v in mapping.items()}
+
+    def name(path: str) -> str:
+        found = normalized.get(os.path.normpath(path))
+        return found if found is not None else f"({fallback(path)})"
+
+    return name
+
+
+def strip_common_prefix(batches: list[Batch]) -> list[Batch]:
+    """Paths relative to the schedule's common folder (to compare schedules made on different machines)."""
+    paths = [p for b in batches for p in b.images]
+    if not paths:
+        return batches
+    try:
+        root = os.path.commonpath([os.path.dirname(p) for p in paths])
+    except ValueError:
+        return batches
+    if not root:
+        return batches
+    return [Batch(b.epoch, b.dataset, b.batch, b.resolution,
+                  tuple(os.path.relpath(p, root) for p in b.images)) for b in batches]
+
+
+# --- comparison ----------------------------------------------------------------------------------------
+
+IDENTICAL = "identical"
+VERDICTS = {
+    IDENTICAL: "identical",
+    "order": "same batches, different order",
+    "batching": "same images, batched differently",
+    "images": "different images",
+    "only_a": "only in A",
+    "only_b": "only in B",
+}
+
+
+@dataclass
+class EpochDiff:
+    epoch: int
+    dataset: int
+    verdict: str
+    batches: tuple[int, int]
+    images: tuple[int, int]
+    only_in_a: int = 0  # image appearances in A and not in B (multiset difference)
+    only_in_b: int = 0
+    batches_differing: int = 0  # batch positions whose resolution or images differ
+
+
+@dataclass
+class SubsetDiff:
+    name: str
+    per_epoch: dict[int, tuple[int, int]] = field(default_factory=dict)  # epoch -> (count A, count B)
+
+    @property
+    def total(self) -> tuple[int, int]:
+        return (sum(a for a, _ in self.per_epoch.values()), sum(b for _, b in self.per_epoch.values()))
+
+    @property
+    def epochs_differing(self) -> list[int]:
+        return sorted(e for e, (a, b) in self.per_epoch.items() if a != b)
+
+    @property
+    def max_epoch_difference(self) -> int:
+        return max((abs(a - b) for a, b in self.per_epoch.values()), default=0)
+
+
+@dataclass
+class ScheduleDiff:
+    epochs: list[EpochDiff]
+    subsets: list[SubsetDiff]
+    compared_epochs: list[int]
+
+    @property
+    def identical(self) -> bool:
+        return all(e.verdict == IDENTICAL for e in self.epochs)
+
+
+def _group(batches: list[Batch], epochs: set[int] | None) -> dict[tuple[int, int], list[Batch]]:
+    groups: dict[tuple[int, int], list[Batch]] = defaultdict(list)
+    for b in batches:
+        if epochs is None or b.epoch in epochs:
+            groups[(b.epoch, b.dataset)].append(b)
+    return groups
+
+
+def compare(a: list[Batch], b: list[Batch], *, namer: Callable[[str], str] | None = None,
+            common_epochs_only: bool = False) -> ScheduleDiff:
+    """Compare two schedules (lists of batches sorted by epoch, dataset, batch)."""
+    epochs_a = {x.epoch for x in a}
+    epochs_b = {x.epoch for x in b}
+    keep = epochs_a & epochs_b if common_epochs_only else None
+    groups_a, groups_b = _group(a, keep), _group(b, keep)
+    if namer is None:
+        namer = parent_folder_namer(p for batches in (a, b) for x in batches for p in x.images)
+    name_cache: dict[str, str] = {}
+
+    def subset_of(path: str) -> str:
+        name = name_cache.get(path)
+        if name is None:
+            name = name_cache[path] = namer(path)
+        return name
+
+    epoch_rows: list[EpochDiff] = []
+    counts: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    keys = sorted(set(groups_a) | set(groups_b))
+    for key in progress.track(keys, len(keys), "comparing epochs"):
+        epoch, dataset = key
+        ga, gb = groups_a.get(key, []), groups_b.get(key, [])
+        images_a = Counter(p for x in ga for p in x.images)
+        images_b = Counter(p for x in gb for p in x.images)
+        for side, images in ((0, images_a), (1, images_b)):
+            for path, n in images.items():
+                counts[subset_of(path)][epoch][side] += n
+        row = EpochDiff(epoch, dataset, IDENTICAL, (len(ga), len(gb)),
+                        (sum(images_a.values()), sum(images_b.values())))
+        row.only_in_a = sum((images_a - images_b).values())
+        row.only_in_b = sum((images_b - images_a).values())
+        by_index_a = {x.batch: x for x in ga}
+        by_index_b = {x.batch: x for x in gb}
+        for index in set(by_index_a) | set(by_index_b):
+            xa, xb = by_index_a.get(index), by_index_b.get(index)
+            if xa is None or xb is None or xa.resolution != xb.resolution or xa.images != xb.images:
+                row.batches_differing += 1
+        if not ga:
+            row.verdict = "only_b"
+        elif not gb:
+            row.verdict = "only_a"
+        elif row.batches_differing == 0:
+            row.verdict = IDENTICAL
+        elif row.only_in_a or row.only_in_b:
+            row.verdict = "images"
+        else:
+            batches_a = Counter((x.resolution, tuple(sorted(x.images))) for x in ga)
+            batches_b = Counter((x.resolution, tuple(sorted(x.images))) for x in gb)
+            row.verdict = "order" if batches_a == batches_b else "batching"
+        epoch_rows.append(row)
+
+    compared = sorted({e for e, _ in keys})
+    subsets = []
+    for name in sorted(counts):
+        diff = SubsetDiff(name)
+        for epoch in compared:
+            a_count, b_count = counts[name].get(epoch, (0, 0))
+            diff.per_epoch[epoch] = (a_count, b_count)
+        subsets.append(diff)
+    return ScheduleDiff(epoch_rows, subsets, compared)
+
+
+# --- text ----------------------------------------------------------------------------------------------
+
+
+def _ranges(numbers: list[int]) -> str:
+    if not numbers:
+        return "none"
+    out, start, prev = [], numbers[0], numbers[0]
+    for n in numbers[1:] + [None]:  # type: ignore[list-item]
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        out.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if n is not None:
+            start = prev = n
+    return ", ".join(out)
+
+
+def _table(header: list[str], rows: list[list[str]], left: frozenset[int] = frozenset({0})) -> list[str]:
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return [line(header)] + [line(r) for r in rows]
+
+
+def summarize_file(label: str, path: str, batches: list[Batch]) -> str:
+    epochs = sorted({b.epoch for b in batches})
+    datasets = sorted({b.dataset for b in batches})
+    images = sum(len(b.images) for b in batches)
+    span = _ranges(epochs)
+    return (f"{label}: {path}: {len(epochs)} epoch{'s' if len(epochs) != 1 else ''} ({span}), "
+            f"{len(datasets)} dataset{'s' if len(datasets) != 1 else ''}, {len(batches)} batches, {images} images")
+
+
+def format_diff(diff: ScheduleDiff, *, show_all: bool = False, per_epoch: bool = False) -> str:
+    lines: list[str] = []
+    rows = []
+    identical_epochs = sorted({e.epoch for e in diff.epochs}
+                              - {e.epoch for e in diff.epochs if e.verdict != IDENTICAL})
+    for e in diff.epochs:
+        if e.verdict == IDENTICAL and not show_all:
+            continue
+        rows.append([str(e.epoch), str(e.dataset), f"{e.batches[0]}/{e.batches[1]}", f"{e.images[0]}/{e.images[1]}",
+                     str(e.only_in_a), str(e.only_in_b), str(e.batches_differing), VERDICTS[e.verdict]])
+    if rows:
+        lines.append("")
+        lines.extend(_table(["epoch", "dataset", "batches A/B", "images A/B", "only in A", "only in B",
+                             "batches differing", "verdict"], rows, left=frozenset({7})))
+    if identical_epochs and not show_all:
+        lines.append("")
+        lines.append(f"identical epochs: {_ranges(identical_epochs)}")
+
+    differing = [s for s in diff.subsets if s.epochs_differing]
+    lines.append("")
+    if diff.compared_epochs:
+        lines.append(f"per subset, epochs {_ranges(diff.compared_epochs)} (images trained, A vs B):")
+        subset_rows = []
+        for s in diff.subsets:
+            total_a, total_b = s.total
+            subset_rows.append([s.name, str(total_a), str(total_b), f"{total_b - total_a:+d}",
+                                str(len(s.epochs_differing)), str(s.max_epoch_difference)])
+        lines.extend(_table(["subset", "A", "B", "B-A", "epochs differing", "max per-epoch |B-A|"], subset_rows))
+    if per_epoch and differing:
+        lines.append("")
+        lines.append("per subset and epoch where the counts differ (A/B):")
+        for s in differing:
+            cells = ", ".join(f"{e}: {s.per_epoch[e][0]}/{s.per_epoch[e][1]}" for e in s.epochs_differing)
+            lines.append(f"  {s.name}: {cells}")
+    lines.append("")
+    if diff.identical:
+        lines.append("schedules are identical")
+    else:
+        bad = sorted({e.epoch for e in diff.epochs if e.verdict != IDENTICAL})
+        lines.append(f"schedules differ in {len(bad)} of {len(diff.compared_epochs)} epochs ({_ranges(bad)}); "
+                     f"subset counts differ for {len(differing)} of {len(diff.subsets)} subsets")
+    return "\n".join(lines)
