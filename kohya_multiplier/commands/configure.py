@@ -1,0 +1,105 @@
+"""`kohya-multiplier configure`: remember where sd-scripts is, once, in the user config file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import tomlkit
+
+from kohya_multiplier.errors import UserError
+from kohya_multiplier.sdscripts import locate
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "configure",
+        help="remember the sd-scripts checkout (and its Python) for later commands",
+        description=(
+            "Write the sd-scripts checkout to the user config file, so that training commands need no "
+            "--sd-scripts or KOHYA_SD_SCRIPTS. Without options, show what is configured."
+        ),
+    )
+    parser.add_argument("--sd-scripts", dest="sd_scripts", metavar="DIR", help="the sd-scripts checkout")
+    parser.add_argument(
+        "--python",
+        metavar="PY",
+        help="interpreter that runs sd-scripts (default: DIR/venv's python when it exists, else this one)",
+    )
+    parser.add_argument(
+        "--label",
+        metavar="NAME",
+        help="store DIR as an extra checkout named NAME under [checkouts] (e.g. a second revision for the "
+        "integration tests) instead of as the default",
+    )
+    parser.set_defaults(handler=run)
+
+
+def _load_document(path: Path) -> tomlkit.TOMLDocument:
+    if not path.is_file():
+        return tomlkit.document()
+    try:
+        return tomlkit.parse(path.read_text(encoding="utf-8"))
+    except Exception as error:  # tomlkit raises several parse error types
+        raise UserError(f"cannot parse the kohya-multiplier config: {error}", file=str(path)) from None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _describe(label: str, checkout: locate.Checkout) -> str:
+    revision = checkout.revision()
+    state = "tested" if revision.tested else ("supported, untested" if revision.supported else "NOT supported")
+    return f"{label}: {checkout.root} (revision {revision.name}, {state}; python {checkout.python}; from {checkout.source})"
+
+
+def show() -> int:
+    print(f"config file: {locate.user_config_path()}")
+    checkouts = locate.configured_checkouts()
+    if not checkouts:
+        print("no sd-scripts checkout configured: run `kohya-multiplier configure --sd-scripts DIR`")
+        return 0
+    for label, checkout in checkouts.items():
+        print(_describe(label, checkout))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.sd_scripts:
+        if args.python or args.label:
+            raise UserError("--python and --label need --sd-scripts DIR")
+        return show()
+    root = locate._validate_root(args.sd_scripts, "--sd-scripts")
+    revision = locate.require_supported(root)
+    python = Path(args.python).expanduser() if args.python else locate.default_python(root)
+    if not python.exists():
+        raise UserError(f"--python {str(python)!r} does not exist")
+
+    path = locate.user_config_path()
+    document = _load_document(path)
+    if args.label:
+        checkouts = document.get("checkouts")
+        if checkouts is None:
+            checkouts = tomlkit.table(is_super_table=True)
+            document["checkouts"] = checkouts
+        entry = tomlkit.table()
+        entry["path"] = str(root)
+        if args.python:
+            entry["python"] = str(python)
+        checkouts[args.label] = entry
+    else:
+        # Keep the top-level keys before any [table], where TOML needs them.
+        document["sd_scripts"] = str(root)
+        if args.python:
+            document["python"] = str(python)
+        elif "python" in document:
+            del document["python"]  # an interpreter chosen for another checkout would be wrong here
+    _write_atomically(path, tomlkit.dumps(document))
+    where = f"[checkouts.{args.label}]" if args.label else "sd_scripts"
+    print(f"wrote {where} = {root} (revision {revision.name}, python {python}) to {path}")
+    return 0
