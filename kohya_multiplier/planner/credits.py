@@ -83,7 +83,9 @@ def allocate_epoch(layout: DatasetLayout, state: CreditState) -> tuple[EpochAllo
         assert eligible.any(), "planner invariant broken: no fractional image left for an extra batch"
         priority = np.where(eligible, credit / (np.maximum(fill, 1) * Q), -np.inf)
         bucket = int(np.argmax(priority))
-        picks = int(min(fill[bucket], max(1, credit[bucket] // Q), left[bucket]))
+        # Round the credit up: a batch that takes a bucket's turn carries a whole batch's worth of
+        # its demand, as K assumes; the surplus is a debt that lowers the bucket's next priority.
+        picks = int(min(fill[bucket], max(1, -(-credit[bucket] // Q)), left[bucket]))
         partial_batches.append((bucket, picks))
         credit[bucket] -= picks * Q
         left[bucket] -= picks

@@ -12,6 +12,7 @@ Vocabulary:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -47,7 +48,7 @@ class DatasetLayout:
     free_slots: np.ndarray  # (B,) empty places in the last base batch
     demand: np.ndarray  # (B,) fractional demand per epoch, in units
     capacity: np.ndarray  # (B,) images with a fractional part: most fractional picks per epoch
-    batch_fill: np.ndarray  # (B,) images a fractional batch of the bucket can hold: min(batch, capacity)
+    batch_fill: np.ndarray  # (B,) picks a fractional batch of the bucket holds at most (<= batch size)
     # per cell (ordered by bucket, then subset)
     cell_subset: np.ndarray
     cell_bucket: np.ndarray
@@ -117,7 +118,14 @@ def build_layout(subset_of_image, bucket_of_image, multipliers, batch_size: int)
 
     demand = np.bincount(cell_bucket, weights=cell_demand, minlength=n_buckets).astype(np.int64)
     capacity = np.bincount(cell_bucket, weights=cell_size, minlength=n_buckets).astype(np.int64)
-    batch_fill = np.minimum(batch_size, capacity)
+    # A bucket's fractional batch must not outgrow what its fastest cell can supply: a batch every
+    # T epochs carries f x n x T picks of each cell, and a cell gives at most n per epoch. Bigger
+    # batches would force picks on cells without credit and starve the others.
+    fastest = np.zeros(n_buckets)
+    np.maximum.at(fastest, cell_bucket, cell_fraction)
+    sustainable = np.floor(demand / UNITS_PER_IMAGE / np.where(fastest > 0, fastest, 1) + 1e-9).astype(np.int64)
+    batch_fill = np.minimum(np.minimum(batch_size, capacity), np.maximum(1, sustainable))
+    batch_fill[capacity == 0] = 0
 
     # K: enough extra batches for the demand the free slots cannot take, counted in batches each
     # bucket can really fill (a bucket with 3 fractional images fills batches of at most 3).
@@ -130,7 +138,7 @@ def build_layout(subset_of_image, bucket_of_image, multipliers, batch_size: int)
             fractional_batches += overflow / int(batch_fill[b])
     extra_batches = math.ceil(fractional_batches)
 
-    return DatasetLayout(
+    layout = DatasetLayout(
         batch_size=batch_size,
         n_buckets=n_buckets,
         integer_part=integer_part,
@@ -150,6 +158,7 @@ def build_layout(subset_of_image, bucket_of_image, multipliers, batch_size: int)
         extra_batches=extra_batches,
         fractional_batches=fractional_batches,
     )
+    return _with_enough_extra_batches(layout)
 
 
 def _share_subset_demand(fraction, cell_subset, cell_size, n_subsets) -> np.ndarray:
@@ -172,3 +181,30 @@ def _share_subset_demand(fraction, cell_subset, cell_size, n_subsets) -> np.ndar
     rank = np.arange(order.size) - starts[ranked_subset]
     units[order[rank < short[ranked_subset]]] += 1
     return units
+
+
+KEEP_UP_EPOCHS = 48
+
+
+def _with_enough_extra_batches(layout: DatasetLayout) -> DatasetLayout:
+    """Raise K until the allocation keeps up with the demand.
+
+    ceil(fractional batches) is enough when buckets can carry credit freely. A bucket whose demand
+    nearly uses up its fractional images each epoch cannot: its batches must split at epoch ends, and
+    it needs more batches than demand / fill. Simulating a few dozen epochs of credits (cheap: no
+    images are picked) finds the K at which no bucket or cell falls behind.
+    """
+    from kohya_multiplier.planner.credits import CreditState, allocate_epoch  # credits builds on layout
+
+    fill = np.maximum(layout.batch_fill, 1)
+    most = int(np.sum(-(-layout.capacity // fill)))  # every fractional image every epoch
+    while layout.extra_batches < most:
+        state = CreditState.initial(layout)
+        for _ in range(KEEP_UP_EPOCHS):
+            _, state = allocate_epoch(layout, state)
+        bucket_behind = state.bucket_credit > (2 * fill + 1) * UNITS_PER_IMAGE
+        cell_behind = state.cell_credit > 3 * UNITS_PER_IMAGE
+        if not bucket_behind.any() and not cell_behind.any():
+            break
+        layout = dataclasses.replace(layout, extra_batches=layout.extra_batches + 1)
+    return layout

@@ -42,7 +42,8 @@ class DatasetPlanner:
         self.layout: DatasetLayout = build_layout(subset_of_image, bucket_of_image, multipliers, batch_size)
         self._states = [CreditState.initial(self.layout)]  # credits after epoch e, e = 0..replayed
         self._allocations: list[EpochAllocation] = []  # epoch e at index e-1
-        self._cumulative = [np.zeros(self.layout.cell_size.size, dtype=np.int64)]  # stream positions after epoch e
+        # Row e: stream positions of every cell after epoch e; grown by doubling, rows 0..replayed valid.
+        self._cumulative = np.zeros((64, self.layout.cell_size.size), dtype=np.int64)
 
     @property
     def epoch_length(self) -> int:
@@ -65,7 +66,12 @@ class DatasetPlanner:
             self._allocations.append(allocation)
             self._states.append(state)
             window = stream_offset + stream_of_picks * allocation.cell_picks
-            self._cumulative.append(self._cumulative[-1] + window)
+            row = len(self._allocations)
+            if row >= self._cumulative.shape[0]:
+                grown = np.zeros((2 * row, self._cumulative.shape[1]), dtype=np.int64)
+                grown[:row] = self._cumulative[:row]
+                self._cumulative = grown
+            self._cumulative[row] = self._cumulative[row - 1] + window
 
     def plan_epoch(self, epoch: int) -> EpochPlan:
         if epoch < 1:
@@ -73,7 +79,7 @@ class DatasetPlanner:
         self._replay(epoch)
         layout = self.layout
         allocation = self._allocations[epoch - 1]
-        cumulative = np.stack(self._cumulative[: epoch + 1]) if layout.cell_size.size else None
+        cumulative = self._cumulative[: epoch + 1]
         fractional = [[] for _ in range(layout.n_buckets)]
         for c in range(layout.cell_size.size):
             if allocation.cell_picks[c] == 0:

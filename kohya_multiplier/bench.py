@@ -1,0 +1,107 @@
+"""Benchmark of the planner on a synthetic dataset built in memory.
+
+    python -m kohya_multiplier.bench --images 1000000 --subsets 100 --buckets 10 --epochs 10 --batch-size 4
+
+Prints a few human lines, then as the last line one JSON object with ``plan_seconds_per_epoch``
+(median over the planned epochs), ``jump_seconds`` (a fresh planner planning epoch 1000 directly)
+and ``peak_rss_mb`` (peak resident memory of this process), plus context figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from kohya_multiplier import rng
+from kohya_multiplier.planner import DatasetPlanner
+
+
+def _rss_mb() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def synthetic_dataset(images: int, subsets: int, buckets: int, seed: int):
+    """Subsets of very different sizes, a skewed bucket distribution, multipliers from 0.02 to 3."""
+    gen = rng.generator(seed, rng.SYNTHETIC, images, subsets, buckets)
+    weights = gen.lognormal(0.0, 1.0, subsets)
+    sizes = np.maximum(1, np.floor(weights / weights.sum() * images)).astype(np.int64)
+    sizes[np.argmax(sizes)] += images - sizes.sum()
+    subset_of_image = np.repeat(np.arange(subsets), sizes)
+    bucket_weights = 0.6 ** np.arange(buckets)
+    bucket_of_image = gen.choice(buckets, size=images, p=bucket_weights / bucket_weights.sum())
+    # Aim each subset at a similar number of images per epoch, like a user balancing subjects.
+    target = images / subsets * 0.3
+    multipliers = np.round(np.clip(target / sizes, 0.02, 3.0), 3)
+    return subset_of_image, bucket_of_image, multipliers
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kohya_multiplier.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1_000_000)
+    parser.add_argument("--subsets", type=int, default=100)
+    parser.add_argument("--buckets", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--jump-to", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--all-cores", action="store_true", help="do not pin the process to one core")
+    args = parser.parse_args(argv)
+
+    if not args.all_cores and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    baseline = _rss_mb()
+
+    subset_of_image, bucket_of_image, multipliers = synthetic_dataset(args.images, args.subsets, args.buckets, args.seed)
+    started = time.perf_counter()
+    planner = DatasetPlanner(subset_of_image, bucket_of_image, multipliers, args.batch_size, args.seed)
+    setup = time.perf_counter() - started
+
+    timings = []
+    planned = 0
+    for epoch in range(1, args.epochs + 1):
+        started = time.perf_counter()
+        plan = planner.plan_epoch(epoch)
+        timings.append(time.perf_counter() - started)
+        planned += plan.image_indices.size
+    del plan
+
+    fresh = DatasetPlanner(subset_of_image, bucket_of_image, multipliers, args.batch_size, args.seed)
+    started = time.perf_counter()
+    fresh.plan_epoch(args.jump_to)
+    jump = time.perf_counter() - started
+
+    peak = _rss_mb()
+    result = {
+        "images": args.images,
+        "subsets": args.subsets,
+        "buckets": args.buckets,
+        "batch_size": args.batch_size,
+        "epoch_length": planner.epoch_length,
+        "images_per_epoch": round(planned / args.epochs, 1),
+        "setup_seconds": round(setup, 3),
+        "plan_seconds_per_epoch": round(statistics.median(timings), 3),
+        "jump_to_epoch": args.jump_to,
+        "jump_seconds": round(jump, 3),
+        "baseline_rss_mb": round(baseline, 1),
+        "peak_rss_mb": round(peak, 1),
+        "extra_rss_mb": round(peak - baseline, 1),
+    }
+    print(
+        f"{args.images} images, {args.subsets} subsets, {args.buckets} buckets, batch size {args.batch_size}: "
+        f"{planner.epoch_length} batches per epoch",
+        file=sys.stderr,
+    )
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
