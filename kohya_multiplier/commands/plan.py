@@ -1,0 +1,88 @@
+"""`kohya-multiplier plan`: the dry run. Same config reading, bucket assignment and planner as training."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kohya_multiplier.commands.dataset_options import add_dataset_arguments, options_from_args
+from kohya_multiplier.config import load_training_config
+from kohya_multiplier.errors import UserError
+from kohya_multiplier.plan_input import planner_for_dataset, planner_seed
+from kohya_multiplier.progress import track
+from kohya_multiplier.report import collect_stats, format_table
+from kohya_multiplier.schedule import epoch_records, write_records
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "plan",
+        help="dry run: show which images each epoch trains, per subset, without a GPU or a model",
+        description="Plan epochs of an sd-scripts dataset config with multipliers and print the balance table. "
+        "Takes sd-scripts' own dataset options; a value in the config wins over the command line, as in sd-scripts.",
+    )
+    parser.add_argument("config", nargs="?", help="sd-scripts dataset config (.toml); or give --train_data_dir")
+    parser.add_argument("--epochs", type=int, default=10, metavar="N", help="epochs to plan (default 10)")
+    parser.add_argument("--from-epoch", "--from_epoch", dest="from_epoch", type=int, default=1, metavar="K",
+                        help="plan epochs K..K+N-1 directly, as a resumed run would (default 1)")
+    parser.add_argument("--schedule", metavar="FILE", help="write the planned batches as JSON Lines ('-' for stdout)")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw images per subset per epoch and coverage")
+    parser.add_argument("--html", metavar="FILE", help="write the tables and the picture as one self-contained page")
+    add_dataset_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.epochs < 1:
+        raise UserError(f"must be at least 1, got {args.epochs}", key="--epochs")
+    if args.from_epoch < 1:
+        raise UserError(f"epochs count from 1, got {args.from_epoch}", key="--from-epoch")
+    options = options_from_args(args)
+    if args.config is None and options.train_data_dir is None:
+        raise UserError("give a dataset config file or --train_data_dir", key="config")
+    config = load_training_config(args.config, options)
+    seed = planner_seed(options.seed)
+    epochs = range(args.from_epoch, args.from_epoch + args.epochs)
+
+    for note in config.notes:
+        print(note)
+    schedule = _open_schedule(args.schedule)
+    all_stats, tables = [], []
+    try:
+        for dataset in config.datasets:
+            planner, plan_input = planner_for_dataset(dataset, seed)
+            on_plan = None
+            if schedule is not None:
+                on_plan = lambda plan, d=dataset.index, p=plan_input: write_records(schedule, epoch_records(d, plan, p))
+            label = f"planning dataset {dataset.index}"
+            stats = collect_stats(dataset, planner, plan_input, track(epochs, len(epochs), label), on_plan)
+            all_stats.append(stats)
+            tables.append(format_table(stats))
+    finally:
+        if schedule is not None and schedule is not sys.stdout:
+            schedule.close()
+    out = sys.stderr if args.schedule == "-" else sys.stdout
+    print(f"seed {seed}{'' if options.seed is not None else ' (no --seed given)'}", file=out)
+    for table in tables:
+        print("", file=out)
+        print(table, file=out)
+    if args.plot or args.html:
+        from kohya_multiplier import plot
+
+        png = plot.draw_balance(all_stats, args.plot)
+        if args.html:
+            from kohya_multiplier import html_report
+
+            html_report.write_page(all_stats, tables, png, args.html)
+    return 0
+
+
+def _open_schedule(path: str | None):
+    if path is None:
+        return None
+    if path == "-":
+        return sys.stdout
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as error:
+        raise UserError(f"cannot write: {error.strerror or error}", file=path, key="--schedule") from None

@@ -1,0 +1,86 @@
+"""A small example dataset, generated on demand: subjects of very different sizes plus
+regularization images, and a dataset config that balances them with multipliers.
+
+The images are real PNG files (one flat colour each, so they are tiny on disk) in several aspect
+ratios, so bucketing has something to do.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+
+from kohya_multiplier import rng
+
+# (folder, images, multiplier or None, is_reg)
+SUBJECTS = [
+    ("alice", 300, 0.1, False),  # a big subject: 30 images per epoch, a different 30 each epoch
+    ("bob", 60, 0.5, False),  # 30 per epoch: every image every other epoch
+    ("carol", 12, 2.5, False),  # a small subject: every image twice, half of them a third time
+    ("watercolor_style", 150, 0.2, False),
+    ("reg_person", 400, None, True),  # regularization: automatic multiplier, all images rotate
+]
+
+# Sizes with the aspect ratios of typical photos (small, so the files stay small).
+SIZES = [(128, 128), (96, 128), (128, 96), (80, 128), (128, 80), (72, 128), (128, 72)]
+
+CONFIG = """\
+# Example dataset for kohya-multiplier. Every subset contributes about 30 images per epoch,
+# although the subjects have from 12 to 300 images.
+[general]
+enable_bucket = true
+resolution = 512
+min_bucket_reso = 256
+max_bucket_reso = 1024
+caption_extension = ".txt"
+
+[[datasets]]
+batch_size = 4
+{subsets}"""
+
+SUBSET = """
+  [[datasets.subsets]]
+  image_dir = "{image_dir}"
+  class_tokens = "{token}"
+{extra}"""
+
+
+def write_png(path: str, width: int, height: int, colour: tuple[int, int, int]) -> None:
+    row = b"\x00" + bytes(colour) * width
+    data = zlib.compress(row * height, 6)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    with open(path, "wb") as stream:
+        stream.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+def generate(directory: str) -> str:
+    """Write the example images and ``dataset.toml`` under ``directory``; return the config's path."""
+    directory = os.path.abspath(directory)
+    subsets = []
+    for s, (folder, count, multiplier, is_reg) in enumerate(SUBJECTS):
+        image_dir = os.path.join(directory, folder)
+        os.makedirs(image_dir, exist_ok=True)
+        gen = rng.generator(0, rng.SYNTHETIC, s)
+        size_choice = gen.integers(0, len(SIZES), count)
+        colours = gen.integers(0, 256, (count, 3))
+        for i in range(count):
+            width, height = SIZES[size_choice[i]]
+            stem = os.path.join(image_dir, f"{folder}_{i:04d}")
+            write_png(stem + ".png", width, height, tuple(int(c) for c in colours[i]))
+            with open(stem + ".txt", "w", encoding="utf-8") as caption:
+                caption.write(f"a photo of {folder.replace('_', ' ')}\n")
+        extra = []
+        if multiplier is not None:
+            extra.append(f"  multiplier = {multiplier}")
+        if is_reg:
+            extra.append("  is_reg = true")
+        subsets.append(SUBSET.format(image_dir=image_dir.replace("\\", "/"), token=folder, extra="\n".join(extra) + "\n"))
+    config_path = os.path.join(directory, "dataset.toml")
+    with open(config_path, "w", encoding="utf-8") as stream:
+        stream.write(CONFIG.format(subsets="".join(subsets)))
+    return config_path

@@ -1,0 +1,156 @@
+"""Balance statistics of planned epochs and the per-subset table that `plan` and training print."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+
+from kohya_multiplier.config import DatasetSpec
+from kohya_multiplier.multipliers import format_number
+from kohya_multiplier.plan_input import PlanInput
+from kohya_multiplier.planner import DatasetPlanner, EpochPlan, PlanSummary
+
+
+@dataclass
+class DatasetStats:
+    dataset: int
+    batch_size: int
+    subset_names: list[str]
+    subset_images: np.ndarray  # (S,) images of each subset
+    multipliers: list[float]  # (S,) effective multiplier
+    origins: list[str]  # where each multiplier came from
+    expected_per_epoch: np.ndarray  # (S,) multiplier x images (0 when excluded)
+    counts: np.ndarray  # (S, E) images trained per subset per planned epoch
+    coverage: np.ndarray  # (S, E) share of the subset's images seen at least once by each epoch
+    epochs: list[int]
+    summary: PlanSummary
+    buckets: int
+
+
+def collect_stats(
+    dataset: DatasetSpec,
+    planner: DatasetPlanner,
+    plan_input: PlanInput,
+    epochs: Iterable[int],
+    on_plan: Callable[[EpochPlan], None] | None = None,
+) -> DatasetStats:
+    """Plan ``epochs`` and count, per subset, images per epoch and coverage; ``on_plan`` sees each plan."""
+    epochs = list(epochs)
+    n_subsets = len(dataset.subsets)
+    subset_of_image = plan_input.subset_of_image
+    images_per_subset = np.bincount(subset_of_image, minlength=n_subsets)
+    counts = np.zeros((n_subsets, len(epochs)), dtype=np.int64)
+    coverage = np.zeros((n_subsets, len(epochs)))
+    seen = np.zeros(len(plan_input), dtype=bool)
+    for column, epoch in enumerate(epochs):
+        plan = planner.plan_epoch(epoch)
+        if on_plan is not None:
+            on_plan(plan)
+        counts[:, column] = np.bincount(subset_of_image[plan.image_indices], minlength=n_subsets)
+        seen[plan.image_indices] = True
+        seen_per_subset = np.bincount(subset_of_image, weights=seen, minlength=n_subsets)
+        coverage[:, column] = np.divide(seen_per_subset, images_per_subset, out=np.zeros(n_subsets), where=images_per_subset > 0)
+    multipliers = [s.effective_multiplier for s in dataset.subsets]
+    sizes = np.array([len(s.images) for s in dataset.subsets], dtype=np.int64)
+    return DatasetStats(
+        dataset=dataset.index,
+        batch_size=dataset.batch_size,
+        subset_names=[_subset_label(s) for s in dataset.subsets],
+        subset_images=sizes,
+        multipliers=multipliers,
+        origins=[s.effective_origin for s in dataset.subsets],
+        expected_per_epoch=np.array([max(m, 0.0) for m in multipliers]) * sizes,
+        counts=counts,
+        coverage=coverage,
+        epochs=epochs,
+        summary=planner.summary,
+        buckets=len(plan_input.bucket_resolutions),
+    )
+
+
+def _multiplier_text(multiplier: float) -> str:
+    text = format_number(multiplier)
+    return text if len(text) <= 8 else f"{multiplier:.4g}"
+
+
+def _origin_text(origin: str) -> str:
+    """"multiplier (subset)" -> "subset"; other origins ("num_repeats", "auto (regularization)") as they are."""
+    if origin.startswith("multiplier (") and origin.endswith(")"):
+        return origin[len("multiplier (") : -1]
+    return origin
+
+
+def _subset_label(subset) -> str:
+    return f"{subset.name} (reg)" if subset.is_reg else subset.name
+
+
+def epoch_shape_line(stats: DatasetStats) -> str:
+    summary = stats.summary
+    line = (
+        f"dataset {stats.dataset}: batch size {stats.batch_size}, {stats.buckets} bucket{'s' * (stats.buckets != 1)}, "
+        f"{summary.epoch_length} batches per epoch ({summary.base_batches} for whole repeats + {summary.extra_batches} "
+        f"for fractional parts)"
+    )
+    if summary.rounded_up:
+        exact = float(summary.fractional_batches)
+        line += f"; fractional demand {exact:.2f} batches, rounded up to {summary.extra_batches}"
+    return line
+
+
+def format_table(stats: DatasetStats) -> str:
+    first = stats.epochs[0] if stats.epochs else 1
+    header = ["subset", "images", "multiplier", "expected/epoch", "min", "mean", "max", "all seen by epoch"]
+    rows = []
+    for s, name in enumerate(stats.subset_names):
+        multiplier = stats.multipliers[s]
+        if multiplier <= 0:
+            rows.append([name, str(stats.subset_images[s]), f"{_multiplier_text(multiplier)} (excluded)", "0", "0", "0", "0", "-"])
+            continue
+        counts = stats.counts[s]
+        full = np.flatnonzero(stats.coverage[s] >= 1.0 - 1e-12)
+        if full.size:
+            all_seen = str(stats.epochs[full[0]])
+        else:
+            fraction = multiplier - math.floor(multiplier + 1e-9)
+            need = math.ceil(1 / fraction) if fraction > 1e-9 else 1
+            all_seen = f"> {stats.epochs[-1]} (~{first + need - 1})" if stats.epochs else "-"
+        rows.append(
+            [
+                name,
+                str(stats.subset_images[s]),
+                f"{_multiplier_text(multiplier)} ({_origin_text(stats.origins[s])})",
+                f"{stats.expected_per_epoch[s]:.2f}",
+                str(int(counts.min())) if counts.size else "-",
+                f"{counts.mean():.2f}" if counts.size else "-",
+                str(int(counts.max())) if counts.size else "-",
+                all_seen,
+            ]
+        )
+    total = stats.counts.sum(axis=0)
+    rows.append(
+        [
+            "total",
+            str(int(stats.subset_images.sum())),
+            "",
+            f"{stats.expected_per_epoch.sum():.2f}",
+            str(int(total.min())) if total.size else "-",
+            f"{total.mean():.2f}" if total.size else "-",
+            str(int(total.max())) if total.size else "-",
+            "",
+        ]
+    )
+    widths = [max(len(r[c]) for r in rows + [header]) for c in range(len(header))]
+    left = {0, 2}
+    lines = [epoch_shape_line(stats)]
+    lines.append(
+        f"images per epoch over epochs {stats.epochs[0]}..{stats.epochs[-1]}:" if stats.epochs else "no epochs planned"
+    )
+    for r, row in enumerate([header] + rows):
+        cells = [cell.ljust(widths[c]) if c in left else cell.rjust(widths[c]) for c, cell in enumerate(row)]
+        lines.append("  ".join(cells).rstrip())
+        if r == 0 or r == len(rows) - 1:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
