@@ -69,6 +69,20 @@ def draw_balance(stats_list: Sequence[Any], path: str | os.PathLike | None = Non
                  title: str | None = None, dpi: int = 110) -> bytes:
     """Draw the balance picture for every dataset in ``stats_list``; return the PNG bytes and,
     when ``path`` is given, write them there."""
+    fig = build_figure(stats_list, title=title, dpi=dpi)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": "kohya-multiplier"})
+    data = buffer.getvalue()
+    if path is not None:
+        try:
+            Path(path).write_bytes(data)
+        except OSError as error:
+            raise UserError(f"cannot write: {error.strerror or error}", file=str(path), key="--plot") from None
+    return data
+
+
+def build_figure(stats_list: Sequence[Any], *, title: str | None = None, dpi: int = 110):
+    """The matplotlib Figure (not drawn yet) of :func:`draw_balance`."""
     if not stats_list:
         raise UserError("nothing to draw: no dataset has planned epochs", key="--plot")
     Figure, colors = _matplotlib()
@@ -128,12 +142,4 @@ def draw_balance(stats_list: Sequence[Any], path: str | os.PathLike | None = Non
 
     if title:
         fig.suptitle(title, fontsize=11)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": "kohya-multiplier"})
-    data = buffer.getvalue()
-    if path is not None:
-        try:
-            Path(path).write_bytes(data)
-        except OSError as error:
-            raise UserError(f"cannot write: {error.strerror or error}", file=str(path), key="--plot") from None
-    return data
+    return fig

@@ -47,12 +47,16 @@ def parse_line(text: str, *, file: str, line: int) -> Batch:
         raise UserError(f"not valid JSON ({error.msg}, column {error.colno})", file=file, where=where) from None
     if not isinstance(record, dict):
         raise UserError("expected one JSON object per line", file=file, where=where)
-    for key in ("epoch", "dataset", "batch", "resolution", "images"):
+    def field(key: str):
         if key not in record:
             raise UserError("missing", file=file, where=where, key=key)
-    epoch = _int(record["epoch"], file=file, where=where, key="epoch", minimum=1)
-    dataset = _int(record["dataset"], file=file, where=where, key="dataset", minimum=0)
-    batch = _int(record["batch"], file=file, where=where, key="batch", minimum=0)
+        return record[key]
+
+    epoch = _int(field("epoch"), file=file, where=where, key="epoch", minimum=1)
+    dataset = _int(field("dataset"), file=file, where=where, key="dataset", minimum=0)
+    batch = _int(field("batch"), file=file, where=where, key="batch", minimum=0)
+    field("resolution")
+    field("images")
     resolution = record["resolution"]
     if not isinstance(resolution, list) or len(resolution) != 2:
         raise UserError(f"must be [width, height], got {resolution!r}", file=file, where=where, key="resolution")

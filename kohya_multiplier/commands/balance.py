@@ -133,40 +133,44 @@ def load(path: str | None, options) -> Loaded:
 
 
 def epoch_length(dataset, multipliers: list[float]) -> int:
-    """Batches per epoch of a dataset with the given per-subset multipliers (the planner's L)."""
+    """Batches per epoch of a dataset with the given per-subset multipliers: the planner's L on
+    the same input ``plan`` builds (``plan_input``: images of the subsets with multiplier > 0,
+    sd-scripts' bucket assignment)."""
+    from kohya_multiplier.plan_input import build_plan_input
     from kohya_multiplier.planner import DatasetPlanner
 
-    subset_of_image, bucket_of_image = _plan_arrays(dataset)
-    return int(DatasetPlanner(subset_of_image, bucket_of_image, multipliers, dataset.batch_size, 0).epoch_length)
+    subset_of_image, paths, resolutions = _bucketed_images(dataset)
+    taking_part = {i for i, m in enumerate(multipliers) if m > 0}
+    plan_input = build_plan_input(
+        (s, path, resolution) for s, path, resolution in zip(subset_of_image, paths, resolutions) if s in taking_part)
+    if len(plan_input) == 0:
+        return 0
+    planner = DatasetPlanner(plan_input.subset_of_image, plan_input.bucket_of_image, multipliers,
+                             dataset.batch_size, 0)
+    return int(planner.epoch_length)
 
 
-def _plan_arrays(dataset) -> tuple[np.ndarray, np.ndarray]:
-    cached = getattr(dataset, "_balance_plan_arrays", None)
+def _bucketed_images(dataset) -> tuple[list[int], list[str], list[tuple[int, int]]]:
+    """(subset index, path, bucket resolution) of every image of the dataset, excluded subsets
+    included (balance may bring them back), bucketed once by the dataset's layout."""
+    cached = getattr(dataset, "_balance_bucketed", None)
     if cached is not None:
         return cached
-    arrays = None
+    entries = [(index, image) for index, subset in enumerate(dataset.subsets) for image in subset.images]
+    widths = np.fromiter((e.width for _, e in entries), dtype=np.int64, count=len(entries))
+    heights = np.fromiter((e.height for _, e in entries), dtype=np.int64, count=len(entries))
+    paths = [e.path for _, e in entries]
+    if entries:
+        ids, sizes = dataset.bucket_layout().assign_ids(widths, heights, paths=paths)
+        resolutions = [sizes[int(i)] for i in ids]
+    else:
+        resolutions = []
+    result = ([i for i, _ in entries], paths, resolutions)
     try:
-        from kohya_multiplier import plan_input  # the lead's, shared with `plan`
-    except ImportError:
-        plan_input = None
-    if plan_input is not None and hasattr(plan_input, "build_plan_input"):
-        built = plan_input.build_plan_input(dataset)
-        subset_of_image = getattr(built, "subset_of_image", None)
-        bucket_of_image = getattr(built, "bucket_of_image", None)
-        if subset_of_image is not None and bucket_of_image is not None:
-            arrays = (np.asarray(subset_of_image), np.asarray(bucket_of_image))
-    if arrays is None:
-        entries = [(index, image) for index, subset in enumerate(dataset.subsets) for image in subset.images]
-        subset_of_image = np.fromiter((i for i, _ in entries), dtype=np.int64, count=len(entries))
-        widths = np.fromiter((e.width for _, e in entries), dtype=np.int64, count=len(entries))
-        heights = np.fromiter((e.height for _, e in entries), dtype=np.int64, count=len(entries))
-        bucket_of_image, _sizes = dataset.bucket_layout().assign_ids(widths, heights, paths=[e.path for _, e in entries])
-        arrays = (subset_of_image, np.asarray(bucket_of_image))
-    try:
-        dataset._balance_plan_arrays = arrays
+        dataset._balance_bucketed = result
     except AttributeError:
         pass
-    return arrays
+    return result
 
 
 # ----------------------------------------------------------------------------------------------
