@@ -61,7 +61,17 @@ def load_extract(checkout: str):
     return namespace["BucketManager"], (lambda *a: adjust_fn(None, *a)), namespace["model_util"].make_bucket_resolutions
 
 
-def load_import(checkout: str):
+def load_import(checkout: str, helper_root: str | None = None):
+    if helper_root:  # torchvision work-around of the integration layer (torch-free module)
+        sys.path.insert(0, helper_root)
+        try:
+            from kohya_multiplier.sdscripts.compat import install_torchvision_workaround
+
+            install_torchvision_workaround()
+        except ImportError:
+            pass
+        finally:
+            sys.path.remove(helper_root)
     sys.path.insert(0, checkout)
     from library import model_util, train_util  # noqa: E402
 
@@ -102,7 +112,7 @@ def main():
     mode = request.get("mode", "extract")
     logging.disable(logging.CRITICAL)
     if mode == "import":
-        loaded = load_import(request["checkout"])
+        loaded = load_import(request["checkout"], request.get("helper_root"))
     else:
         loaded = load_extract(request["checkout"])
     results = [run_case(case, *loaded) for case in request["cases"]]
