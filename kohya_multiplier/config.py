@@ -74,6 +74,7 @@ from kohya_multiplier.multipliers import (
     parse_folder_name,
     read_multiply_txt,
     resolve_repeat_setting,
+    stock_regularization_repeats,
 )
 
 __all__ = [
@@ -83,6 +84,8 @@ __all__ = [
     "TrainingConfig",
     "CommandLineOptions",
     "load_training_config",
+    "config_from_dict",
+    "read_config_file",
     "DEFAULTS",
 ]
 
@@ -327,6 +330,14 @@ def load_training_config(config_path: str | None, options: CommandLineOptions | 
     if options.reg_data_dir is not None:
         source += f" --reg_data_dir {options.reg_data_dir}"
     return TrainingConfig(source=source, datasets=datasets, notes=notes)
+
+
+def config_from_dict(raw: Mapping[str, Any], *, file: str | None, options: CommandLineOptions | None = None) -> TrainingConfig:
+    """Like :func:`load_training_config` for a config already parsed into a dict (e.g. edited in
+    memory); ``file`` names it in messages."""
+    notes: list[str] = []
+    reader = _Reader(file=file, options=options or CommandLineOptions(), notes=notes)
+    return TrainingConfig(source=str(file or "<config>"), datasets=reader.read(raw), notes=notes)
 
 
 def read_config_file(path: str) -> dict:
@@ -732,6 +743,8 @@ class _Reader:
     # -- regularization ------------------------------------------------------------------------
 
     def apply_regularization(self, subsets: list[SubsetSpec], uses_multiplier: bool, where: str) -> None:
+        if not uses_multiplier:
+            self.note_stock_regularization(subsets, where)
         inputs = [
             RegularizationInput(
                 is_reg=s.is_reg,
@@ -751,6 +764,27 @@ class _Reader:
                 f"{self.prefix()}{where}: regularization subsets without a multiplier get {', '.join(autos)} "
                 "so that regularization images per epoch match training images per epoch"
             )
+
+
+    def note_stock_regularization(self, subsets: list[SubsetSpec], where: str) -> None:
+        """In a dataset without multipliers, tell what stock sd-scripts does with its regularization
+        images (it repeats them image by image until they match the training images per epoch)."""
+        active = [s for s in subsets if not s.excluded]
+        reg = [s for s in active if s.is_reg]
+        if not reg:
+            return
+        train = sum(s.num_repeats * len(s.images) for s in active if not s.is_reg)
+        repeats = [s.num_repeats for s in reg for _ in s.images]
+        counts = stock_regularization_repeats(repeats, train)
+        unused = sum(1 for c in counts if c == 0)
+        text = (
+            f"{self.prefix()}{where}: no multiplier in this dataset, so sd-scripts trains it as usual: it repeats "
+            f"regularization images one by one to match the {train} training images per epoch"
+        )
+        if unused:
+            text += f", and {unused} of the {len(counts)} regularization images are never used"
+        text += "; a multiplier on any subset of the dataset makes all of them rotate through training"
+        self.notes.append(text)
 
 
 def _exclusion_reason(s: SubsetSpec) -> str:

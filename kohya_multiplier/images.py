@@ -10,8 +10,9 @@ unless asked for (``extra_extensions``).
 Sizes are read with ``imagesize`` (the library sd-scripts uses) from the header, never by decoding
 pixels, with the stored width and height: no EXIF rotation, as sd-scripts' buckets and image
 loading ignore it too. WebP headers are read here the way imagesize 1.4.1, the version sd-scripts
-pins, reads them (see ``_read_webp_size``). BMP files, which older ``imagesize`` versions cannot read (sd-scripts then
-asks Pillow), are read by a small header parser here. A file whose size cannot be read, or that is
+pins, reads them (see ``_read_webp_size``). BMP files, which imagesize 1.4.1 cannot read (sd-scripts
+0.10 then asks Pillow; 0.9.1 has no fallback and gets -1 x -1, so it cannot train BMPs), are read
+by a small header parser here. A file whose size cannot be read, or that is
 empty, is skipped with one warning listing all such files.
 """
 

@@ -7,7 +7,9 @@ bucket_reso_steps, bucket_no_upscale and sizes ``[[w, h], ...]``. Output (stdout
 used and per case the adjusted min/max, the candidate list, and each image's bucket (or the name of
 the exception sd-scripts raised for it), or the case's error if sd-scripts rejects the options.
 
-Modes:
+Modes (a request with ``"mode": "sizes"`` and ``paths`` instead returns what sd-scripts'
+``BaseDataset.get_image_size`` reads for each file, run from its source with this interpreter's
+imagesize and Pillow):
 * ``import``: ``import library.train_util`` and ``library.model_util`` from the checkout (needs its
   full environment: torch, cv2, transformers, ...).
 * ``extract``: read ``library/train_util.py`` and ``library/model_util.py`` as text and execute only
@@ -79,6 +81,35 @@ def load_import(checkout: str, helper_root: str | None = None):
     return train_util.BucketManager, (lambda *a: adjust_fn(None, *a)), model_util.make_bucket_resolutions
 
 
+def load_get_image_size(checkout: str):
+    """sd-scripts' ``BaseDataset.get_image_size`` (imagesize, then Pillow as a fallback), extracted."""
+    import imagesize
+    from PIL import Image
+
+    with open(os.path.join(checkout, "library/train_util.py"), encoding="utf-8") as handle:
+        tree = ast.parse(handle.read())
+    base_dataset = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "BaseDataset")
+    method = next(n for n in base_dataset.body if isinstance(n, ast.FunctionDef) and n.name == "get_image_size")
+    holder = ast.ClassDef(name="SizeHolder", bases=[], keywords=[], body=[method], decorator_list=[])
+    module = ast.Module(body=[holder], type_ignores=[])
+    ast.fix_missing_locations(module)
+    namespace = {"imagesize": imagesize, "Image": Image, "logger": logging.getLogger("sd-scripts"), "get_jxl_size": None}
+    exec(compile(module, "train_util.py", "exec"), namespace)
+    return lambda path: namespace["SizeHolder"].get_image_size(None, path)
+
+
+def image_sizes(checkout: str, paths):
+    get_image_size = load_get_image_size(checkout)
+    results = []
+    for path in paths:
+        try:
+            w, h = get_image_size(path)
+            results.append([int(w), int(h)])
+        except Exception as error:
+            results.append(type(error).__name__)
+    return results
+
+
 def run_case(case, BucketManager, adjust, make_bucket_resolutions):
     resolution = tuple(case["resolution"])
     result = {"error": None, "adjusted": None, "candidates": None, "buckets": []}
@@ -111,6 +142,9 @@ def main():
     request = json.load(sys.stdin)
     mode = request.get("mode", "extract")
     logging.disable(logging.CRITICAL)
+    if mode == "sizes":
+        json.dump({"mode": mode, "sizes": image_sizes(request["checkout"], request["paths"])}, sys.stdout)
+        return
     if mode == "import":
         loaded = load_import(request["checkout"], request.get("helper_root"))
     else:

@@ -206,3 +206,41 @@ def test_options_candidates_and_buckets_equal_sd_scripts(oracle):
     assert checked_images > 5000
     rejected = [r for r in result["results"] if r["error"] is not None]
     assert len(rejected) >= 2  # the rejected-options cases really were compared
+
+
+def test_header_sizes_equal_sd_scripts(tmp_path):
+    """Our header reader against sd-scripts' get_image_size in its own environment (imagesize 1.4.1
+    plus its Pillow fallback), for every format and header variant the tests can write."""
+    from imagegen import bmp_bytes, jpeg_bytes, png_bytes, webp_bytes
+
+    from kohya_multiplier.images import read_image_size
+
+    rng = random.Random(5)
+    files = {}
+    for i in range(12):
+        w, h = rng.randint(1, 5000), rng.randint(1, 5000)
+        files[f"p{i}.png"] = png_bytes(min(w, 1500), min(h, 1500))
+        files[f"j{i}.jpg"] = jpeg_bytes(w, h, progressive=bool(i % 2))
+        files[f"r{i}.jpg"] = jpeg_bytes(w, h, exif_orientation=6)
+        files[f"w{i}.webp"] = webp_bytes(w, h)
+        files[f"l{i}.webp"] = webp_bytes(w, h, kind="VP8L")
+        files[f"x{i}.webp"] = webp_bytes(w, h, kind="VP8X")
+        files[f"b{i}.bmp"] = bmp_bytes(w, h, top_down=bool(i % 2))
+    paths = []
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(str(tmp_path / name))
+    for label, checkout, python in CHECKOUTS:
+        if not python:
+            pytest.skip(f"checkout {label} has no venv interpreter with imagesize and Pillow")
+        completed = subprocess.run(
+            [python, ORACLE], input=json.dumps({"checkout": checkout, "mode": "sizes", "paths": paths}),
+            capture_output=True, text=True, timeout=60,
+        )
+        assert completed.returncode == 0, completed.stderr
+        theirs = json.loads(completed.stdout)["sizes"]
+        for path, size in zip(paths, theirs):
+            if path.endswith(".bmp") and size == [-1, -1]:
+                continue  # v0.9.1 has no Pillow fallback: it cannot size BMP files at all (training fails on them)
+            ours = read_image_size(path)
+            assert (list(ours) if ours else None) == size, (label, os.path.basename(path))

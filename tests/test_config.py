@@ -14,7 +14,7 @@ import pytest
 from imagegen import make_folder, make_image
 from kohya_multiplier import errors
 from kohya_multiplier.commands.dataset_options import add_dataset_arguments, options_from_args
-from kohya_multiplier.config import CommandLineOptions, load_training_config
+from kohya_multiplier.config import CommandLineOptions, config_from_dict, load_training_config
 from kohya_multiplier.errors import UserError
 
 
@@ -106,6 +106,11 @@ def test_num_repeats_only_is_stock():
         """
     )
     (d,) = config.datasets
+    assert config.notes == [
+        "dataset.toml: datasets[0]: no multiplier in this dataset, so sd-scripts trains it as usual: it repeats "
+        "regularization images one by one to match the 6 training images per epoch, and 7 of the 10 regularization "
+        "images are never used; a multiplier on any subset of the dataset makes all of them rotate through training"
+    ]
     assert not d.uses_multiplier
     assert [(s.num_repeats, s.effective_multiplier, s.effective_origin, s.is_reg) for s in d.subsets] == [
         (2, 2.0, "num_repeats", False),
@@ -673,3 +678,13 @@ def test_bad_resolution_option():
     with pytest.raises(UserError) as info:
         load('[[datasets]]\n[[datasets.subsets]]\nimage_dir = "a"\n', CommandLineOptions(resolution="512x512"))
     assert str(info.value) == "resolution: must be 'size' or 'width,height', not '512x512'"
+
+
+def test_config_from_dict():
+    folders(a=2)
+    config = config_from_dict({"general": {"resolution": 512}, "datasets": [{"subsets": [{"image_dir": "a", "multiplier": 1.5}]}]},
+                              file="mem.toml")
+    assert config.source == "mem.toml" and config.datasets[0].subsets[0].effective_multiplier == 1.5
+    with pytest.raises(UserError) as info:
+        config_from_dict({"datasets": [{"subsets": [{"image_dir": "a", "multiplier": "x"}]}]}, file="mem.toml")
+    assert str(info.value) == 'mem.toml: datasets[0].subsets[0] (a): multiplier: must be a number, not a string ("x")'
