@@ -97,7 +97,7 @@ def build_figure(stats_list: Sequence[Any], *, title: str | None = None, dpi: in
     grid = fig.add_gridspec(len(prepared), 2, height_ratios=heights, width_ratios=[1, 1])
     count_cmap = colors.LinearSegmentedColormap.from_list(
         "under_on_over", ["#2166ac", "#92c5de", "#f7f7f7", "#f4a582", "#b2182b"])
-    count_cmap.set_bad("#d9d9d9")
+    count_cmap = count_cmap.with_extremes(bad="#d9d9d9")
     seen_cmap = colors.LinearSegmentedColormap.from_list("seen", ["#ffffff", "#a1d99b", "#238b45"])
 
     for row, (dataset, names, expected, counts, coverage, epochs) in enumerate(prepared):

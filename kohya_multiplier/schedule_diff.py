@@ -101,14 +101,17 @@ def read_schedule(path: str | os.PathLike) -> list[Batch]:
 def parent_folder_namer(paths: Iterable[str]) -> Callable[[str], str]:
     """Name images by their parent folder, with as many trailing path parts as make names unique."""
     parents = sorted({os.path.dirname(p) for p in paths})
+    parts = {p: _parts(p) for p in parents}
+    deepest = max((len(v) for v in parts.values()), default=0)
+    suffix_counts = [Counter(tuple(v[-d:]) for v in parts.values()) for d in range(1, deepest + 1)]
     names: dict[str, str] = {}
-    depth = 1
-    while True:
-        candidate = {p: "/".join(_parts(p)[-depth:]) or "." for p in parents}
-        if len(set(candidate.values())) == len(parents) or depth > 64:
-            names = candidate
-            break
-        depth += 1
+    for parent, pieces in parts.items():
+        for depth in range(1, len(pieces) + 1):
+            if suffix_counts[depth - 1][tuple(pieces[-depth:])] == 1:
+                names[parent] = "/".join(pieces[-depth:])
+                break
+        else:
+            names[parent] = parent or "."
 
     def name(path: str) -> str:
         parent = os.path.dirname(path)
@@ -124,10 +127,10 @@ def _parts(path: str) -> list[str]:
 def mapping_namer(mapping: Mapping[str, str], fallback: Callable[[str], str]) -> Callable[[str], str]:
     """Name images by a path -> subset mapping (from the dataset config); others by ``fallback``
     in parentheses, so they stand out."""
-    normalized = {os.path.normpath(k): v for k, v in mapping.items()}
+    normalized = {os.path.normpath(os.path.abspath(k)): v for k, v in mapping.items()}
 
     def name(path: str) -> str:
-        found = normalized.get(os.path.normpath(path))
+        found = normalized.get(os.path.normpath(os.path.abspath(path)))
         return found if found is not None else f"({fallback(path)})"
 
     return name

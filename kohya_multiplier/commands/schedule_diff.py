@@ -40,23 +40,31 @@ def _config_namer(path: str, a: list[sd.Batch], b: list[sd.Batch]):
     from kohya_multiplier.config import CommandLineOptions, load_training_config
 
     config = load_training_config(path, CommandLineOptions())
-    names: dict[tuple[int, str], int] = {}
+    counts: dict[str, int] = {}
     for dataset in config.datasets:
         for subset in dataset.subsets:
-            names[(dataset.index, subset.name)] = names.get((dataset.index, subset.name), 0) + 1
+            counts[subset.name] = counts.get(subset.name, 0) + 1
     several = len(config.datasets) > 1
     mapping: dict[str, str] = {}
     for dataset in config.datasets:
-        for position, subset in enumerate(dataset.subsets):
-            label = str(subset.name)
-            if names[(dataset.index, subset.name)] > 1:
-                label = f"{label}#{position}"
+        for subset in dataset.subsets:
+            label = str(subset.name) if counts[subset.name] == 1 else _relative(subset.image_dir)
             if several:
                 label = f"{dataset.index}:{label}"
             for image in subset.images:
-                mapping.setdefault(os.path.abspath(str(image.path)), label)
-    fallback = sd.parent_folder_namer(p for batches in (a, b) for x in batches for p in x.images)
+                mapping.setdefault(os.path.normpath(os.path.abspath(str(image.path))), label)
+    unmapped = {p for batches in (a, b) for x in batches for p in x.images
+                if os.path.normpath(os.path.abspath(p)) not in mapping}
+    fallback = sd.parent_folder_namer(unmapped)
     return sd.mapping_namer(mapping, fallback)
+
+
+def _relative(path: str) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
 
 
 def run(args: argparse.Namespace) -> int:
