@@ -1,0 +1,294 @@
+"""sd-scripts' DreamBooth dataset, serving the planner's epochs. Imported only with sd-scripts on sys.path.
+
+How the plan reaches sd-scripts' stock ``__getitem__``: for each epoch, ``bucket_manager.buckets``
+becomes one list per planned batch and ``buckets_indices[i]`` points at list i with its own length,
+so index i of the DataLoader is batch i of the plan. ``len()`` is the planner's constant epoch
+length L in every process, so sd-scripts' step, epoch, scheduler and resume arithmetic, and
+ConcatDataset's frozen offsets, stay right.
+
+The epoch comes from the shared ``multiprocessing.Value`` that sd-scripts' training loop sets
+before each epoch: DataLoader workers fetch the first batch of an epoch before the collator tells
+them the epoch, and the main-process copy of the dataset never learns it when workers are used.
+The collator subclass below hands that Value to every dataset when the script creates it.
+
+Classes are defined here, in an importable module, and train_util's own classes are left alone,
+so datasets and collators pickle into ``spawn`` workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from library import train_util
+
+from kohya_multiplier.errors import warn_once
+from kohya_multiplier.plan_input import build_plan_input, plan_input_for_dataset
+from kohya_multiplier.planner import DatasetPlanner
+from kohya_multiplier.sdscripts import session as _session
+
+logger = logging.getLogger(__name__)
+
+# Key of the record each served training batch carries to the main process (see recorder.py).
+BATCH_RECORD_KEY = "kohya_multiplier_batch"
+
+
+class _PlanState:
+    """What a planned dataset needs to serve any epoch; pickles into workers."""
+
+    def __init__(self, planner: DatasetPlanner, plan_input, sd_keys: list[str]):
+        self.planner = planner
+        self.plan_input = plan_input  # canonical order, absolute paths
+        self.sd_keys = sd_keys  # sd-scripts' image_data keys, aligned with plan_input.image_keys
+        self.applied_epoch = 0
+        self.plan = None  # EpochPlan of applied_epoch
+
+
+@contextlib.contextmanager
+def _capturing_image_infos(captured: list):
+    """Collect every ImageInfo sd-scripts creates while the block runs.
+
+    sd-scripts registers regularization images only until their repeats reach the training image
+    count; the rest are never registered (never trainable). With multipliers every regularization
+    image takes its turn, so the dataset registers them afterwards. ImageInfo is looked up in
+    train_util's globals at call time; a factory function (not a subclass) keeps every instance of
+    the original class, so pickling is unaffected, and the global is restored at once.
+    """
+    original = train_util.ImageInfo
+
+    def factory(*args, **kwargs):
+        info = original(*args, **kwargs)
+        captured.append(info)
+        return info
+
+    train_util.ImageInfo = factory
+    try:
+        yield captured
+    finally:
+        train_util.ImageInfo = original
+
+
+def _plain_number(value: float):
+    """2.0 -> 2 (metadata readers expect integer repeats when they are integers); 0.25 stays."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
+class MultiplierDreamBoothDataset(train_util.DreamBoothDataset):
+    """DreamBoothDataset that follows the planner when the run uses multipliers; stock otherwise."""
+
+    def __init__(self, *args, **kwargs):
+        self._km_plan: _PlanState | None = None
+        self._km_record = False
+        self._km_index = -1
+        self._km_seed = 0
+        self._km_multipliers: list[float] = []
+        self._km_subset_of_dir: dict[str, int] = {}
+        self._km_spec = None
+        self._km_epoch_value = None
+        session = _session.current()
+        is_training = bool(kwargs.get("is_training_dataset", True))
+        planned = False
+        if session is not None and is_training:
+            self._km_index = session.training_datasets_built
+            session.training_datasets_built += 1
+            session.live_datasets.append(self)
+            self._km_record = session.record
+            spec = session.dataset_spec(self._km_index) if session.planned else None
+            if spec is not None:
+                planned = True
+                self._km_spec = spec
+                self._km_seed = session.seed
+                self._km_multipliers = [s.effective_multiplier for s in spec.subsets]
+                self._km_subset_of_dir = {os.path.normcase(s.image_dir): i for i, s in enumerate(spec.subsets)}
+                kwargs["subsets"] = self._without_excluded(kwargs.get("subsets", []))
+
+        if not planned:
+            super().__init__(*args, **kwargs)
+            return
+        captured: list = []
+        with _capturing_image_infos(captured):
+            super().__init__(*args, **kwargs)
+        self._register_all_regularization_images(captured)
+        self._record_multipliers_for_metadata()
+
+    # -- construction helpers -------------------------------------------------------------
+
+    def _subset_index(self, image_dir: str) -> int | None:
+        return self._km_subset_of_dir.get(os.path.normcase(os.path.abspath(image_dir)))
+
+    def _without_excluded(self, subsets):
+        kept = []
+        for subset in subsets:
+            index = self._subset_index(subset.image_dir)
+            if index is not None and self._km_multipliers[index] <= 0:
+                continue  # the core's notes already told the user; keeps its images out of caching
+            kept.append(subset)
+        return kept
+
+    def _register_all_regularization_images(self, captured) -> None:
+        reg_subsets = [s for s in self.subsets if s.is_reg]
+        if not reg_subsets:
+            return
+        dirs = [(os.path.abspath(s.image_dir), s) for s in reg_subsets]
+        for info in captured:
+            if not info.is_reg or info.image_key in self.image_data:
+                continue
+            path = os.path.abspath(info.absolute_path)
+            owner = next((s for d, s in dirs if path.startswith(d + os.sep)), None)
+            if owner is not None:
+                self.register_image(info, owner)
+
+    def _record_multipliers_for_metadata(self) -> None:
+        """sd-scripts stores subset.num_repeats and the per-epoch image counts in the model metadata
+        (ss_datasets, ss_dataset_dirs n_repeats, ss_num_train_images) and prints them: make them say
+        what is trained: the multiplier, and images per epoch."""
+        images_of: dict[int, int] = {}
+        for owner in self.image_to_subset.values():
+            images_of[id(owner)] = images_of.get(id(owner), 0) + 1
+        train_images = reg_images = 0.0
+        for subset in self.subsets:
+            index = self._subset_index(subset.image_dir)
+            if index is None:
+                continue
+            multiplier = self._km_multipliers[index]
+            subset.num_repeats = _plain_number(multiplier)
+            count = images_of.get(id(subset), 0)
+            if subset.is_reg:
+                reg_images += multiplier * count
+            else:
+                train_images += multiplier * count
+        self.num_train_images = int(round(train_images))
+        self.num_reg_images = int(round(reg_images))
+
+    # -- buckets and epochs -------------------------------------------------------------------
+
+    def make_buckets(self):
+        super().make_buckets()  # sd-scripts' own bucket of every image (then shuffle_buckets: a no-op)
+        if self._km_spec is None:
+            return
+        entries, sd_key_of = [], {}
+        for key, info in self.image_data.items():
+            subset_index = self._subset_index(self.image_to_subset[key].image_dir)
+            if subset_index is None or self._km_multipliers[subset_index] <= 0:
+                continue
+            path = os.path.abspath(key)
+            sd_key_of[path] = key
+            entries.append((subset_index, path, tuple(info.bucket_reso)))
+        plan_input = build_plan_input(entries)
+        self._warn_if_dry_run_differs(plan_input)
+        planner = DatasetPlanner(
+            plan_input.subset_of_image, plan_input.bucket_of_image, self._km_multipliers, self.batch_size, self._km_seed
+        )
+        self._km_plan = _PlanState(planner, plan_input, [sd_key_of[p] for p in plan_input.image_keys])
+        self._apply_epoch(1)
+        self._length = planner.epoch_length
+        logger.info(
+            f"kohya-multiplier: dataset {self._km_index}: {planner.epoch_length} batches every epoch "
+            f"(planner seed {self._km_seed})"
+        )
+
+    def _warn_if_dry_run_differs(self, plan_input) -> None:
+        """Training follows sd-scripts' own images and buckets; the dry run predicts them. Say so if not."""
+        try:
+            predicted = plan_input_for_dataset(self._km_spec)
+        except Exception as error:  # noqa: BLE001 - a warning must never stop training
+            warn_once(f"dataset {self._km_index}: could not compare with the dry run: {error}")
+            return
+        if predicted.image_keys != plan_input.image_keys:
+            missing = len(set(predicted.image_keys) - set(plan_input.image_keys))
+            extra = len(set(plan_input.image_keys) - set(predicted.image_keys))
+            warn_once(
+                f"dataset {self._km_index}: sd-scripts found other images than `kohya-multiplier plan` "
+                f"({missing} only in the dry run, {extra} only in training); training follows sd-scripts"
+            )
+        elif [tuple(r) for r in predicted.bucket_resolutions] != [tuple(r) for r in plan_input.bucket_resolutions] or not (
+            predicted.bucket_of_image == plan_input.bucket_of_image
+        ).all():
+            warn_once(
+                f"dataset {self._km_index}: sd-scripts put some images in other buckets than `kohya-multiplier plan`; "
+                "training follows sd-scripts"
+            )
+
+    def _apply_epoch(self, epoch: int) -> None:
+        state = self._km_plan
+        plan = state.planner.plan_epoch(epoch)
+        buckets, indices = [], []
+        for i in range(len(plan)):
+            _, images = plan.batch(i)
+            buckets.append([state.sd_keys[j] for j in images])
+            indices.append(train_util.BucketBatchIndex(i, len(images), 0))
+        self.bucket_manager.buckets = buckets
+        self.buckets_indices = indices
+        state.applied_epoch = epoch
+        state.plan = plan
+        per_bucket: dict[int, int] = {}
+        for bucket, size in zip(plan.batch_bucket.tolist(), (len(b) for b in buckets)):
+            per_bucket[bucket] = per_bucket.get(bucket, 0) + size
+        if self.bucket_info is not None:  # ss_bucket_info: images per bucket per epoch
+            self.bucket_info["buckets"] = {
+                b: {"resolution": tuple(state.plan_input.bucket_resolutions[b]), "count": n} for b, n in sorted(per_bucket.items())
+            }
+
+    def _epoch_now(self) -> int:
+        value = self._km_epoch_value.value if self._km_epoch_value is not None else self.current_epoch
+        return max(1, int(value))  # 0 before the training loop starts: serve epoch 1
+
+    def km_attach_epoch_value(self, value) -> None:
+        self._km_epoch_value = value
+
+    def shuffle_buckets(self):
+        if self._km_spec is None:
+            super().shuffle_buckets()
+        # planned: the plan fixes the order; no global-random shuffle
+
+    def set_current_epoch(self, epoch):
+        if self._km_spec is None:
+            super().set_current_epoch(epoch)
+        else:
+            self.current_epoch = epoch
+
+    def __getitem__(self, index):
+        training = self.caching_mode is None
+        if self._km_plan is not None and training:
+            epoch = self._epoch_now()
+            if epoch != self._km_plan.applied_epoch:
+                self._apply_epoch(epoch)
+        example = super().__getitem__(index)
+        if self._km_record and training and isinstance(example, dict):
+            example[BATCH_RECORD_KEY] = self._batch_record(index)
+        return example
+
+    def _batch_record(self, index: int) -> dict:
+        if self._km_plan is not None:
+            state = self._km_plan
+            bucket = int(state.plan.batch_bucket[index])
+            width, height = state.plan_input.bucket_resolutions[bucket]
+            images = self.bucket_manager.buckets[index]
+            epoch = state.applied_epoch
+        else:  # stock sd-scripts order, recorded for --multiplier_schedule
+            entry = self.buckets_indices[index]
+            bucket = self.bucket_manager.buckets[entry.bucket_index]
+            start = entry.batch_index * entry.bucket_batch_size
+            images = bucket[start : start + entry.bucket_batch_size]
+            width, height = self.bucket_manager.resos[entry.bucket_index]
+            epoch = self._epoch_now()
+        return {
+            "epoch": epoch,
+            "dataset": self._km_index,
+            "batch": int(index),
+            "resolution": [int(width), int(height)],
+            "images": [os.path.abspath(k) for k in images],
+        }
+
+
+class EpochCapturingCollator(train_util.collator_class):
+    """sd-scripts' collator; on creation it hands the shared epoch Value to our datasets."""
+
+    def __init__(self, epoch, step, dataset):
+        super().__init__(epoch, step, dataset)
+        session = _session.current()
+        for dataset_ in session.live_datasets if session is not None else []:
+            dataset_.km_attach_epoch_value(epoch)
+
+
+__all__ = ["MultiplierDreamBoothDataset", "EpochCapturingCollator", "BATCH_RECORD_KEY"]

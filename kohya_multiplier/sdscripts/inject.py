@@ -1,0 +1,193 @@
+"""Hooks kohya-multiplier into an imported sd-scripts, before its training script runs.
+
+Every hook replaces a name that sd-scripts looks up at call time (see SD_SCRIPTS_NOTES.md), on
+``library.config_util`` or ``library.train_util`` only; train_util's classes stay bound to
+themselves so that everything keeps pickling into ``spawn`` workers:
+
+- ``ConfigSanitizer.SUBSET_ASCENDABLE_SCHEMA`` gains ``multiplier`` (in place: scripts build their
+  sanitizer later), so subsets, datasets and [general] accept it;
+- ``train_util.prepare_dataset_args`` (every script calls it before it builds a dataset or loads a
+  model) also reads the dataset config with kohya-multiplier's core loader: the same validation and
+  one-line errors as the dry run, the effective multiplier of every subset, the seed rule;
+- ``config_util.generate_dreambooth_subsets_config_by_subdirs`` reads ``0.25_name`` folders;
+- ``config_util.DreamBoothDataset`` becomes the planned dataset; ``train_util.collator_class`` a
+  collator that hands the shared epoch Value to it;
+- with ``--multiplier_schedule``, accelerate's DataLoader wrappers record each trained batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from kohya_multiplier.errors import UserError, warn_once
+from kohya_multiplier.multipliers import MULTIPLY_TXT, parse_folder_name
+from kohya_multiplier.sdscripts import recorder
+from kohya_multiplier.sdscripts import session as _session
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+# Epochs of the balance table printed at start when --max_train_epochs does not say (the dry run's default).
+DEFAULT_TABLE_EPOCHS = 10
+MAX_TABLE_EPOCHS = 100
+
+
+def install(session: _session.Session) -> None:
+    from library import config_util, train_util
+
+    _extend_schema(config_util)
+    train_util.prepare_dataset_args = _hook_prepare_dataset_args(train_util.prepare_dataset_args, session)
+    config_util.generate_dreambooth_subsets_config_by_subdirs = _dreambooth_subsets_by_subdirs
+
+    from kohya_multiplier.sdscripts import dataset
+
+    config_util.DreamBoothDataset = dataset.MultiplierDreamBoothDataset
+    train_util.collator_class = dataset.EpochCapturingCollator
+    if session.record:
+        recorder.start(session.schedule_path, truncate=_session.is_main_rank())
+        recorder.install_dataloader_hook()
+
+
+# --- schema ----------------------------------------------------------------------------------
+
+
+def _extend_schema(config_util) -> None:
+    from voluptuous import Any as AnyOf
+
+    # The core loader already checked the value (number, not boolean) with the dry run's messages;
+    # this only stops voluptuous from rejecting the key ("extra keys not allowed").
+    config_util.ConfigSanitizer.SUBSET_ASCENDABLE_SCHEMA["multiplier"] = AnyOf(float, int)
+
+
+# --- the dataset config, read by the core before any model loads --------------------------------
+
+
+def _hook_prepare_dataset_args(original, session: _session.Session):
+    def prepare_dataset_args(args, *more, **kwargs):
+        result = original(args, *more, **kwargs)
+        read_dataset_config(args, session)
+        return result
+
+    prepare_dataset_args.__wrapped__ = original
+    return prepare_dataset_args
+
+
+def read_dataset_config(args: Any, session: _session.Session) -> None:
+    from kohya_multiplier.config import load_training_config
+    from kohya_multiplier.plan_input import planner_seed
+
+    if getattr(args, "dataset_class", None):
+        return  # the user's own dataset class: nothing to plan
+    options = _session.options_from_sd_args(args)
+    if options.dataset_config is None and (options.train_data_dir is None or options.in_json is not None):
+        return  # fine-tuning metadata without a dataset config: stock sd-scripts
+    session.seed = planner_seed(getattr(args, "seed", None))
+    try:
+        config = load_training_config(options.dataset_config, options)
+    except UserError:
+        if _asks_for_multipliers(options):
+            raise
+        # No multiplier anywhere: sd-scripts reads the config exactly as it always does.
+        warn_once("the dataset config uses no multiplier and kohya-multiplier cannot plan it; sd-scripts trains it unchanged")
+        return
+    session.config = config
+    session.planned = any(d.uses_multiplier for d in config.datasets)
+    if (session.planned or session.record) and _session.is_main_rank():
+        _print_balance(config, session.seed, args, seed_given=getattr(args, "seed", None) is not None)
+
+
+def _asks_for_multipliers(options) -> bool:
+    """Whether the user's input mentions a multiplier anywhere (key, fractional folder, multiply.txt)."""
+    if options.dataset_config is not None:
+        try:
+            with open(options.dataset_config, "rb") as handle:
+                raw = handle.read()
+            data = json.loads(raw) if options.dataset_config.lower().endswith(".json") else tomllib.loads(raw.decode("utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            return "multiplier" in _read_text(options.dataset_config)
+        tables = [data.get("general") or {}]
+        dirs = []
+        for dataset in data.get("datasets") or []:
+            if isinstance(dataset, dict):
+                tables.append(dataset)
+                for subset in dataset.get("subsets") or []:
+                    if isinstance(subset, dict):
+                        tables.append(subset)
+                        if isinstance(subset.get("image_dir"), str):
+                            dirs.append(subset["image_dir"])
+        if any(isinstance(t, dict) and "multiplier" in t for t in tables):
+            return True
+        return any(os.path.isfile(os.path.join(d, MULTIPLY_TXT)) for d in dirs)
+    for base in (options.train_data_dir, options.reg_data_dir):
+        if base and os.path.isdir(base):
+            for name in os.listdir(base):
+                parsed = parse_folder_name(name)
+                if parsed is not None and parsed[1] is not None:
+                    return True
+                if os.path.isfile(os.path.join(base, name, MULTIPLY_TXT)):
+                    return True
+    return False
+
+
+def _read_text(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _print_balance(config, seed: int, args: Any, *, seed_given: bool) -> None:
+    """The dry run's notes and per-subset balance table, printed once at start."""
+    from kohya_multiplier.plan_input import planner_for_dataset
+    from kohya_multiplier.report import collect_stats, format_table
+
+    epochs = getattr(args, "max_train_epochs", None) or DEFAULT_TABLE_EPOCHS
+    epochs = max(1, min(int(epochs), MAX_TABLE_EPOCHS))
+    for note in config.notes:
+        print(f"kohya-multiplier: {note}")
+    print(f"kohya-multiplier: seed {seed}{'' if seed_given else ' (no --seed given)'}; balance of epochs 1-{epochs}:")
+    for dataset in config.datasets:
+        planner, plan_input = planner_for_dataset(dataset, seed)
+        print(format_table(collect_stats(dataset, planner, plan_input, range(1, epochs + 1))))
+    sys.stdout.flush()
+
+
+# --- DreamBooth folders (no dataset config) ----------------------------------------------------
+
+
+def _dreambooth_subsets_by_subdirs(train_data_dir: str | None = None, reg_data_dir: str | None = None):
+    """sd-scripts' folder reading (``<repeats>_<class tokens>``), extended to ``0.25_name`` folders.
+
+    Same entries, same order (the file system's), same skipping as sd-scripts; a decimal prefix
+    gives a ``multiplier`` instead of ``num_repeats``.
+    """
+
+    def generate(base_dir: str | None, is_reg: bool):
+        if base_dir is None or not Path(base_dir).is_dir():
+            return []
+        subsets = []
+        for subdir in Path(base_dir).iterdir():
+            if not subdir.is_dir():
+                continue
+            parsed = parse_folder_name(subdir.name)
+            if parsed is None:
+                warn_once(f"ignored folder without a repeat prefix (such as 10_name or 0.25_name): {subdir}")
+                continue
+            repeats, multiplier, class_tokens = parsed
+            entry: dict[str, Any] = {"image_dir": str(subdir), "is_reg": is_reg, "class_tokens": class_tokens}
+            if multiplier is not None:
+                entry["multiplier"] = multiplier  # its dataset is planned; num_repeats keeps its default
+            elif repeats < 1:
+                continue
+            else:
+                entry["num_repeats"] = repeats
+            subsets.append(entry)
+        return subsets
+
+    return generate(train_data_dir, False) + generate(reg_data_dir, True)

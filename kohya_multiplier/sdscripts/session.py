@@ -1,0 +1,65 @@
+"""State of one wrapped training run, shared by the hooks in the main process. Torch-free.
+
+The launcher creates the session; the ``prepare_dataset_args`` hook fills it from sd-scripts' own
+parsed arguments (so ``--config_file`` and every alias count) by reading the dataset config with the
+same core loader as the dry run; the dataset classes then take their multipliers from it. Dataset
+instances copy what they need, because DataLoader workers started with ``spawn`` do not run the
+launcher and see an empty session.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from kohya_multiplier.config import CommandLineOptions, DatasetSpec, TrainingConfig
+
+# sd-scripts argument names that CommandLineOptions mirrors (missing ones count as not given).
+_OPTION_NAMES = tuple(CommandLineOptions.__dataclass_fields__)
+
+
+@dataclass
+class Session:
+    schedule_path: str | None = None  # --multiplier_schedule
+    config: TrainingConfig | None = None  # the core's reading; None: stock sd-scripts
+    seed: int = 0  # planner seed (user's --seed or 0), the same on every rank
+    planned: bool = False  # some subset uses a multiplier: training datasets follow the planner
+    training_datasets_built: int = 0  # DreamBooth training datasets constructed so far
+    live_datasets: list[Any] = field(default_factory=list)  # our dataset instances, for the collator
+
+    @property
+    def record(self) -> bool:
+        return self.schedule_path is not None
+
+    def dataset_spec(self, index: int) -> DatasetSpec | None:
+        if self.config is None or index >= len(self.config.datasets):
+            return None
+        return self.config.datasets[index]
+
+
+_current: Session | None = None
+
+
+def start(schedule_path: str | None) -> Session:
+    global _current
+    _current = Session(schedule_path=os.path.abspath(schedule_path) if schedule_path else None)
+    return _current
+
+
+def current() -> Session | None:
+    """The session of this process; None where the launcher did not run (spawned workers, stock runs)."""
+    return _current
+
+
+def options_from_sd_args(args: Any) -> CommandLineOptions:
+    """sd-scripts' parsed ``args`` as the core's CommandLineOptions (after prepare_dataset_args)."""
+    values = {name: getattr(args, name, None) for name in _OPTION_NAMES}
+    if values.get("dataset_config") is None:
+        values["dataset_config"] = None
+    return CommandLineOptions(**values)
+
+
+def is_main_rank() -> bool:
+    """Rank 0 of an ``accelerate launch`` / torchrun job, or a single process."""
+    return os.environ.get("RANK", "0") in ("", "0")
