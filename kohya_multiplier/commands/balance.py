@@ -118,13 +118,7 @@ def load(path: str | None, options) -> Loaded:
                 remembered = bal.target_from_comment(toml_edit.value_comment(table, "multiplier"))
                 if remembered is not None:
                     targets[(d, s)] = (remembered, "comment")
-    loader = getattr(cfg, "load_training_config_data", None)
-    if loader is not None:  # a public entry point taking the parsed data, when config provides one
-        config = loader(raw, str(path), options)
-    else:
-        notes: list[str] = []
-        reader = cfg._Reader(file=str(path), options=options, notes=notes)
-        config = cfg.TrainingConfig(source=str(path), datasets=reader.read(raw), notes=notes)
+    config = cfg.config_from_dict(raw, file=str(path), options=options)
     return Loaded(config, targets, text)
 
 
@@ -300,9 +294,15 @@ def run(args: argparse.Namespace) -> int:
         if args.write:
             raise UserError("--write edits dataset config files only; rename the folders listed above", key="--write")
         return 0
+    if loaded.toml_text is None:
+        print(f"\n--write edits TOML configs only: set the new multipliers in {args.config} by hand")
+        return 0
     if not args.write:
         print(f"\nnot written: run again with --write to update {args.config} "
               f"({len(edits)} subset table{'s' if len(edits) != 1 else ''}; a backup is kept)")
+        if any(target is not None and target[1] == KEY for *_, target in specs):
+            print(f"{KEY} is read by balance only: plan and training reject it (as sd-scripts rejects unknown "
+                  "keys) until --write turns it into multiplier")
         return 0
     new_text = toml_edit.edit_text(loaded.toml_text, edits, file=str(args.config))
     backup = toml_edit.write_with_backup(args.config, new_text)
