@@ -54,7 +54,7 @@ def test_different_images_exit_1_with_per_epoch_and_per_subset_counts(tmp_path, 
     changed[5] = dict(changed[5], images=[p.replace("/bob/", "/alice/") for p in changed[5]["images"]])
     a = write(tmp_path / "a.jsonl", records)
     b = write(tmp_path / "b.jsonl", changed)
-    assert main(["schedule-diff", a, b, "--per-epoch"]) == 1
+    assert main(["schedule-diff", a, b, "--by-epoch"]) == 1
     out = capsys.readouterr().out
     assert "different images" in out
     assert "identical epochs: 1, 3" in out

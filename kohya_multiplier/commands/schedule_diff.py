@@ -30,7 +30,7 @@ def register(subparsers) -> None:
                         help="compare image paths relative to each schedule's common folder "
                         "(schedules made on different machines)")
     parser.add_argument("--all", action="store_true", dest="show_all", help="list identical epochs too")
-    parser.add_argument("--per-epoch", action="store_true",
+    parser.add_argument("--by-epoch", action="store_true",
                         help="list each subset's counts in every epoch where they differ")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing; only the exit status")
     parser.set_defaults(handler=run)
@@ -77,5 +77,5 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(sd.summarize_file("A", args.a, a))
         print(sd.summarize_file("B", args.b, b))
-        print(sd.format_diff(diff, show_all=args.show_all, per_epoch=args.per_epoch))
+        print(sd.format_diff(diff, show_all=args.show_all, per_epoch=args.by_epoch))
     return 0 if diff.identical else EXIT_DIFFERENT
