@@ -481,6 +481,8 @@ class _Reader:
                     raise self.error(f"must be {wanted}, not {describe_value(value)}", where=where, key=key)
 
     def unknown_key_message(self, key: str, level: str) -> str:
+        if key == "images_per_epoch":
+            return "is read only by `kohya-multiplier balance`; run `kohya-multiplier balance CONFIG --write` to turn it into a multiplier"
         if key in _FINE_TUNING_KEYS:
             return "fine-tuning subsets (metadata_file) are not supported by kohya-multiplier yet; use image_dir subsets"
         if key in _CONTROLNET_KEYS:

@@ -27,6 +27,7 @@ from typing import Iterable
 
 import imagesize
 
+from kohya_multiplier.progress import track
 from kohya_multiplier.errors import UserError, warn_once
 
 # sd-scripts' list, in its order.
@@ -190,7 +191,8 @@ def images_with_sizes(
     about unreadable or empty files; raise a UserError if none remain. Keeps the given order."""
     entries: list[ImageEntry] = []
     skipped: list[tuple[str, str]] = []
-    for path in paths:
+    label = f"reading image sizes in {os.path.basename(folder or '') or 'subset'}"
+    for path in track(paths, len(paths), label):
         size = known_sizes.get(path) if known_sizes else None
         if size is None:
             reason = _unreadable_reason(path)
