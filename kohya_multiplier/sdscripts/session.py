@@ -17,6 +17,7 @@ from kohya_multiplier.config import CommandLineOptions, DatasetSpec, TrainingCon
 
 # sd-scripts argument names that CommandLineOptions mirrors (missing ones count as not given).
 _OPTION_NAMES = tuple(CommandLineOptions.__dataclass_fields__)
+_PATH_OPTIONS = ("dataset_config", "train_data_dir", "reg_data_dir", "in_json")
 
 
 @dataclass
@@ -55,8 +56,9 @@ def current() -> Session | None:
 def options_from_sd_args(args: Any) -> CommandLineOptions:
     """sd-scripts' parsed ``args`` as the core's CommandLineOptions (after prepare_dataset_args)."""
     values = {name: getattr(args, name, None) for name in _OPTION_NAMES}
-    if values.get("dataset_config") is None:
-        values["dataset_config"] = None
+    for name in _PATH_OPTIONS:  # some revisions parse these with type=Path
+        if values.get(name) is not None:
+            values[name] = os.fspath(values[name])
     return CommandLineOptions(**values)
 
 

@@ -1,0 +1,127 @@
+"""Integration tests: real sd-scripts training on CPU with a tiny offline model.
+
+Checkouts come from ``KOHYA_SD_SCRIPTS`` or the user config of ``kohya-multiplier configure``
+(``sd_scripts`` and every ``[checkouts.NAME]``); each test runs once per checkout, in that
+checkout's Python (``<checkout>/venv`` by default). Without a checkout every test here is skipped
+with the reason. The code under test is this repository: subprocesses get it on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kohya_multiplier.sdscripts import locate
+
+INTEGRATION_DIR = Path(__file__).resolve().parent
+REPO_ROOT = INTEGRATION_DIR.parents[1]
+sys.path.insert(0, str(INTEGRATION_DIR))
+
+from tiny_sd import TINY_UNET_ENV, tiny_unet_env_value  # noqa: E402
+
+NO_CHECKOUT = (
+    "no sd-scripts checkout configured: set KOHYA_SD_SCRIPTS or run "
+    "`kohya-multiplier configure --sd-scripts DIR` (see docs/TRAINING.md, developer set-up)"
+)
+
+
+class SdScripts:
+    """One configured checkout, with its tiny model."""
+
+    def __init__(self, label: str, checkout: locate.Checkout, revision: locate.Revision):
+        self.label = label
+        self.root = checkout.root
+        self.python = str(checkout.python)
+        self.revision = revision
+        self.tiny_dir: Path | None = None
+
+    @property
+    def has_validation_split(self) -> bool:
+        return self.revision.layout == locate.LAYOUT_STRATEGIES
+
+    def env(self, **extra: str) -> dict:
+        env = dict(os.environ)
+        for name in ("KOHYA_SD_SCRIPTS", "PYTHONHOME", "VIRTUAL_ENV"):
+            env.pop(name, None)
+        env.update(
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+            HF_DATASETS_OFFLINE="1",
+            # One thread: tiny runs are 3x faster on 2 cores (torch and OpenCV oversubscribe otherwise).
+            OMP_NUM_THREADS="1",
+            PYTHONPATH=os.pathsep.join([str(INTEGRATION_DIR / "tiny_hook"), str(REPO_ROOT)]),
+            PYTHONHASHSEED="0",
+            PYTHONUNBUFFERED="1",
+            **{TINY_UNET_ENV: tiny_unet_env_value()},
+        )
+        env.update(extra)
+        return env
+
+
+def _discover() -> list[tuple[str, locate.Checkout, locate.Revision | None, str | None]]:
+    try:
+        found = locate.configured_checkouts()
+    except Exception as error:  # noqa: BLE001 - a broken config must skip, not error, the suite
+        return [("config", None, None, f"cannot read the kohya-multiplier config: {error}")]
+    seen, result = set(), []
+    for label, checkout in found.items():
+        if checkout.root in seen:
+            continue
+        seen.add(checkout.root)
+        revision = locate.detect_revision(checkout.root)
+        problem = None
+        if not revision.supported:
+            problem = f"{checkout.root}: revision {revision.name} is not supported"
+        elif not Path(checkout.python).exists():
+            problem = f"{checkout.root}: its Python {checkout.python} does not exist"
+        name = revision.name.split()[0] if revision.tested else label
+        result.append((name, checkout, revision, problem))
+    return result
+
+
+CHECKOUTS = _discover()
+
+
+def pytest_generate_tests(metafunc):
+    if "sd" in metafunc.fixturenames:
+        params = CHECKOUTS or [("none", None, None, NO_CHECKOUT)]
+        metafunc.parametrize("sd", params, ids=[p[0] for p in params], indirect=True, scope="session")
+
+
+_ready: dict[str, SdScripts] = {}
+
+
+@pytest.fixture(scope="session")
+def sd(request, tmp_path_factory) -> SdScripts:
+    label, checkout, revision, problem = request.param
+    if problem:
+        pytest.skip(problem)
+    key = str(checkout.root)
+    if key not in _ready:
+        env = SdScripts(label, checkout, revision)
+        probe = subprocess.run(
+            [env.python, "-c", "import torch, diffusers, transformers, accelerate, voluptuous"],
+            capture_output=True, text=True, env=env.env(), timeout=300,
+        )
+        if probe.returncode != 0:
+            pytest.skip(f"{checkout.python} cannot import sd-scripts' requirements: {probe.stderr.strip().splitlines()[-1:]}")
+        tiny = tmp_path_factory.mktemp(f"tiny-{label}")
+        built = subprocess.run(
+            [env.python, str(INTEGRATION_DIR / "tiny_sd.py"), str(tiny)],
+            capture_output=True, text=True, env=env.env(), timeout=600,
+        )
+        if built.returncode != 0:
+            pytest.fail(f"building the tiny model failed:\n{built.stdout[-3000:]}\n{built.stderr[-3000:]}")
+        env.tiny_dir = tiny
+        _ready[key] = env
+    return _ready[key]
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if INTEGRATION_DIR in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
