@@ -3,7 +3,7 @@
 Two levels of deficit scheduling, all in integer credit units:
 1. Buckets. Each bucket accrues its fractional demand every epoch. Its free slots (the empty places
    in its last base batch) are served first. Then the K extra batches go, one by one, to the bucket
-   with the most credit per batch it can fill; a batch serves min(fill, max(1, floor(credit)))
+   with the most credit per batch it can fill; a batch serves min(fill, max(1, ceil(credit)))
    picks, never more than the images the bucket has left this epoch.
 2. Cells. A bucket's picks go, one by one, to its cells with the most credit.
 
