@@ -123,5 +123,5 @@ def sd(request, tmp_path_factory) -> SdScripts:
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if INTEGRATION_DIR in Path(str(item.fspath)).parents:
+        if "sd" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
