@@ -99,3 +99,16 @@ def test_integer_multipliers_match_num_repeats_counts():
     counts = np.bincount(planner.plan_epoch(5).image_indices, minlength=10)
     assert counts.tolist() == [2] * 7 + [3] * 3
     assert planner.summary.extra_batches == 0
+
+
+def test_slow_cell_in_a_bucket_served_to_capacity_is_not_starved():
+    """Found by hypothesis: a bucket that sometimes serves all its images forces picks on a cell of
+    0.028 images per epoch; charging those as debt starved its images for hundreds of epochs."""
+    subset_of_image = np.repeat(np.arange(5), [6, 12, 9, 14, 21])
+    bucket_of_image = np.array([0, 1, 1, 0, 0, 4, 1, 2, 2, 2, 3, 3, 3, 2, 3, 3, 4, 4, 4, 0, 1, 1, 1, 1, 2, 2, 3, 4, 4, 4, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 3, 0, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 4, 4, 4, 4, 4, 4])
+    planner = DatasetPlanner(subset_of_image, bucket_of_image, [4.0, 4.875, 0.6, 0.014, 1.5], 6, seed=0)
+    window = 2 * math.ceil(1 / 0.014) + 2
+    last_seen = np.zeros(subset_of_image.size, dtype=int)
+    for e in range(1, 2 * window + 1):
+        last_seen[planner.plan_epoch(e).image_indices] = e
+        assert (e - last_seen).max() < window

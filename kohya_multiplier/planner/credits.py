@@ -100,6 +100,10 @@ def allocate_epoch(layout: DatasetLayout, state: CreditState) -> tuple[EpochAllo
         layout.cell_bucket,
         bucket_picks,
     )
-    cell_credit = cell_credit - cell_picks * Q
+    # A bucket that serves close to all its images forces picks on cells that had no credit left.
+    # Such forced picks are extra, not an advance: charging them would leave a slow cell (f x n
+    # of 0.03 images per epoch) owing for hundreds of epochs, starving its images. So a cell never
+    # owes more than one image.
+    cell_credit = np.maximum(cell_credit - cell_picks * Q, -Q)
     allocation = EpochAllocation(free_picks, full_batches, partial_batches, cell_picks)
     return allocation, CreditState(credit, cell_credit)
