@@ -25,7 +25,7 @@ from tiny_sd import TINY_UNET_ENV, tiny_unet_env_value  # noqa: E402
 
 NO_CHECKOUT = (
     "no sd-scripts checkout configured: set KOHYA_SD_SCRIPTS or run "
-    "`kohya-multiplier configure --sd-scripts DIR` (see the README, "Developer set-up for the integration suite")"
+    "`kohya-multiplier configure --sd-scripts DIR` (see the README, 'Developer set-up for the integration suite')"
 )
 
 
