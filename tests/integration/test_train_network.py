@@ -132,8 +132,8 @@ def test_resume_trains_the_same_later_epochs(sd, main_run, tmp_path_factory):
 
 @pytest.mark.parametrize(
     "workers,persistent",
-    [(0, False), (1, False), (4, True)],
-    ids=["0-workers", "1-worker", "4-persistent-workers"],
+    [(0, False), (1, False), (1, True), (4, False), (4, True)],
+    ids=["0-workers", "1-worker", "1-persistent-worker", "4-workers", "4-persistent-workers"],
 )
 def test_workers_serve_the_plan(sd, data, tmp_path_factory, workers, persistent):
     """Batch size 1, 2 epochs: the first batch of every epoch must come from that epoch's plan."""
@@ -145,6 +145,20 @@ def test_workers_serve_the_plan(sd, data, tmp_path_factory, workers, persistent)
         args.append("--persistent_data_loader_workers")
     run = train(sd, "train_network", args, out).check()
     planned, _ = dry_run([str(config), "--seed", "7", "--epochs", "2"], out / "dry-run.jsonl")
+    assert canonical(run.records) == canonical(planned)
+
+
+def test_accelerate_launch_runs_the_wrapper_as_a_module(sd, data, tmp_path_factory):
+    """`accelerate launch -m kohya_multiplier train_network ...` trains the dry run's plan."""
+    config = write_config(data, batch_size=2, name="accelerate.toml")
+    out = tmp_path_factory.mktemp(f"lora-accelerate-{sd.label}")
+    launcher = [
+        sd.python, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1",
+    ]
+    args = ["--dataset_config", str(config), "--seed", "3", "--cache_latents", "--max_train_epochs", "2", *LORA_ARGS]
+    run = train(sd, "train_network", args, out, launcher=launcher).check()
+    planned, _ = dry_run([str(config), "--seed", "3", "--epochs", "2"], out / "dry-run.jsonl")
     assert canonical(run.records) == canonical(planned)
 
 
