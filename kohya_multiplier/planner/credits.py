@@ -5,7 +5,8 @@ Two levels of deficit scheduling, all in integer credit units:
    in its last base batch) are served first. Then the K extra batches go, one by one, to the bucket
    with the most credit per batch it can fill; a batch serves min(fill, max(1, ceil(credit)))
    picks, never more than the images the bucket has left this epoch.
-2. Cells. A bucket's picks go, one by one, to its cells with the most credit.
+2. Cells. A bucket's picks go, one by one, to its most overdue cell: the most credit measured in
+   epochs of the cell's own rate, so slow cells are not kept waiting behind fast ones.
 
 Credit carries over between epochs, so amounts stay right epoch by epoch and over any run. The
 allocation depends only on the layout and the previous epoch's credits, never on which images were
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kohya_multiplier.planner.layout import UNITS_PER_IMAGE, DatasetLayout
-from kohya_multiplier.planner.tickets import take_top_tickets
+from kohya_multiplier.planner.tickets import take_most_overdue, take_top_tickets
 
 Q = UNITS_PER_IMAGE
 
@@ -82,23 +83,25 @@ def allocate_epoch(layout: DatasetLayout, state: CreditState) -> tuple[EpochAllo
         # Proven by the choice of K (layout.py): K extra batches never use up every fractional image.
         assert eligible.any(), "planner invariant broken: no fractional image left for an extra batch"
         priority = np.where(eligible, credit / (np.maximum(fill, 1) * Q), -np.inf)
-        bucket = int(np.argmax(priority))
         # Round the credit up: a batch that takes a bucket's turn carries a whole batch's worth of
         # its demand, as K assumes; the surplus is a debt that lowers the bucket's next priority.
-        picks = int(min(fill[bucket], max(1, -(-credit[bucket] // Q)), left[bucket]))
-        partial_batches.append((bucket, picks))
-        credit[bucket] -= picks * Q
-        left[bucket] -= picks
-        remaining -= 1
+        picks = np.minimum(np.minimum(fill, np.maximum(1, -(-credit // Q))), left)
+        order = np.argsort(-priority, kind="stable")[:remaining]
+        # Usually the top buckets each take one batch and drop to no credit: one step serves them all,
+        # exactly as the one-at-a-time greedy would. Otherwise take the single best and look again.
+        if priority[order[-1]] > 0 and (credit[order] - picks[order] * Q <= 0).all():
+            served = order
+        else:
+            served = order[:1]
+        partial_batches.extend((int(b), int(picks[b])) for b in served)
+        credit[served] -= picks[served] * Q
+        left[served] -= picks[served]
+        remaining -= served.size
 
     bucket_picks = layout.capacity - left
     cell_credit = state.cell_credit + layout.cell_demand
-    cell_picks = take_top_tickets(
-        np.floor_divide(cell_credit, Q),
-        (cell_credit % Q) / Q,
-        layout.cell_size,
-        layout.cell_bucket,
-        bucket_picks,
+    cell_picks = take_most_overdue(
+        cell_credit, layout.cell_demand, Q, layout.cell_size, layout.cell_bucket, bucket_picks, layout.cell_bucket_starts
     )
     # A bucket that serves close to all its images forces picks on cells that had no credit left.
     # Such forced picks are extra, not an advance: charging them would leave a slow cell (f x n

@@ -19,6 +19,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from kohya_multiplier.planner.tickets import group_starts
+
 UNITS_PER_IMAGE = 1 << 20
 _EPS = 1e-9
 
@@ -56,6 +58,7 @@ class DatasetLayout:
     cell_size: np.ndarray
     cell_demand: np.ndarray  # units per epoch
     cell_excludes: np.ndarray  # bool: rotate the images left out (f > 1/2) instead of the picks
+    cell_bucket_starts: np.ndarray  # (B,) first cell of each bucket
     # epoch shape
     extra_batches: int  # K
     fractional_batches: Fraction  # exact fractional demand in batches, before rounding up to K
@@ -155,6 +158,7 @@ def build_layout(subset_of_image, bucket_of_image, multipliers, batch_size: int)
         cell_size=cell_size,
         cell_demand=cell_demand,
         cell_excludes=cell_excludes,
+        cell_bucket_starts=group_starts(cell_bucket, n_buckets),
         extra_batches=extra_batches,
         fractional_batches=fractional_batches,
     )

@@ -14,19 +14,26 @@ from __future__ import annotations
 import numpy as np
 
 
+def group_starts(group: np.ndarray, n_groups: int) -> np.ndarray:
+    """First receiver index of each group (receivers sorted by group); empty groups point at the next."""
+    return np.searchsorted(group, np.arange(n_groups)).astype(np.int64)
+
+
 def take_top_tickets(
     whole: np.ndarray,
     frac: np.ndarray,
     caps: np.ndarray,
     group: np.ndarray,
     wanted: np.ndarray,
+    starts: np.ndarray | None = None,
 ) -> np.ndarray:
     """Units per receiver when each group hands out ``wanted[g]`` units greedily.
 
     whole, frac: integer and fractional part of each receiver's priority (credit / step);
-    caps: most units a receiver may take; group: group index of each receiver, receivers of a
-    group listed in tie-break order; wanted: units to hand out per group (at most the group's
-    total cap). Returns the units each receiver takes.
+    caps: most units a receiver may take; group: group index of each receiver, receivers sorted by
+    group and, within a group, in tie-break order; wanted: units to hand out per group (at most the
+    group's total cap); starts: ``group_starts(group, len(wanted))`` if already known.
+    Returns the units each receiver takes.
     """
     whole = np.asarray(whole, dtype=np.int64)
     caps = np.asarray(caps, dtype=np.int64)
@@ -36,12 +43,21 @@ def take_top_tickets(
     taken = np.zeros(whole.shape[0], dtype=np.int64)
     if whole.shape[0] == 0 or not wanted.any():
         return taken
-    has_cap = caps > 0
+    if starts is None:
+        starts = group_starts(group, n_groups)
+    present = np.diff(np.r_[starts, whole.shape[0]]) > 0
+    reduce_at = starts[present]
+
+    def per_group(values: np.ndarray, reducer, empty) -> np.ndarray:
+        out = np.full(n_groups, empty, dtype=np.int64)
+        out[present] = reducer.reduceat(values, reduce_at)
+        return out
+
     # Ticket levels of receiver i run from whole[i] down to whole[i] - caps[i] + 1.
-    top = np.full(n_groups, np.iinfo(np.int64).min, dtype=np.int64)
-    bottom = np.full(n_groups, np.iinfo(np.int64).max, dtype=np.int64)
-    np.maximum.at(top, group[has_cap], whole[has_cap])
-    np.minimum.at(bottom, group[has_cap], whole[has_cap] - caps[has_cap] + 1)
+    has_cap = caps > 0
+    big = np.iinfo(np.int64).max // 4
+    top = per_group(np.where(has_cap, whole, -big), np.maximum, -big)
+    bottom = per_group(np.where(has_cap, whole - caps + 1, big), np.minimum, big)
     active = wanted > 0
     # Invariant: count(level >= lo) >= wanted and count(level >= hi) < wanted.
     lo = np.where(active, bottom, 0)
@@ -51,28 +67,120 @@ def take_top_tickets(
         if not open_.any():
             break
         mid = lo + (hi - lo) // 2
-        counts = _tickets_at_or_above(whole, caps, group, mid, n_groups)
+        counts = per_group(np.clip(whole - mid[group] + 1, 0, caps), np.add, 0)
         enough = counts >= wanted
         lo = np.where(open_ & enough, mid, lo)
         hi = np.where(open_ & ~enough, mid, hi)
     cut = lo[group]
     taken = np.clip(whole - cut, 0, caps)  # every ticket strictly above the cut level
     taken[~active[group]] = 0
-    remaining = wanted - np.bincount(group, weights=taken, minlength=n_groups).astype(np.int64)
+    remaining = wanted - per_group(taken, np.add, 0)
     # Tickets exactly at the cut level, best fractional credit first, then receiver order.
-    at_cut = active[group] & (whole - cut >= 0) & (whole - cut < caps)
+    at_cut = active[group] & (whole - cut >= 0) & (whole - cut < caps) & (remaining[group] > 0)
     candidates = np.flatnonzero(at_cut)
     if candidates.size:
         order = np.lexsort((candidates, -np.asarray(frac)[candidates], group[candidates]))
         ranked = candidates[order]
         ranked_group = group[ranked]
-        starts = np.searchsorted(ranked_group, np.arange(n_groups))
-        rank_in_group = np.arange(ranked.size) - starts[ranked_group]
+        first = np.searchsorted(ranked_group, np.arange(n_groups))
+        rank_in_group = np.arange(ranked.size) - first[ranked_group]
         chosen = ranked[rank_in_group < remaining[ranked_group]]
         taken[chosen] += 1
     return taken
 
 
-def _tickets_at_or_above(whole, caps, group, level, n_groups):
-    per_receiver = np.clip(whole - level[group] + 1, 0, caps)
-    return np.bincount(group, weights=per_receiver, minlength=n_groups).astype(np.int64)
+def take_most_overdue(
+    credit: np.ndarray,
+    rate: np.ndarray,
+    unit: int,
+    caps: np.ndarray,
+    group: np.ndarray,
+    wanted: np.ndarray,
+    starts: np.ndarray | None = None,
+    boundary: int = 64,
+) -> np.ndarray:
+    """Units per receiver when each group hands out ``wanted[g]`` units, most overdue first.
+
+    A receiver's k-th unit is due when its credit, minus k units, is largest *in epochs of its own
+    rate*: priority ``(credit - k * unit) / rate``. A cell that accrues 0.03 images per epoch and
+    has a whole image of credit has waited 33 epochs; a cell of 3.5 images per epoch with the same
+    credit has waited a third of one. Serving the most overdue first keeps every cell's waiting
+    time short, which is what keeps slow cells' images from going unseen for long.
+
+    Same contract as :func:`take_top_tickets` (ties: receiver order). Bisection on the priority
+    threshold until few tickets are left undecided, then an exact sort of those.
+    """
+    credit = np.asarray(credit, dtype=np.int64)
+    caps = np.asarray(caps, dtype=np.int64)
+    group = np.asarray(group, dtype=np.int64)
+    wanted = np.asarray(wanted, dtype=np.int64)
+    rate = np.asarray(rate, dtype=np.float64)
+    n_groups = wanted.shape[0]
+    taken = np.zeros(credit.shape[0], dtype=np.int64)
+    if credit.shape[0] == 0 or not wanted.any():
+        return taken
+    if starts is None:
+        starts = group_starts(group, n_groups)
+    present = np.diff(np.r_[starts, credit.shape[0]]) > 0
+    reduce_at = starts[present]
+
+    def per_group(values: np.ndarray, reducer, empty) -> np.ndarray:
+        out = np.full(n_groups, empty, dtype=values.dtype)
+        out[present] = reducer.reduceat(values, reduce_at)
+        return out
+
+    def count_at_or_above(threshold: np.ndarray) -> np.ndarray:
+        # tickets k with (credit - k*unit) / rate >= threshold
+        room = credit - threshold[group] * rate
+        return np.clip(np.floor(room / unit).astype(np.int64) + 1, 0, caps)
+
+    has_cap = caps > 0
+    active = wanted > 0
+    # Bracket: hi has fewer than wanted tickets at or above it, lo at least wanted.
+    hi = per_group(np.where(has_cap, credit / rate, -np.inf), np.maximum, -np.inf) + 1.0
+    lo = per_group(np.where(has_cap, (credit - (caps - 1) * unit) / rate, np.inf), np.minimum, np.inf) - 1.0
+    hi = np.where(active, hi, 1.0)
+    lo = np.where(active, lo, 0.0)
+    count_hi = np.zeros(n_groups, dtype=np.int64)
+    count_lo = per_group(caps, np.add, 0)
+    # First probe: where the tickets would run out if no cap bound (credit spent evenly in time).
+    rate_sum = per_group(np.where(has_cap, rate, 0.0), np.add, 0.0)
+    credit_sum = per_group(np.where(has_cap, credit, 0).astype(np.float64), np.add, 0.0)
+    receivers = per_group(has_cap.astype(np.int64), np.add, 0)
+    guess = (credit_sum + unit * (receivers / 2 - wanted)) / np.where(rate_sum > 0, rate_sum, 1.0)
+    # Search outwards from the guess in steps of about one ticket per receiver, growing 4x, then halve.
+    step = unit * np.maximum(receivers, 1) / np.where(rate_sum > 0, rate_sum, 1.0)
+    probe = guess
+    for _ in range(200):
+        undecided = active & (count_lo - count_hi > boundary)
+        if not undecided.any():
+            break
+        inside = (probe > lo) & (probe < hi)
+        probe = np.where(inside, probe, (lo + hi) / 2)
+        if not ((probe > lo) & (probe < hi))[undecided].any():
+            break  # float resolution reached
+        counts = per_group(count_at_or_above(probe), np.add, 0)
+        enough = counts >= wanted
+        move_lo = undecided & enough
+        move_hi = undecided & ~enough
+        lo = np.where(move_lo, probe, lo)
+        count_lo = np.where(move_lo, counts, count_lo)
+        hi = np.where(move_hi, probe, hi)
+        count_hi = np.where(move_hi, counts, count_hi)
+        probe = np.where(move_lo, probe + step, probe - step)
+        step = step * 4
+    sure = np.where(active[group], count_at_or_above(hi), 0)
+    maybe = np.where(active[group], count_at_or_above(lo), 0) - sure
+    taken = sure
+    remaining = wanted - per_group(sure, np.add, 0)
+    if maybe.any():
+        owner = np.repeat(np.arange(credit.shape[0]), maybe)
+        k = np.repeat(sure, maybe) + (np.arange(owner.size) - np.repeat(np.cumsum(maybe) - maybe, maybe))
+        priority = (credit[owner] - k * unit) / rate[owner]
+        order = np.lexsort((owner, -priority, group[owner]))
+        ranked = owner[order]
+        ranked_group = group[ranked]
+        first_of_group = np.searchsorted(ranked_group, np.arange(n_groups))
+        rank = np.arange(ranked.size) - first_of_group[ranked_group]
+        np.add.at(taken, ranked[rank < remaining[ranked_group]], 1)
+    return taken
