@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kohya_multiplier.planner.layout import UNITS_PER_IMAGE, DatasetLayout
-from kohya_multiplier.planner.tickets import take_most_overdue, take_top_tickets
+from kohya_multiplier.planner.tickets import take_most_overdue
 
 Q = UNITS_PER_IMAGE
 
@@ -68,10 +68,10 @@ def allocate_epoch(layout: DatasetLayout, state: CreditState) -> tuple[EpochAllo
         whole_ready = np.where(fillable, np.clip(level, 0, left // np.where(fillable, fill, 1)), 0)
         if whole_ready.sum() <= remaining:
             full_batches = whole_ready
-        else:
-            frac = (credit - level * step) / step
-            full_batches = take_top_tickets(
-                level, frac, whole_ready, np.zeros(layout.n_buckets, dtype=np.int64), np.array([remaining])
+        else:  # more full batches are due than there are: the most credit per batch first
+            full_batches = take_most_overdue(
+                credit, step.astype(np.float64), step, whole_ready, np.zeros(layout.n_buckets, dtype=np.int64),
+                np.array([remaining]),
             )
         credit = credit - full_batches * fill * Q
         left = left - full_batches * fill

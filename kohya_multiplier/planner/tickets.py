@@ -1,12 +1,12 @@
-"""Greedy "most credit first" allocation, computed in one vectorised pass.
+"""Greedy "most overdue first" allocation, computed in one vectorised pass.
 
 Both levels of the planner hand out units (a batch to a bucket, a pick to a cell) one at a time to
-whoever has the most credit, and each unit handed out lowers the receiver's credit by one step.
-The k-th unit a receiver can take (k = 0, 1, ... cap-1) is a *ticket* whose priority is
-``credit / step - k``. Handing out R units greedily is the same as taking the R tickets of highest
-priority (ties: larger fractional credit, then lower receiver index). This module finds those
-tickets per group without a per-unit Python loop: a bisection on the integer part of the priority,
-then a tie-break at the cut level.
+whoever is most overdue, and each unit handed out lowers the receiver's credit by one unit. The
+k-th unit a receiver can take (k = 0, 1, ... cap-1) is a *ticket* whose priority is
+``(credit - k * unit) / rate``. Handing out R units greedily is the same as taking the R tickets of
+highest priority (ties: lower receiver index). This module finds those tickets per group without a
+per-unit Python loop: a search for the priority threshold, then an exact sort of the few tickets
+near it.
 """
 
 from __future__ import annotations
@@ -19,80 +19,10 @@ def group_starts(group: np.ndarray, n_groups: int) -> np.ndarray:
     return np.searchsorted(group, np.arange(n_groups)).astype(np.int64)
 
 
-def take_top_tickets(
-    whole: np.ndarray,
-    frac: np.ndarray,
-    caps: np.ndarray,
-    group: np.ndarray,
-    wanted: np.ndarray,
-    starts: np.ndarray | None = None,
-) -> np.ndarray:
-    """Units per receiver when each group hands out ``wanted[g]`` units greedily.
-
-    whole, frac: integer and fractional part of each receiver's priority (credit / step);
-    caps: most units a receiver may take; group: group index of each receiver, receivers sorted by
-    group and, within a group, in tie-break order; wanted: units to hand out per group (at most the
-    group's total cap); starts: ``group_starts(group, len(wanted))`` if already known.
-    Returns the units each receiver takes.
-    """
-    whole = np.asarray(whole, dtype=np.int64)
-    caps = np.asarray(caps, dtype=np.int64)
-    group = np.asarray(group, dtype=np.int64)
-    wanted = np.asarray(wanted, dtype=np.int64)
-    n_groups = wanted.shape[0]
-    taken = np.zeros(whole.shape[0], dtype=np.int64)
-    if whole.shape[0] == 0 or not wanted.any():
-        return taken
-    if starts is None:
-        starts = group_starts(group, n_groups)
-    present = np.diff(np.r_[starts, whole.shape[0]]) > 0
-    reduce_at = starts[present]
-
-    def per_group(values: np.ndarray, reducer, empty) -> np.ndarray:
-        out = np.full(n_groups, empty, dtype=np.int64)
-        out[present] = reducer.reduceat(values, reduce_at)
-        return out
-
-    # Ticket levels of receiver i run from whole[i] down to whole[i] - caps[i] + 1.
-    has_cap = caps > 0
-    big = np.iinfo(np.int64).max // 4
-    top = per_group(np.where(has_cap, whole, -big), np.maximum, -big)
-    bottom = per_group(np.where(has_cap, whole - caps + 1, big), np.minimum, big)
-    active = wanted > 0
-    # Invariant: count(level >= lo) >= wanted and count(level >= hi) < wanted.
-    lo = np.where(active, bottom, 0)
-    hi = np.where(active, top + 1, 1)
-    while True:
-        open_ = hi - lo > 1
-        if not open_.any():
-            break
-        mid = lo + (hi - lo) // 2
-        counts = per_group(np.clip(whole - mid[group] + 1, 0, caps), np.add, 0)
-        enough = counts >= wanted
-        lo = np.where(open_ & enough, mid, lo)
-        hi = np.where(open_ & ~enough, mid, hi)
-    cut = lo[group]
-    taken = np.clip(whole - cut, 0, caps)  # every ticket strictly above the cut level
-    taken[~active[group]] = 0
-    remaining = wanted - per_group(taken, np.add, 0)
-    # Tickets exactly at the cut level, best fractional credit first, then receiver order.
-    at_cut = active[group] & (whole - cut >= 0) & (whole - cut < caps) & (remaining[group] > 0)
-    candidates = np.flatnonzero(at_cut)
-    if candidates.size:
-        order = np.lexsort((candidates, -np.asarray(frac)[candidates], group[candidates]))
-        ranked = candidates[order]
-        ranked_group = group[ranked]
-        first = np.searchsorted(ranked_group, np.arange(n_groups))
-        rank_in_group = np.arange(ranked.size) - first[ranked_group]
-        chosen = ranked[rank_in_group < remaining[ranked_group]]
-        taken[chosen] += 1
-    return taken
-
-
 def take_most_overdue(
     credit: np.ndarray,
     rate: np.ndarray,
-    unit: int,
+    unit: int | np.ndarray,
     caps: np.ndarray,
     group: np.ndarray,
     wanted: np.ndarray,
@@ -107,14 +37,18 @@ def take_most_overdue(
     credit has waited a third of one. Serving the most overdue first keeps every cell's waiting
     time short, which is what keeps slow cells' images from going unseen for long.
 
-    Same contract as :func:`take_top_tickets` (ties: receiver order). Bisection on the priority
-    threshold until few tickets are left undecided, then an exact sort of those.
+    credit, rate: per receiver; unit: credit one unit costs (a number, or one per receiver);
+    caps: most units a receiver may take; group: group of each receiver, receivers sorted by group
+    and, within a group, in tie-break order; wanted: units to hand out per group (at most the
+    group's total cap); starts: ``group_starts(group, len(wanted))`` if already known. Returns the
+    units each receiver takes.
     """
     credit = np.asarray(credit, dtype=np.int64)
     caps = np.asarray(caps, dtype=np.int64)
     group = np.asarray(group, dtype=np.int64)
     wanted = np.asarray(wanted, dtype=np.int64)
     rate = np.asarray(rate, dtype=np.float64)
+    unit = np.broadcast_to(np.asarray(unit, dtype=np.int64), credit.shape)
     n_groups = wanted.shape[0]
     taken = np.zeros(credit.shape[0], dtype=np.int64)
     if credit.shape[0] == 0 or not wanted.any():
@@ -147,9 +81,10 @@ def take_most_overdue(
     rate_sum = per_group(np.where(has_cap, rate, 0.0), np.add, 0.0)
     credit_sum = per_group(np.where(has_cap, credit, 0).astype(np.float64), np.add, 0.0)
     receivers = per_group(has_cap.astype(np.int64), np.add, 0)
-    guess = (credit_sum + unit * (receivers / 2 - wanted)) / np.where(rate_sum > 0, rate_sum, 1.0)
+    mean_unit = per_group(np.where(has_cap, unit, 0).astype(np.float64), np.add, 0.0) / np.maximum(receivers, 1)
+    guess = (credit_sum + mean_unit * (receivers / 2 - wanted)) / np.where(rate_sum > 0, rate_sum, 1.0)
     # Search outwards from the guess in steps of about one ticket per receiver, growing 4x, then halve.
-    step = unit * np.maximum(receivers, 1) / np.where(rate_sum > 0, rate_sum, 1.0)
+    step = mean_unit * np.maximum(receivers, 1) / np.where(rate_sum > 0, rate_sum, 1.0)
     probe = guess
     for _ in range(200):
         undecided = active & (count_lo - count_hi > boundary)
@@ -176,7 +111,7 @@ def take_most_overdue(
     if maybe.any():
         owner = np.repeat(np.arange(credit.shape[0]), maybe)
         k = np.repeat(sure, maybe) + (np.arange(owner.size) - np.repeat(np.cumsum(maybe) - maybe, maybe))
-        priority = (credit[owner] - k * unit) / rate[owner]
+        priority = (credit[owner] - k * unit[owner]) / rate[owner]
         order = np.lexsort((owner, -priority, group[owner]))
         ranked = owner[order]
         ranked_group = group[ranked]
