@@ -127,3 +127,16 @@ def test_slow_cell_is_not_starved(case):
     for e in range(1, 2 * window + 1):
         last_seen[planner.plan_epoch(e).image_indices] = e
         assert (e - last_seen).max() < window
+
+
+def test_small_bucket_is_served_every_few_epochs_not_in_chunks():
+    """Found by hypothesis: three images at 0.1 alone in a bucket got a batch of 3 every ~10 epochs;
+    picks came in chunks and an image went unseen for 2 x ceil(1/f) + 2 = 22 epochs."""
+    subset_of_image = np.repeat(np.arange(5), [1, 1, 15, 1, 15])
+    bucket_of_image = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 3])
+    planner = DatasetPlanner(subset_of_image, bucket_of_image, [0.0, 0.0, 0.031, 1.875, 0.1], 4, seed=0)
+    last_seen = np.zeros(subset_of_image.size, dtype=int)
+    tenth = subset_of_image == 4
+    for e in range(1, 201):
+        last_seen[planner.plan_epoch(e).image_indices] = e
+        assert (e - last_seen[tenth]).max() < 2 * 10 + 2

@@ -121,13 +121,13 @@ def build_layout(subset_of_image, bucket_of_image, multipliers, batch_size: int)
 
     demand = np.bincount(cell_bucket, weights=cell_demand, minlength=n_buckets).astype(np.int64)
     capacity = np.bincount(cell_bucket, weights=cell_size, minlength=n_buckets).astype(np.int64)
-    # A bucket's fractional batch must not outgrow what its fastest cell can supply: a batch every
-    # T epochs carries f x n x T picks of each cell, and a cell gives at most n per epoch. Bigger
-    # batches would force picks on cells without credit and starve the others.
-    fastest = np.zeros(n_buckets)
-    np.maximum.at(fastest, cell_bucket, cell_fraction)
-    sustainable = np.floor(demand / UNITS_PER_IMAGE / np.where(fastest > 0, fastest, 1) + 1e-9).astype(np.int64)
-    batch_fill = np.minimum(np.minimum(batch_size, capacity), np.maximum(1, sustainable))
+    # A fractional batch carries at most one epoch's worth of its bucket's demand beyond the free
+    # slots. Bigger batches would come only every few epochs, in chunks: images would be picked
+    # early, then wait, and rotation gaps would exceed 2 x ceil(1/f) + 2 epochs; a cell giving at
+    # most n picks per epoch would also force picks on cells without credit. Big buckets
+    # (demand >= batch size) still fill whole batches.
+    overflow = (demand - free_slots * UNITS_PER_IMAGE) // UNITS_PER_IMAGE
+    batch_fill = np.minimum(np.minimum(batch_size, capacity), np.maximum(1, overflow))
     batch_fill[capacity == 0] = 0
 
     # K: enough extra batches for the demand the free slots cannot take, counted in batches each
