@@ -140,3 +140,19 @@ def test_small_bucket_is_served_every_few_epochs_not_in_chunks():
     for e in range(1, 201):
         last_seen[planner.plan_epoch(e).image_indices] = e
         assert (e - last_seen[tenth]).max() < 2 * 10 + 2
+
+
+def test_fast_cell_sharing_a_small_bucket_does_not_fall_behind():
+    """Found by hypothesis: in two 3-image buckets, a 0.75-per-epoch cell shared each epoch's single
+    pick with two slow cells; ordering by epochs waited alone let its subset lag 5.5 images."""
+    subset_of_image = np.repeat(np.arange(5), [1, 20, 8, 21, 1])
+    bucket_of_image = np.zeros(subset_of_image.size, dtype=int)
+    bucket_of_image[[19, 27, 48]] = 1
+    bucket_of_image[[20, 28, 49]] = 2
+    multipliers = [0.125, 0.062, 1.1, 1.75, 0.0]
+    planner = DatasetPlanner(subset_of_image, bucket_of_image, multipliers, 1, seed=0)
+    target = np.array(multipliers) * np.bincount(subset_of_image)
+    total = np.zeros(5)
+    for e in range(1, 41):
+        total += np.bincount(subset_of_image[planner.plan_epoch(e).image_indices], minlength=5)
+        assert (total - e * target).min() >= -3

@@ -5,8 +5,8 @@ Two levels of deficit scheduling, all in integer credit units:
    in its last base batch) are served first. Then the K extra batches go, one by one, to the bucket
    with the most credit per batch it can fill; a batch serves min(fill, max(1, ceil(credit)))
    picks, never more than the images the bucket has left this epoch.
-2. Cells. A bucket's picks go, one by one, to its most overdue cell: the most credit measured in
-   epochs of the cell's own rate, so slow cells are not kept waiting behind fast ones.
+2. Cells. A bucket's picks go, one by one, to its most overdue cell: images owed plus half
+   the epochs waited, so neither slow cells wait behind fast ones nor fast cells fall images behind.
 
 Credit carries over between epochs, so amounts stay right epoch by epoch and over any run. The
 allocation depends only on the layout and the previous epoch's credits, never on which images were
@@ -23,6 +23,9 @@ from kohya_multiplier.planner.layout import UNITS_PER_IMAGE, DatasetLayout
 from kohya_multiplier.planner.tickets import take_most_overdue
 
 Q = UNITS_PER_IMAGE
+# Weight of an epoch waited against an image owed in a cell's lateness (tuned on the contract's
+# 25-subject case and the slow-cell cases of tests/test_planner_regressions.py).
+EPOCH_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,12 @@ def allocate_epoch(layout: DatasetLayout, state: CreditState) -> tuple[EpochAllo
 
     bucket_picks = layout.capacity - left
     cell_credit = state.cell_credit + layout.cell_demand
+    # A cell's lateness counts both ways: images owed plus half the epochs waited (credit / rate).
+    # Epochs alone let a fast cell owe several images; images alone keep a slow cell (0.03 images
+    # per epoch) waiting dozens of epochs behind fast ones. (c/Q + w c/r = c / (rQ / (r + wQ)).)
+    rate = layout.cell_demand.astype(np.float64)
     cell_picks = take_most_overdue(
-        cell_credit, layout.cell_demand, Q, layout.cell_size, layout.cell_bucket, bucket_picks, layout.cell_bucket_starts
+        cell_credit, rate * Q / (rate + EPOCH_WEIGHT * Q), Q, layout.cell_size, layout.cell_bucket, bucket_picks, layout.cell_bucket_starts
     )
     # A bucket that serves close to all its images forces picks on cells that had no credit left.
     # Such forced picks are extra, not an advance: charging them would leave a slow cell (f x n
