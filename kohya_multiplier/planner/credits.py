@@ -103,12 +103,13 @@ def allocate_epoch(layout: DatasetLayout, state: CreditState) -> tuple[EpochAllo
 
     bucket_picks = layout.capacity - left
     cell_credit = state.cell_credit + layout.cell_demand
-    # A cell's lateness counts both ways: images owed plus half the epochs waited (credit / rate).
+    # A cell's next pick is due once it has half an image of credit. Its lateness after that counts
+    # both ways: images owed plus half the epochs waited (credit / rate).
     # Epochs alone let a fast cell owe several images; images alone keep a slow cell (0.03 images
     # per epoch) waiting dozens of epochs behind fast ones. (c/Q + w c/r = c / (rQ / (r + wQ)).)
     rate = layout.cell_demand.astype(np.float64)
     cell_picks = take_most_overdue(
-        cell_credit, rate * Q / (rate + EPOCH_WEIGHT * Q), Q, layout.cell_size, layout.cell_bucket, bucket_picks, layout.cell_bucket_starts
+        cell_credit - Q // 2, rate * Q / (rate + EPOCH_WEIGHT * Q), Q, layout.cell_size, layout.cell_bucket, bucket_picks, layout.cell_bucket_starts
     )
     # A bucket that serves close to all its images forces picks on cells that had no credit left.
     # Such forced picks are extra, not an advance: charging them would leave a slow cell (f x n
