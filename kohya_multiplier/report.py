@@ -9,7 +9,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from kohya_multiplier.config import DatasetSpec
-from kohya_multiplier.multipliers import format_number
+from kohya_multiplier.multipliers import format_number, split_multiplier
 from kohya_multiplier.plan_input import PlanInput
 from kohya_multiplier.planner import DatasetPlanner, EpochPlan, PlanSummary
 
@@ -114,8 +114,8 @@ def format_table(stats: DatasetStats) -> str:
         if full.size:
             all_seen = str(stats.epochs[full[0]])
         else:
-            fraction = multiplier - math.floor(multiplier + 1e-9)
-            need = math.ceil(1 / fraction) if fraction > 1e-9 else 1
+            fraction = split_multiplier(multiplier)[1]
+            need = math.ceil(1 / fraction) if fraction > 0 else 1
             all_seen = f"> {stats.epochs[-1]} (~{first + need - 1})" if stats.epochs else "-"
         rows.append(
             [

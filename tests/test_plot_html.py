@@ -8,7 +8,6 @@ import re
 import shutil
 import struct
 import subprocess
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np

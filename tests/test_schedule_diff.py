@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,6 @@ import pytest
 from kohya_multiplier import progress
 from kohya_multiplier import schedule_diff as sd
 from kohya_multiplier.cli import main
-from kohya_multiplier.errors import UserError
 
 
 def batches(epochs=3, per_epoch=4, size=2, root="/data", seed=0):

@@ -362,7 +362,7 @@ def render(config, subsets, assignments, steps, epochs: int, *, group_by: str = 
         rows.append(["total", str(sum(s.images for s in subsets[offset - count:offset])), "", "",
                      _number(before_images, 6), _number(after_images, 6), ""])
         lines.append(f"dataset {dataset.index}: batch size {dataset.batch_size}"
-                     + (f", subjects grouped by parent folder" if group_by == "parent" else ""))
+                     + (", subjects grouped by parent folder" if group_by == "parent" else ""))
         lines.extend(_table(["subset", "images", "multiplier", "new", "images/epoch", "new", "target"], rows, {0, 6}))
         lines.append(f"batches per epoch: {step.batches_before} -> {step.batches_after}")
         lines.append("")

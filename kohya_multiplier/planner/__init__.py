@@ -5,7 +5,7 @@ from epoch 1) -> rotation (which images of a cell) -> assemble (shuffle and cut 
 """
 
 from kohya_multiplier.planner.assemble import EpochPlan
-from kohya_multiplier.planner.layout import split_multiplier
+from kohya_multiplier.multipliers import split_multiplier  # the one rule, re-exported for callers of the planner
 from kohya_multiplier.planner.planner import DatasetPlanner, PlanSummary
 
 __all__ = ["DatasetPlanner", "EpochPlan", "PlanSummary", "split_multiplier"]

@@ -19,22 +19,10 @@ from fractions import Fraction
 
 import numpy as np
 
+from kohya_multiplier.multipliers import split_multiplier
 from kohya_multiplier.planner.tickets import group_starts
 
 UNITS_PER_IMAGE = 1 << 20
-_EPS = 1e-9
-
-
-def split_multiplier(multiplier: float) -> tuple[int, float]:
-    """(integer part, fractional part) of a multiplier, robust to float noise; (0, 0) excludes."""
-    m = float(multiplier)
-    if not m > 0:
-        return 0, 0.0
-    whole = math.floor(m + _EPS)
-    frac = m - whole
-    if frac < _EPS:
-        frac = 0.0
-    return whole, frac
 
 
 @dataclass(frozen=True)

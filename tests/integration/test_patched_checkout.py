@@ -9,9 +9,7 @@ unpatches, and checks that `git status` is clean.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
