@@ -22,7 +22,7 @@ sd-scripts' own rules, read from ``library/config_util.py`` and ``library/train_
   (``is_reg = true``) without one gets the automatic multiplier of
   :func:`kohya_multiplier.multipliers.auto_regularization_multipliers`. A dataset without any
   multiplier is stock sd-scripts: every subset uses ``num_repeats`` (sd-scripts itself then
-  rebalances regularization images per image; see ``stock_regularization_repeats``).
+  rebalances regularization images per image: :mod:`kohya_multiplier.regularization`).
 * **Exclusion.** A subset with multiplier <= 0, or without multiplier and ``num_repeats`` < 1, is
   excluded (a note in ``TrainingConfig.notes``); a dataset whose every subset is excluded is an
   error. A later subset with the same ``image_dir`` string as an earlier one of the same dataset
@@ -38,7 +38,8 @@ sd-scripts' own rules, read from ``library/config_util.py`` and ``library/train_
 * **Validation split** (sd-scripts >= 0.10: ``validation_split`` with ``validation_seed``): the
   training part of each non-regularization subset is reproduced exactly. Without
   ``validation_seed`` sd-scripts draws a random split, which a plan cannot reproduce: a note says
-  so and all images are planned.
+  so and all images are planned. ``skip_image_resolution`` (sd-scripts v0.11.1; dataset or general
+  level, or the command line) skips images of at most that area (:mod:`kohya_multiplier.subset_images`).
 
 Fine-tuning subsets (``metadata_file``) and ControlNet subsets (``conditioning_data_dir``) are not
 supported yet: they raise a UserError saying so.
@@ -50,7 +51,6 @@ import difflib
 import json
 import math
 import os
-import random
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -62,7 +62,7 @@ else:  # pragma: no cover
 
 from kohya_multiplier.buckets import BucketLayout
 from kohya_multiplier.errors import UserError, warn_once
-from kohya_multiplier.images import ImageEntry, images_with_sizes, list_image_files, load_images
+from kohya_multiplier.images import ImageEntry
 from kohya_multiplier.multipliers import (
     MULTIPLY_TXT,
     RegularizationInput,
@@ -74,8 +74,9 @@ from kohya_multiplier.multipliers import (
     parse_folder_name,
     read_multiply_txt,
     resolve_repeat_setting,
-    stock_regularization_repeats,
 )
+from kohya_multiplier.regularization import stock_regularization_note
+from kohya_multiplier.subset_images import DatasetFilters, read_subset_images
 
 __all__ = [
     "ImageEntry",
@@ -187,6 +188,7 @@ class CommandLineOptions:
     cache_info: bool | None = None
     validation_split: float | None = None
     validation_seed: int | None = None
+    skip_image_resolution: Any = None  # sd-scripts v0.11.1: "size", "w,h", an int or (w, h)
     seed: int | None = None
 
 
@@ -280,6 +282,7 @@ DATASET_ASCENDABLE = {
     "resolution": "resolution",
     "network_multiplier": "float",
     "resize_interpolation": "str",
+    "skip_image_resolution": "resolution",  # sd-scripts v0.11.1
 }
 
 SUBSET_KEYS = {**SUBSET_ASCENDABLE, **DREAMBOOTH_SUBSET_ONLY, **DREAMBOOTH_ASCENDABLE, **DROPOUT_ASCENDABLE}
@@ -571,11 +574,17 @@ class _Reader:
         validation_seed = self.lookup("validation_seed", levels, opts.validation_seed)
         if not isinstance(validation_split, (int, float)) or isinstance(validation_split, bool) or not 0 <= validation_split <= 1:
             raise self.error(f"must be between 0 and 1, not {validation_split!r}", where=where, key="validation_split")
+        skip = self.lookup("skip_image_resolution", levels)  # checked by the schema: an int or [w, h]
+        if skip is not None:
+            skip = (skip, skip) if isinstance(skip, int) else (int(skip[0]), int(skip[1]))
+        elif opts.skip_image_resolution is not None:
+            skip = parse_resolution_option(opts.skip_image_resolution, key="--skip_image_resolution")
+        filters = DatasetFilters(float(validation_split), validation_seed, skip)
 
         subsets: list[SubsetSpec] = []
         seen_dirs: set[str] = set()
         for sub_index, sub_table in enumerate(subsets_raw):
-            spec = self.read_subset(index, sub_index, sub_table, table, general, float(validation_split), validation_seed, seen_dirs)
+            spec = self.read_subset(index, sub_index, sub_table, table, general, filters, seen_dirs)
             if spec is not None:
                 subsets.append(spec)
 
@@ -635,8 +644,7 @@ class _Reader:
         table: Any,
         dataset: Mapping[str, Any],
         general: Mapping[str, Any],
-        validation_split: float,
-        validation_seed: int | None,
+        filters: DatasetFilters,
         seen_dirs: set[str],
     ) -> SubsetSpec | None:
         folder = self.folder_info[index] if self.folder_info is not None else None
@@ -671,7 +679,10 @@ class _Reader:
                 )
                 return None
             seen_dirs.add(image_dir_raw)
-        images = self.subset_images(table, image_dir, where, is_reg, validation_split, validation_seed, lenient=excluded)
+        images = read_subset_images(
+            image_dir, file=self.file, where=where, is_reg=is_reg, filters=filters, notes=self.notes, lenient=excluded,
+            cache_info=bool(self.lookup("cache_info", [table, dataset, general], self.options.cache_info)),
+        )
 
         if multiplier is not None:
             effective, effective_origin = multiplier, f"multiplier ({origin})"
@@ -690,63 +701,12 @@ class _Reader:
             effective_origin=effective_origin,
         )
 
-    def subset_images(
-        self,
-        table: Mapping[str, Any],
-        image_dir: str,
-        where: str,
-        is_reg: bool,
-        validation_split: float,
-        validation_seed: int | None,
-        *,
-        lenient: bool,
-    ) -> list[ImageEntry]:
-        if lenient:  # an excluded subset: list what is there, never fail on it
-            try:
-                paths = list_image_files(image_dir)
-            except OSError:
-                return []
-            import contextlib
-
-            with contextlib.suppress(UserError):
-                return images_with_sizes(paths, file=self.file, where=where, folder=image_dir)
-            return []
-        cache_info = table.get("cache_info")
-        if cache_info is None:
-            cache_info = self.options.cache_info
-        cached = _read_info_cache(image_dir) if cache_info else None
-        if cached is None and validation_split <= 0:
-            return load_images(image_dir, file=self.file, where=where)
-        if cached is not None:
-            paths = [os.path.abspath(p) for p in cached]
-            sizes = {os.path.abspath(p): tuple(v) for p, v in cached.items() if v is not None}
-        else:
-            if not os.path.isdir(image_dir):
-                return load_images(image_dir, file=self.file, where=where)  # raises the folder error
-            paths = list_image_files(image_dir)
-            sizes = {}
-        if validation_split > 0 and not is_reg and paths:
-            if validation_seed is None:
-                self.notes.append(
-                    f"{self.prefix()}{where}: validation_split without validation_seed: sd-scripts splits at random, "
-                    "so this plan uses all images of the subset"
-                )
-            else:
-                pairs = list(paths)
-                random.Random(validation_seed).shuffle(pairs)
-                keep = math.ceil(len(pairs) * (1 - validation_split))
-                paths = pairs[:keep]
-        if not paths:
-            return load_images(image_dir, file=self.file, where=where) if not os.path.isdir(image_dir) else []
-        entries = images_with_sizes(paths, file=self.file, where=where, folder=image_dir, known_sizes=sizes)
-        entries.sort(key=lambda e: e.path)
-        return entries
-
     # -- regularization ------------------------------------------------------------------------
 
     def apply_regularization(self, subsets: list[SubsetSpec], uses_multiplier: bool, where: str) -> None:
-        if not uses_multiplier:
-            self.note_stock_regularization(subsets, where)
+        note = None if uses_multiplier else stock_regularization_note(subsets, self.prefix(), where)
+        if note:
+            self.notes.append(note)
         inputs = [
             RegularizationInput(
                 is_reg=s.is_reg,
@@ -768,26 +728,6 @@ class _Reader:
             )
 
 
-    def note_stock_regularization(self, subsets: list[SubsetSpec], where: str) -> None:
-        """In a dataset without multipliers, tell what stock sd-scripts does with its regularization
-        images (it repeats them image by image until they match the training images per epoch)."""
-        active = [s for s in subsets if not s.excluded]
-        reg = [s for s in active if s.is_reg]
-        if not reg:
-            return
-        train = sum(s.num_repeats * len(s.images) for s in active if not s.is_reg)
-        repeats = [s.num_repeats for s in reg for _ in s.images]
-        counts = stock_regularization_repeats(repeats, train)
-        unused = sum(1 for c in counts if c == 0)
-        text = (
-            f"{self.prefix()}{where}: no multiplier in this dataset, so sd-scripts trains it as usual: it repeats "
-            f"regularization images one by one to match the {train} training images per epoch"
-        )
-        if unused:
-            text += f", and {unused} of the {len(counts)} regularization images are never used"
-        text += "; a multiplier on any subset of the dataset makes all of them rotate through training"
-        self.notes.append(text)
-
 
 def _exclusion_reason(s: SubsetSpec) -> str:
     if s.effective_origin == "auto (regularization)":
@@ -795,19 +735,6 @@ def _exclusion_reason(s: SubsetSpec) -> str:
     if s.multiplier is not None:
         return f"multiplier {format_number(s.multiplier)} from {s.multiplier_origin}"
     return f"num_repeats {s.num_repeats}"
-
-
-def _read_info_cache(image_dir: str) -> dict[str, Any] | None:
-    """sd-scripts' ``metadata_cache.json`` (``cache_info``): image path -> [width, height]."""
-    path = os.path.join(image_dir, "metadata_cache.json")
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-        return {str(k): (v.get("resolution") if isinstance(v, dict) else None) for k, v in data.items()}
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def parse_resolution_option(value: Any, *, key: str = "resolution") -> tuple[int, int]:

@@ -322,32 +322,3 @@ def auto_regularization_multipliers(subsets: Sequence[RegularizationInput]) -> l
         result[index] = m
     return result
 
-
-def stock_regularization_repeats(reg_repeats: Sequence[int], num_train_images: int) -> list[int]:
-    """What stock sd-scripts does with regularization images, per image (for reference).
-
-    ``reg_repeats`` lists the ``num_repeats`` of each regularization image in registration order
-    (subsets in config order, images sorted by path). sd-scripts registers them one by one until
-    the running count reaches ``num_train_images`` (so the tail may never be registered: 0 in the
-    result), then keeps cycling over the registered ones adding one repeat each until it does.
-    With no training images, no regularization image is used.
-    """
-    counts = [0] * len(reg_repeats)
-    if not reg_repeats or min(reg_repeats) < 1:
-        if any(r < 1 for r in reg_repeats):
-            raise ValueError("regularization repeats must be >= 1 (sd-scripts drops other subsets)")
-        return counts
-    total = 0
-    first = True
-    while total < num_train_images:
-        for i, r in enumerate(reg_repeats):
-            if first:
-                counts[i] = r
-                total += r
-            else:
-                counts[i] += 1
-                total += 1
-            if total >= num_train_images:
-                break
-        first = False
-    return counts

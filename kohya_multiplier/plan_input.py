@@ -5,6 +5,11 @@ plan different epochs. Both go through :func:`build_plan_input`: images of the s
 part (multiplier > 0), ordered by subset index, then image path; buckets numbered in sorted
 (width, height) order, as sd-scripts' BucketManager.sort() numbers them. Subset indices are
 positions in the dataset's subset list, excluded subsets included, so multipliers line up.
+
+A dataset without any multiplier ("stock") also carries each image's integer repeats, as stock
+sd-scripts registers them (kohya_multiplier.regularization: regularization images of one subset
+may get k or k+1 repeats, or none, and then they are not in the plan input at all, as sd-scripts
+never registers them). The planner then uses those repeats instead of the subsets' num_repeats.
 """
 
 from __future__ import annotations
@@ -27,50 +32,91 @@ class PlanInput:
     subset_of_image: np.ndarray  # (N,) subset index of each image
     bucket_of_image: np.ndarray  # (N,) bucket index of each image
     bucket_resolutions: list[Resolution]  # bucket index -> (width, height)
+    # (N,) integer repeats of each image (stock datasets); None: from the subsets' multipliers
+    image_repeats: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.image_keys)
 
+    @property
+    def stock(self) -> bool:
+        """Whether the images carry their own repeats (a dataset without multipliers)."""
+        return self.image_repeats is not None
 
-def build_plan_input(entries: Iterable[tuple[int, str, Resolution]]) -> PlanInput:
-    """entries: (subset index, absolute image path, bucket resolution) for every image that takes part."""
-    ordered = sorted((int(s), str(key), (int(r[0]), int(r[1]))) for s, key, r in entries)
-    resolutions = sorted({r for _, _, r in ordered})
+
+def build_plan_input(entries: Iterable[tuple]) -> PlanInput:
+    """entries: (subset index, absolute image path, bucket resolution) for every image that takes
+    part, or (subset index, path, resolution, repeats) for every image of a stock dataset that
+    sd-scripts registers (repeats >= 1, as sd-scripts' ImageInfo.num_repeats). All entries of one
+    call have the same form."""
+    ordered = sorted((int(e[0]), str(e[1]), (int(e[2][0]), int(e[2][1])), *[int(x) for x in e[3:4]]) for e in entries)
+    arities = {len(e) for e in ordered}
+    if len(arities) > 1:
+        raise ValueError("entries mix (subset, path, resolution) and (subset, path, resolution, repeats)")
+    with_repeats = arities == {4}
+    resolutions = sorted({e[2] for e in ordered})
     bucket_id = {r: i for i, r in enumerate(resolutions)}
     return PlanInput(
-        image_keys=[key for _, key, _ in ordered],
-        subset_of_image=np.array([s for s, _, _ in ordered], dtype=np.int64),
-        bucket_of_image=np.array([bucket_id[r] for _, _, r in ordered], dtype=np.int64),
+        image_keys=[e[1] for e in ordered],
+        subset_of_image=np.array([e[0] for e in ordered], dtype=np.int64),
+        bucket_of_image=np.array([bucket_id[e[2]] for e in ordered], dtype=np.int64),
         bucket_resolutions=resolutions,
+        image_repeats=np.array([e[3] for e in ordered], dtype=np.int64) if with_repeats else None,
     )
 
 
 def plan_input_for_dataset(dataset: "DatasetSpec") -> PlanInput:
-    """The plan input of a dataset read by kohya_multiplier.config (bucket rules of the dataset)."""
-    entries = [(i, image.path) for i, subset in enumerate(dataset.subsets) if not subset.excluded for image in subset.images]
-    images = [image for subset in dataset.subsets if not subset.excluded for image in subset.images]
+    """The plan input of a dataset read by kohya_multiplier.config (bucket rules of the dataset).
+
+    For a stock dataset (no multiplier anywhere in it), each image carries sd-scripts' own repeats,
+    and regularization images sd-scripts never registers are left out.
+    """
+    from kohya_multiplier.regularization import stock_image_repeats
+
+    per_subset = stock_image_repeats(dataset)
+    entries, images = [], []
+    for i, subset in enumerate(dataset.subsets):
+        if subset.excluded:
+            continue
+        for k, image in enumerate(subset.images):
+            if per_subset is None:
+                entries.append((i, image.path))
+            elif per_subset[i][k] > 0:
+                entries.append((i, image.path, int(per_subset[i][k])))
+            else:
+                continue
+            images.append(image)
     if not images:
-        return build_plan_input([])
+        return build_plan_input([]) if per_subset is None else _empty_stock_input()
     widths = np.array([image.width for image in images])
     heights = np.array([image.height for image in images])
     bucket_of_image, resolutions = dataset.bucket_layout().assign_ids(widths, heights, paths=[image.path for image in images])
     return build_plan_input(
-        (subset, path, tuple(resolutions[b])) for (subset, path), b in zip(entries, bucket_of_image)
+        (entry[0], entry[1], tuple(resolutions[b]), *entry[2:]) for entry, b in zip(entries, bucket_of_image)
     )
+
+
+def _empty_stock_input() -> PlanInput:
+    empty = build_plan_input([])
+    return PlanInput(empty.image_keys, empty.subset_of_image, empty.bucket_of_image, [], np.zeros(0, dtype=np.int64))
 
 
 def dataset_multipliers(dataset: "DatasetSpec") -> list[float]:
     return [subset.effective_multiplier for subset in dataset.subsets]
 
 
-def planner_for_dataset(dataset: "DatasetSpec", seed: int) -> tuple["DatasetPlanner", PlanInput]:
+def planner_from_input(plan_input: PlanInput, multipliers: Sequence[float], batch_size: int, seed: int) -> "DatasetPlanner":
+    """The planner of a plan input: the one way the dry run and training construct it."""
     from kohya_multiplier.planner import DatasetPlanner
 
-    plan_input = plan_input_for_dataset(dataset)
-    planner = DatasetPlanner(
-        plan_input.subset_of_image, plan_input.bucket_of_image, dataset_multipliers(dataset), dataset.batch_size, seed
+    return DatasetPlanner(
+        plan_input.subset_of_image, plan_input.bucket_of_image, multipliers, batch_size, seed, plan_input.image_repeats
     )
-    return planner, plan_input
+
+
+def planner_for_dataset(dataset: "DatasetSpec", seed: int) -> tuple["DatasetPlanner", PlanInput]:
+    plan_input = plan_input_for_dataset(dataset)
+    return planner_from_input(plan_input, dataset_multipliers(dataset), dataset.batch_size, seed), plan_input
 
 
 def planner_seed(seed: int | None) -> int:
@@ -82,4 +128,6 @@ def planner_seed(seed: int | None) -> int:
     return 0 if seed is None else int(seed) % (1 << 64)
 
 
-__all__: Sequence[str] = ["PlanInput", "build_plan_input", "plan_input_for_dataset", "planner_for_dataset", "planner_seed"]
+__all__: Sequence[str] = [
+    "PlanInput", "build_plan_input", "plan_input_for_dataset", "planner_for_dataset", "planner_from_input", "planner_seed",
+]

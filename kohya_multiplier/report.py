@@ -11,6 +11,7 @@ import numpy as np
 from kohya_multiplier.config import DatasetSpec
 from kohya_multiplier.multipliers import format_number, split_multiplier
 from kohya_multiplier.plan_input import PlanInput
+from kohya_multiplier.regularization import STOCK_REGULARIZATION
 from kohya_multiplier.planner import DatasetPlanner, EpochPlan, PlanSummary
 
 
@@ -28,6 +29,9 @@ class DatasetStats:
     epochs: list[int]
     summary: PlanSummary
     buckets: int
+    stock: bool = False  # a dataset without multipliers: sd-scripts' own repeats
+    unused: np.ndarray | None = None  # (S,) images sd-scripts never registers (stock regularization)
+    labels: list[str] | None = None  # (S,) text of the multiplier column, when not the multiplier itself
 
 
 def collect_stats(
@@ -41,7 +45,8 @@ def collect_stats(
     epochs = list(epochs)
     n_subsets = len(dataset.subsets)
     subset_of_image = plan_input.subset_of_image
-    images_per_subset = np.bincount(subset_of_image, minlength=n_subsets)
+    sizes = np.array([len(s.images) for s in dataset.subsets], dtype=np.int64)
+    images_per_subset = sizes  # coverage counts never-registered images as unseen
     counts = np.zeros((n_subsets, len(epochs)), dtype=np.int64)
     coverage = np.zeros((n_subsets, len(epochs)))
     seen = np.zeros(len(plan_input), dtype=bool)
@@ -54,21 +59,54 @@ def collect_stats(
         seen_per_subset = np.bincount(subset_of_image, weights=seen, minlength=n_subsets)
         coverage[:, column] = np.divide(seen_per_subset, images_per_subset, out=np.zeros(n_subsets), where=images_per_subset > 0)
     multipliers = [s.effective_multiplier for s in dataset.subsets]
-    sizes = np.array([len(s.images) for s in dataset.subsets], dtype=np.int64)
+    origins = [s.effective_origin for s in dataset.subsets]
+    expected = np.array([max(m, 0.0) for m in multipliers]) * sizes
+    unused = labels = None
+    if plan_input.stock:
+        expected, unused, labels = _stock_columns(dataset, plan_input, sizes, multipliers, origins)
     return DatasetStats(
         dataset=dataset.index,
         batch_size=dataset.batch_size,
         subset_names=[_subset_label(s) for s in dataset.subsets],
         subset_images=sizes,
         multipliers=multipliers,
-        origins=[s.effective_origin for s in dataset.subsets],
-        expected_per_epoch=np.array([max(m, 0.0) for m in multipliers]) * sizes,
+        origins=origins,
+        expected_per_epoch=expected,
         counts=counts,
         coverage=coverage,
         epochs=epochs,
         summary=planner.summary,
         buckets=len(plan_input.bucket_resolutions),
+        stock=plan_input.stock,
+        unused=unused,
+        labels=labels,
     )
+
+
+def _stock_columns(dataset: DatasetSpec, plan_input: PlanInput, sizes, multipliers, origins):
+    """Expected images, never-registered images and multiplier text of a stock dataset's subsets.
+
+    Regularization subsets show the range of their images' repeats (sd-scripts' rule) and, as
+    their multiplier, the mean repeats per image (what a multiplier would have to be).
+    """
+    n_subsets = len(dataset.subsets)
+    repeats = plan_input.image_repeats
+    expected = np.bincount(plan_input.subset_of_image, weights=repeats, minlength=n_subsets).astype(np.float64)
+    registered = np.bincount(plan_input.subset_of_image, minlength=n_subsets)
+    unused = np.where([not s.excluded for s in dataset.subsets], sizes - registered, 0)
+    labels: list[str] = []
+    for s, subset in enumerate(dataset.subsets):
+        if not subset.is_reg or subset.excluded:
+            labels.append(f"{_multiplier_text(multipliers[s])} ({_origin_text(origins[s])})")
+            continue
+        mine = repeats[plan_input.subset_of_image == s]
+        low = 0 if unused[s] else (int(mine.min()) if mine.size else 0)
+        high = int(mine.max()) if mine.size else 0
+        shown = str(low) if low == high else f"{low}-{high}"
+        labels.append(f"{shown} ({STOCK_REGULARIZATION})")
+        multipliers[s] = float(expected[s] / sizes[s]) if sizes[s] else 0.0
+        origins[s] = STOCK_REGULARIZATION
+    return expected, unused, labels
 
 
 def _multiplier_text(multiplier: float) -> str:
@@ -89,6 +127,11 @@ def _subset_label(subset) -> str:
 
 def epoch_shape_line(stats: DatasetStats) -> str:
     summary = stats.summary
+    if stats.stock:
+        return (
+            f"dataset {stats.dataset}: batch size {stats.batch_size}, {stats.buckets} bucket{'s' * (stats.buckets != 1)}, "
+            f"{summary.epoch_length} batches per epoch (no multiplier: sd-scripts' own repeats)"
+        )
     line = (
         f"dataset {stats.dataset}: batch size {stats.batch_size}, {stats.buckets} bucket{'s' * (stats.buckets != 1)}, "
         f"{summary.epoch_length} batches per epoch ({summary.base_batches} for whole repeats + {summary.extra_batches} "
@@ -106,12 +149,15 @@ def format_table(stats: DatasetStats) -> str:
     rows = []
     for s, name in enumerate(stats.subset_names):
         multiplier = stats.multipliers[s]
-        if multiplier <= 0:
+        unused = int(stats.unused[s]) if stats.unused is not None else 0
+        if multiplier <= 0 and not (stats.stock and unused):
             rows.append([name, str(stats.subset_images[s]), f"{_multiplier_text(multiplier)} (excluded)", "0", "0", "0", "0", "-"])
             continue
         counts = stats.counts[s]
         full = np.flatnonzero(stats.coverage[s] >= 1.0 - 1e-12)
-        if full.size:
+        if unused:
+            all_seen = f"never ({unused} unused)"
+        elif full.size:
             all_seen = str(stats.epochs[full[0]])
         else:
             fraction = split_multiplier(multiplier)[1]
@@ -121,7 +167,7 @@ def format_table(stats: DatasetStats) -> str:
             [
                 name,
                 str(stats.subset_images[s]),
-                f"{_multiplier_text(multiplier)} ({_origin_text(stats.origins[s])})",
+                stats.labels[s] if stats.labels is not None else f"{_multiplier_text(multiplier)} ({_origin_text(stats.origins[s])})",
                 f"{stats.expected_per_epoch[s]:.2f}",
                 str(int(counts.min())) if counts.size else "-",
                 f"{counts.mean():.2f}" if counts.size else "-",

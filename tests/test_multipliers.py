@@ -3,7 +3,6 @@ automatic regularization multiplier."""
 
 from __future__ import annotations
 
-import math
 
 import pytest
 from hypothesis import given
@@ -18,7 +17,6 @@ from kohya_multiplier.multipliers import (
     read_multiply_txt,
     resolve_repeat_setting,
     split_multiplier,
-    stock_regularization_repeats,
 )
 
 WHERE = "datasets[0].subsets[1] (train/alice)"
@@ -264,11 +262,3 @@ def test_auto_reg_matches_training_images_per_epoch(train, reg):
     reg_per_epoch = sum(n * result[len(train) + i] for i, n in enumerate(reg))
     assert reg_per_epoch == pytest.approx(t, rel=1e-9, abs=1e-9)
 
-
-def test_stock_regularization_repeats():
-    # 5 training images with repeats; 3 + 2 reg images at num_repeats 1
-    assert stock_regularization_repeats([1, 1, 1], 2) == [1, 1, 0]  # the tail is never used
-    assert stock_regularization_repeats([1, 1, 1], 7) == [3, 2, 2]
-    assert stock_regularization_repeats([2, 1], 3) == [2, 1]
-    assert stock_regularization_repeats([1, 1], 0) == [0, 0]
-    assert math.fsum(stock_regularization_repeats([1] * 7, 30)) == 30

@@ -54,6 +54,8 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, *, dataset_config: bo
                        default=None, help="fraction of each training subset held out for validation")
     group.add_argument("--validation_seed", "--validation-seed", dest="validation_seed", type=int, metavar="S",
                        default=None, help="seed of the validation split")
+    group.add_argument("--skip_image_resolution", "--skip-image-resolution", dest="skip_image_resolution", metavar="W[,H]",
+                       default=None, help="skip images whose area is at most W x H (sd-scripts v0.11.1)")
     if seed:
         group.add_argument("--seed", type=int, metavar="S", default=None, help="random seed (as sd-scripts' --seed)")
     return group

@@ -60,7 +60,10 @@ class DatasetLayout:
         return self.base_total + self.extra_batches
 
 
-def build_layout(subset_of_image, bucket_of_image, multipliers, batch_size: int) -> DatasetLayout:
+def build_layout(subset_of_image, bucket_of_image, multipliers, batch_size: int, image_repeats=None) -> DatasetLayout:
+    """``image_repeats`` (optional, one integer >= 0 per image) replaces the integer part of each
+    image's multiplier: stock sd-scripts repeats regularization images of one subset differently
+    (see kohya_multiplier.regularization). Fractional parts still come from ``multipliers``."""
     subset_of_image = np.asarray(subset_of_image, dtype=np.int64)
     bucket_of_image = np.asarray(bucket_of_image, dtype=np.int64)
     if subset_of_image.shape != bucket_of_image.shape or subset_of_image.ndim != 1:
@@ -78,7 +81,12 @@ def build_layout(subset_of_image, bucket_of_image, multipliers, batch_size: int)
     integer_part = np.array([p[0] for p in parts], dtype=np.int64)
     fraction = np.array([p[1] for p in parts], dtype=np.float64)
 
-    repeats = integer_part[subset_of_image]
+    if image_repeats is None:
+        repeats = integer_part[subset_of_image]
+    else:
+        repeats = np.asarray(image_repeats, dtype=np.int64).reshape(-1)
+        if repeats.shape != subset_of_image.shape or (repeats.size and repeats.min() < 0):
+            raise ValueError("image_repeats must hold one integer >= 0 per image")
     appearances = np.bincount(bucket_of_image, weights=repeats, minlength=n_buckets).astype(np.int64)
     base_batches = -(-appearances // batch_size)
     free_slots = base_batches * batch_size - appearances

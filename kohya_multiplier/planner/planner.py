@@ -30,16 +30,19 @@ class DatasetPlanner:
     """Plans the epochs of one dataset (one batch size, one bucket layout).
 
     subset_of_image, bucket_of_image: parallel integer arrays, one entry per image, in a canonical
-    order (see plan_input.build_plan_input); multipliers: one per subset (<= 0 excludes it).
+    order (see plan_input.build_plan_input); multipliers: one per subset (<= 0 excludes it);
+    image_repeats: optionally, each image's integer repeats instead of its subset's floor(m).
     ``plan_epoch(e)`` is the same whether epochs are planned in order, out of order, in another
     process or after a resume: the only state is a replay of per-bucket and per-cell credits.
     """
 
-    def __init__(self, subset_of_image, bucket_of_image, multipliers: Sequence[float], batch_size: int, seed: int):
+    def __init__(
+        self, subset_of_image, bucket_of_image, multipliers: Sequence[float], batch_size: int, seed: int, image_repeats=None
+    ):
         if int(seed) < 0:
             raise ValueError(f"seed must be non-negative, got {seed}")
         self.seed = int(seed)
-        self.layout: DatasetLayout = build_layout(subset_of_image, bucket_of_image, multipliers, batch_size)
+        self.layout: DatasetLayout = build_layout(subset_of_image, bucket_of_image, multipliers, batch_size, image_repeats)
         self._states = [CreditState.initial(self.layout)]  # credits after epoch e, e = 0..replayed
         self._allocations: list[EpochAllocation] = []  # epoch e at index e-1
         # Row e: stream positions of every cell after epoch e; grown by doubling, rows 0..replayed valid.
