@@ -21,7 +21,12 @@ INTEGRATION_DIR = Path(__file__).resolve().parent
 REPO_ROOT = INTEGRATION_DIR.parents[1]
 sys.path.insert(0, str(INTEGRATION_DIR))
 
+from harness import TinyModel  # noqa: E402
 from tiny_sd import TINY_UNET_ENV, tiny_unet_env_value  # noqa: E402
+
+# What tiny_hook/sitecustomize.py reads to shrink sd-scripts' hard-coded SDXL and FLUX sizes.
+TINY_SDXL_ENV = {"KOHYA_MULTIPLIER_TINY_SDXL": "1"}
+TINY_FLUX_ENV = {"KOHYA_MULTIPLIER_TINY_FLUX": "1"}
 
 NO_CHECKOUT = (
     "no sd-scripts checkout configured: set KOHYA_SD_SCRIPTS or run "
@@ -119,6 +124,54 @@ def sd(request, tmp_path_factory) -> SdScripts:
         env.tiny_dir = tiny
         _ready[key] = env
     return _ready[key]
+
+
+_tiny_models: dict[tuple[str, str], TinyModel] = {}
+
+
+def _build_tiny_model(sd: SdScripts, family: str, script: str, env: dict, tmp_path_factory) -> Path:
+    """Build ``tiny_<family>.py``'s model once per session and checkout, in the checkout's Python."""
+    if not (Path(sd.root) / script).is_file():
+        pytest.skip(f"sd-scripts {sd.revision.name} has no {script}")
+    folder = tmp_path_factory.mktemp(f"tiny-{family}-{sd.label}")
+    built = subprocess.run(
+        [sd.python, str(INTEGRATION_DIR / f"tiny_{family}.py"), str(sd.root), str(folder)],
+        capture_output=True, text=True, env=sd.env(**env), timeout=600,
+    )
+    if built.returncode != 0:
+        pytest.fail(f"building the tiny {family} model failed:\n{built.stdout[-3000:]}\n{built.stderr[-3000:]}")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(sd, tmp_path_factory) -> TinyModel:
+    """A tiny SDXL single-file checkpoint and its two CLIP tokenizers (tiny_sdxl.py)."""
+    key = (str(sd.root), "sdxl")
+    if key not in _tiny_models:
+        folder = _build_tiny_model(sd, "sdxl", "sdxl_train_network.py", TINY_SDXL_ENV, tmp_path_factory)
+        args = [
+            "--pretrained_model_name_or_path", str(folder / "sdxl.safetensors"),
+            "--tokenizer_cache_dir", str(folder / "tokenizers"),
+        ]
+        _tiny_models[key] = TinyModel("sdxl", folder, args, TINY_SDXL_ENV)
+    return _tiny_models[key]
+
+
+@pytest.fixture(scope="session")
+def tiny_flux(sd, tmp_path_factory) -> TinyModel:
+    """A tiny FLUX.1-dev model, AutoEncoder, CLIP-L and T5 with their tokenizers (tiny_flux.py)."""
+    key = (str(sd.root), "flux")
+    if key not in _tiny_models:
+        folder = _build_tiny_model(sd, "flux", "flux_train_network.py", TINY_FLUX_ENV, tmp_path_factory)
+        args = [
+            "--pretrained_model_name_or_path", str(folder / "flux.safetensors"),
+            "--ae", str(folder / "ae.safetensors"),
+            "--clip_l", str(folder / "clip_l.safetensors"),
+            "--t5xxl", str(folder / "t5xxl.safetensors"),
+            "--tokenizer_cache_dir", str(folder / "tokenizers"),
+        ]
+        _tiny_models[key] = TinyModel("flux", folder, args, TINY_FLUX_ENV)
+    return _tiny_models[key]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -8,6 +8,8 @@ import re
 import struct
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,17 +32,38 @@ DAVE_MULTIPLY_TXT = "0.4"
 BUCKET_OPTIONS = {"enable_bucket": True, "min_bucket_reso": 64, "max_bucket_reso": 256, "bucket_reso_steps": 64}
 
 
+# Every run: CPU-friendly precision and optimizer, a fixed output name, plain logging (the rich
+# handler draws from the global `random` that sd-scripts also shuffles with).
+COMMON_TRAIN_ARGS = [
+    "--mixed_precision", "no",
+    "--optimizer_type", "AdamW",
+    "--learning_rate", "1e-4",
+    "--save_model_as", "safetensors",
+    "--output_name", "out",
+    "--console_log_simple",
+]
+
+# Set to a file name to collect one JSON line per training run (wall time, peak RSS).
+METRICS_ENV = "KOHYA_MULTIPLIER_RUN_METRICS"
+
+
 def model_args(sd) -> list[str]:
     return [
         "--pretrained_model_name_or_path", str(sd.tiny_dir / "model"),
         "--tokenizer_cache_dir", str(sd.tiny_dir / "tokenizers"),
-        "--mixed_precision", "no",
-        "--optimizer_type", "AdamW",
-        "--learning_rate", "1e-4",
-        "--save_model_as", "safetensors",
-        "--output_name", "out",
-        "--console_log_simple",
+        *COMMON_TRAIN_ARGS,
     ]
+
+
+@dataclass
+class TinyModel:
+    """A tiny model built for one checkout: the arguments that load it and the environment that
+    makes sd-scripts build its shapes (tiny_hook/sitecustomize.py)."""
+
+    family: str  # "sdxl", "flux"
+    folder: Path
+    args: list[str]
+    env: dict[str, str]
 
 
 LORA_ARGS = ["--network_module", "networks.lora", "--network_dim", "4", "--network_alpha", "1"]
@@ -103,6 +126,8 @@ class Run:
     output: str  # stdout and stderr together
     records: list[dict] = field(default_factory=list)
     output_dir: Path | None = None
+    wall_s: float | None = None
+    peak_rss_mb: float | None = None  # the largest process of the run (the script or a worker)
 
     def check(self) -> "Run":
         assert self.returncode == 0, f"training failed ({self.returncode}):\n{self.output[-6000:]}"
@@ -115,8 +140,21 @@ def read_records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def train(sd, command: str, args: list[str], out: Path, *, schedule: bool = True, launcher: list[str] | None = None, stock: bool = False) -> Run:
-    """Run the wrapper (``python -m kohya_multiplier COMMAND``) or, with ``stock``, the bare script."""
+def train(
+    sd,
+    command: str,
+    args: list[str],
+    out: Path,
+    *,
+    schedule: bool = True,
+    launcher: list[str] | None = None,
+    stock: bool = False,
+    tiny: TinyModel | None = None,
+) -> Run:
+    """Run the wrapper (``python -m kohya_multiplier COMMAND``) or, with ``stock``, the bare script.
+
+    The model is the checkout's tiny SD1.x model unless ``tiny`` names another one.
+    """
     out.mkdir(parents=True, exist_ok=True)
     schedule_path = out / "schedule.jsonl"
     if stock:
@@ -126,11 +164,56 @@ def train(sd, command: str, args: list[str], out: Path, *, schedule: bool = True
         if schedule:
             program += ["--multiplier_schedule", str(schedule_path)]
     head = [*launcher] if launcher else [sd.python]
-    full = [*head, *program, *model_args(sd), "--output_dir", str(out), *args]
-    result = subprocess.run(full, capture_output=True, text=True, env=sd.env(), cwd=str(out), timeout=TRAIN_TIMEOUT)
-    output = result.stdout + "\n" + result.stderr
-    (out / "train.log").write_text(" ".join(full) + "\n\n" + output)
-    return Run(result.returncode, output, read_records(schedule_path), out)
+    model = [*tiny.args, *COMMON_TRAIN_ARGS] if tiny else model_args(sd)
+    full = [*head, *program, *model, "--output_dir", str(out), *args]
+    env = sd.env(**(tiny.env if tiny else {}))
+    returncode, output, wall, peak_rss_mb = _run_measured(full, env=env, cwd=out)
+    (out / "train.log").write_text(" ".join(full) + "\n\n" + output + f"\n\nwall {wall:.1f} s, peak RSS {peak_rss_mb:.0f} MB\n")
+    metrics = os.environ.get(METRICS_ENV)
+    if metrics:
+        line = {"test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0], "checkout": sd.label, "command": command,
+                "stock": stock, "rc": returncode, "wall_s": round(wall, 1), "peak_rss_mb": round(peak_rss_mb)}
+        with open(metrics, "a") as handle:
+            handle.write(json.dumps(line) + "\n")
+    return Run(returncode, output, read_records(schedule_path), out, wall, peak_rss_mb)
+
+
+def _run_measured(command: list[str], *, env: dict, cwd: Path) -> tuple[int, str, float, float]:
+    """(exit status, stdout then stderr, wall seconds, peak RSS in MB) of one run, killed after TRAIN_TIMEOUT.
+
+    os.wait4 gives the child's own resource usage; its maximum RSS covers the child and the
+    processes it waited for (DataLoader workers).
+    """
+    stdout_path, stderr_path = cwd / "stdout.tmp", cwd / "stderr.tmp"
+    killed = []
+    with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:
+        started = time.monotonic()
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env, cwd=str(cwd), start_new_session=True)
+
+        def kill_run() -> None:
+            killed.append(True)
+            try:
+                os.killpg(process.pid, 9)
+            except ProcessLookupError:
+                pass
+
+        killer = threading.Timer(TRAIN_TIMEOUT, kill_run)
+        killer.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        except BaseException:  # interrupted test: the run has its own session, so stop it here
+            kill_run()
+            raise
+        finally:
+            killer.cancel()
+        wall = time.monotonic() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    output = stdout_path.read_text(errors="replace") + "\n" + stderr_path.read_text(errors="replace")
+    stdout_path.unlink()
+    stderr_path.unlink()
+    if killed:
+        output += f"\n[killed after {TRAIN_TIMEOUT} s]"
+    return process.returncode, output, wall, usage.ru_maxrss / 1024
 
 
 def dry_run(args: list[str], schedule: Path) -> tuple[list[dict], subprocess.CompletedProcess]:
@@ -173,3 +256,39 @@ def safetensors_tensor_bytes(path: Path) -> tuple[dict, bytes]:
         data = handle.read()
     header.pop("__metadata__", None)
     return header, data
+
+
+def images_per_subject(records: list[dict]) -> Counter:
+    """How often each image folder (subject) was trained, from schedule records."""
+    return Counter(Path(image).parent.name for record in records for image in record["images"])
+
+
+def assert_subject_counts(records: list[dict], epochs: int) -> None:
+    """The multipliers of :func:`write_config` reached training: integer part exact, fraction
+    rounded per epoch, zero excluded, multiply.txt read."""
+    counts = images_per_subject(records)
+    assert counts["carol"] == 0, "a subset with multiplier 0 was trained"
+    assert counts["bob"] == 2 * SUBJECTS["bob"][0] * epochs, counts
+    assert counts["alice"] == SUBJECTS["alice"][0] // 2 * epochs, counts
+    assert abs(counts["dave"] - 0.4 * SUBJECTS["dave"][0] * epochs) <= 1, counts
+    assert counts[REG[0]] > 0, counts
+
+
+def assert_lora_metadata_has_multipliers(path: Path, records: list[dict], epochs: int) -> None:
+    """sd-scripts' ss_* metadata of a LoRA says the multipliers, not the integer repeats."""
+    metadata = safetensors_header(path)["__metadata__"]
+    dirs = json.loads(metadata["ss_dataset_dirs"])
+    assert dirs["alice"] == {"n_repeats": 0.5, "img_count": SUBJECTS["alice"][0]}, dirs
+    assert dirs["bob"]["n_repeats"] == 2, dirs
+    assert dirs["dave"]["n_repeats"] == float(DAVE_MULTIPLY_TXT), dirs
+    assert "carol" not in dirs, dirs
+    assert int(metadata["ss_num_batches_per_epoch"]) == len(records) // epochs
+    if "ss_datasets" in metadata:
+        subsets = json.loads(metadata["ss_datasets"])[0]["subsets"]
+        assert {s["image_dir"].split("/")[-1]: s["num_repeats"] for s in subsets}["alice"] == 0.5
+
+
+def safetensors_tensors(path: Path) -> dict[str, bytes]:
+    """Every tensor of a safetensors file as its raw bytes, by name."""
+    header, data = safetensors_tensor_bytes(path)
+    return {name: data[entry["data_offsets"][0] : entry["data_offsets"][1]] for name, entry in header.items()}
