@@ -125,6 +125,18 @@ def _subset_label(subset) -> str:
     return f"{subset.name} (reg)" if subset.is_reg else subset.name
 
 
+def stock_order_note(datasets: list[DatasetSpec]) -> str | None:
+    """Said once when no dataset has a multiplier: sd-scripts then trains the config itself."""
+    if not datasets or any(d.uses_multiplier for d in datasets):
+        return None
+    return (
+        "no multiplier anywhere: sd-scripts trains this config itself. Each epoch it trains exactly the images per "
+        "bucket planned here, in batches of the planned sizes, but in an order no plan can know (it shuffles with "
+        "Python's global random, which its logging also draws from), and the first batch of each epoch (one per "
+        "DataLoader worker) comes from the previous epoch's shuffle; the schedule's batch order is the planner's own"
+    )
+
+
 def epoch_shape_line(stats: DatasetStats) -> str:
     summary = stats.summary
     if stats.stock:

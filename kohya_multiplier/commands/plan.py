@@ -10,7 +10,7 @@ from kohya_multiplier.config import load_training_config
 from kohya_multiplier.errors import UserError
 from kohya_multiplier.plan_input import planner_for_dataset, planner_seed
 from kohya_multiplier.progress import track
-from kohya_multiplier.report import collect_stats, format_table
+from kohya_multiplier.report import collect_stats, format_table, stock_order_note
 from kohya_multiplier.schedule import epoch_records, write_records
 
 
@@ -46,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
 
     for note in config.notes:
         print(note)
+    order_note = stock_order_note(config.datasets)
+    if order_note:
+        print(order_note)
     schedule = _open_schedule(args.schedule)
     all_stats, tables = [], []
     try:
