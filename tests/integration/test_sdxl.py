@@ -95,6 +95,7 @@ def test_every_epoch_has_the_printed_length(sd, request, case):
     length = len(planned) // EPOCHS
     assert per_epoch(run.records) == {e: length for e in range(1, EPOCHS + 1)}
     assert printed_int(run.output, "num batches per epoch") == length
+    assert printed_int(run.output, "num epochs") == EPOCHS
     assert printed_int(run.output, "total optimization steps") == EPOCHS * length
     assert all(1 <= len(r["images"]) <= 2 for r in run.records)
 
