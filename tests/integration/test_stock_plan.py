@@ -32,6 +32,12 @@ FOLDERS = {
     "reg/person": (4, (128, 128)),
     "reg/crowd": (10, (192, 64)),
 }
+TINY = "train/tiny"  # 2 images of 64 x 64 (skipped by skip_image_resolution = 64) and 2 of 128 x 128
+
+
+def supports_skip(sd) -> bool:
+    """sd-scripts v0.11.1 and later: the skip_image_resolution dataset key."""
+    return "skip_image_resolution" in (Path(sd.root) / "library" / "config_util.py").read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +45,21 @@ def data(sd, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"stock-data-{sd.label}")
     for seed, (folder, (count, size)) in enumerate(FOLDERS.items(), start=21):
         write_images(root / folder, count, size, seed=seed, caption=f"photo of {Path(folder).name}")
+    write_images(root / TINY, 2, (64, 64), seed=31, caption="photo of tiny", stem="small")
+    write_images(root / TINY, 2, (128, 128), seed=32, caption="photo of tiny", stem="big")
     return root
 
 
-def _config(root: Path, name: str, datasets: list[tuple[int, list[dict]]]) -> Path:
+def _config(root: Path, name: str, datasets: list[tuple[int, list[dict]]], skip: bool) -> Path:
+    """The config; with ``skip`` (v0.11.1), each dataset skips images of at most 64 x 64 and also
+    trains train/tiny (whose two 128 x 128 images are kept) once per epoch."""
     lines = ["[general]", 'caption_extension = ".txt"', "resolution = 128"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in BUCKET_OPTIONS.items()]
     for batch_size, subsets in datasets:
         lines += ["", "[[datasets]]", f"batch_size = {batch_size}"]
+        if skip:
+            lines.append("skip_image_resolution = 64")
+            subsets = [{"image_dir": TINY}, *subsets]
         for subset in subsets:
             lines += ["", "  [[datasets.subsets]]"]
             for key, value in subset.items():
@@ -123,7 +136,7 @@ def _epoch(records: list[dict], dataset: int, epoch: int) -> list[dict]:
 
 
 def _run(sd, data, tmp_path_factory, name: str, datasets) -> tuple:
-    config = _config(data, f"{name}.toml", datasets)
+    config = _config(data, f"{name}.toml", datasets, supports_skip(sd))
     out = tmp_path_factory.mktemp(f"{name}-{sd.label}")
     args = ["--dataset_config", str(config), "--seed", str(SEED), "--cache_latents", "--max_train_epochs", str(EPOCHS),
             "--max_data_loader_n_workers", "0", *LORA_ARGS]
@@ -133,26 +146,43 @@ def _run(sd, data, tmp_path_factory, name: str, datasets) -> tuple:
 
 
 def test_stock_config_with_regularization_images(sd, data, tmp_path_factory):
+    skip = supports_skip(sd)
     run, planned, plan = _run(sd, data, tmp_path_factory, "stock", STOCK)
     length = len(planned) // EPOCHS
-    # sum over buckets of ceil(images x repeats / batch size): (6 + 8) / 2 + ceil((8 + 6) / 2) = 7 + 7
-    assert length == 14
+    # sum over buckets of ceil(images x repeats / batch size): (6 + 8) / 2 + ceil((8 + 6) / 2) = 7 + 7;
+    # with train/tiny: 16 training images, crowd 8 of 10, (6 + 2 + 8) / 2 + (8 + 8) / 2
+    assert length == (16 if skip else 14)
     assert printed_int(run.output, "num batches per epoch") == length
     assert per_epoch(run.records) == {e: length for e in range(1, EPOCHS + 1)}
-    assert "4 of the 14 regularization images are never used" in plan.stdout
-    assert "never (4 unused)" in plan.stdout
+    unused = 2 if skip else 4
+    assert f"{unused} of the 14 regularization images are never used" in plan.stdout
+    assert f"never ({unused} unused)" in plan.stdout
+    if skip:
+        assert "skip_image_resolution 64x64: 2 of 4 images" in plan.stdout
     person = str(data / "reg" / "person")
     crowd = str(data / "reg" / "crowd")
     for epoch in range(1, EPOCHS + 1):
         assert_stock_epoch(_epoch(run.records, 0, epoch), _epoch(planned, 0, epoch), batch_size=2)
         composition = _composition(planned, 0, epoch)
         per_folder = Counter(Path(image).parent.as_posix() for (_, image), n in composition.items() for _ in range(n))
-        assert per_folder[person] == 8 and per_folder[crowd] == 6
-        assert len({image for (_, image) in composition if image.startswith(crowd + "/")}) == 6
+        assert per_folder[person] == 8 and per_folder[crowd] == 14 - 8 + (2 if skip else 0)
+        assert len({image for (_, image) in composition if image.startswith(crowd + "/")}) == per_folder[crowd]
+        assert not any("/small" in image for (_, image) in composition)
         trained_crowd = {image for r in _epoch(run.records, 0, epoch)[1:] for image in r["images"] if image.startswith(crowd + "/")}
         assert trained_crowd <= {image for (_, image) in composition}  # the 4 unused are never trained
 
 
+# The adapter still plans a multiplier-free dataset of a mixed config with all its regularization
+# images at num_repeats (kohya_multiplier/sdscripts/dataset.py), where sd-scripts registers them by
+# its own rule (see the reason). Strict: remove this mark when that change lands.
+ADAPTER_PENDING = pytest.mark.xfail(
+    strict=True,
+    reason="adapter: a dataset without multipliers in a mixed config must keep sd-scripts' registration "
+    "(no _register_all_regularization_images) and hand its info.num_repeats to the planner (planner_from_input)",
+)
+
+
+@ADAPTER_PENDING
 def test_mixed_config(sd, data, tmp_path_factory):
     run, planned, plan = _run(sd, data, tmp_path_factory, "mixed", MIXED)
     length = len(planned) // EPOCHS
@@ -163,7 +193,8 @@ def test_mixed_config(sd, data, tmp_path_factory):
         assert _composition(run.records, 0, epoch) == _composition(planned, 0, epoch)
         assert_stock_epoch(_epoch(run.records, 1, epoch), _epoch(planned, 1, epoch), batch_size=3)
         reg = sorted(n for (_, image), n in _composition(planned, 1, epoch).items() if image.startswith(person + "/"))
-        assert reg == [2, 3, 3, 3]
+        assert reg == ([3, 3, 3, 4] if supports_skip(sd) else [2, 3, 3, 3])  # 13 or 11 training images
+        assert not any("/small" in image for r in _epoch(run.records, 0, epoch) for image in r["images"])
     # the dataset with multipliers follows the plan batch for batch
     assert sorted(json.dumps(r, sort_keys=True) for r in run.records if r["dataset"] == 0) == sorted(
         json.dumps(r, sort_keys=True) for r in planned if r["dataset"] == 0
