@@ -63,7 +63,7 @@ def collect_stats(
     expected = np.array([max(m, 0.0) for m in multipliers]) * sizes
     unused = labels = None
     if plan_input.stock:
-        expected, unused, labels = _stock_columns(dataset, plan_input, sizes, multipliers, origins)
+        expected, unused, labels, multipliers, origins = _stock_columns(dataset, plan_input, sizes, multipliers, origins)
     return DatasetStats(
         dataset=dataset.index,
         batch_size=dataset.batch_size,
@@ -89,6 +89,7 @@ def _stock_columns(dataset: DatasetSpec, plan_input: PlanInput, sizes, multiplie
     Regularization subsets show the range of their images' repeats (sd-scripts' rule) and, as
     their multiplier, the mean repeats per image (what a multiplier would have to be).
     """
+    multipliers, origins = list(multipliers), list(origins)
     n_subsets = len(dataset.subsets)
     repeats = plan_input.image_repeats
     expected = np.bincount(plan_input.subset_of_image, weights=repeats, minlength=n_subsets).astype(np.float64)
@@ -106,7 +107,7 @@ def _stock_columns(dataset: DatasetSpec, plan_input: PlanInput, sizes, multiplie
         labels.append(f"{shown} ({STOCK_REGULARIZATION})")
         multipliers[s] = float(expected[s] / sizes[s]) if sizes[s] else 0.0
         origins[s] = STOCK_REGULARIZATION
-    return expected, unused, labels
+    return expected, unused, labels, multipliers, origins
 
 
 def _multiplier_text(multiplier: float) -> str:

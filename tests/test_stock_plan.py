@@ -248,3 +248,33 @@ def test_skip_image_resolution_on_the_command_line(workdir):
     bad = run_plan("dataset.toml", "--skip_image_resolution", "big")
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1] == "kohya-multiplier: error: --skip_image_resolution: must be 'size' or 'width,height', not 'big'"
+
+
+def test_stock_counts_follow_the_validation_split_and_skip_duplicates():
+    make_folder("train/a", [(512, 512)] * 10)
+    make_folder("reg/r", [(512, 512)] * 8)
+    write_toml("""\
+[general]
+resolution = 512
+validation_split = 0.5
+validation_seed = 3
+[[datasets]]
+  [[datasets.subsets]]
+  image_dir = "train/a"
+  [[datasets.subsets]]
+  image_dir = "reg/r"
+  is_reg = true
+  [[datasets.subsets]]
+  image_dir = "reg/r"
+  is_reg = true
+  num_repeats = 4
+""")
+    from kohya_multiplier.plan_input import planner_for_dataset
+
+    config = load_training_config("dataset.toml")
+    (dataset,) = config.datasets
+    assert [len(s.images) for s in dataset.subsets] == [5, 8]  # training part of the split; reg kept whole; duplicate ignored
+    planner, plan_input = planner_for_dataset(dataset, 0)
+    assert len(plan_input) == 5 + 5 and plan_input.image_repeats.tolist() == [1] * 10
+    assert planner.epoch_length == 10
+    assert any("3 of the 8 regularization images are never used" in note for note in config.notes)
