@@ -24,25 +24,24 @@ COMMAND_MODULES = {
     "patch": "patch",
     "unpatch": "patch",
     "status": "patch",
+    "scripts": "scripts",
 }
 
-# sd-scripts training scripts the wrapper runs (sub-command -> script file in the checkout).
-TRAIN_SCRIPTS = {
-    "train_network": "train_network.py",
-    "train_db": "train_db.py",
-    "sdxl_train_network": "sdxl_train_network.py",
-    "sdxl_train": "sdxl_train.py",
-    "fine_tune": "fine_tune.py",
-    "flux_train_network": "flux_train_network.py",
-}
+
+def is_training_command(word: str) -> bool:
+    """``kohya-multiplier SCRIPT ...``: any training script of the checkout (checked when it runs)."""
+    from kohya_multiplier.sdscripts.scripts import looks_like_script_name
+
+    return word not in COMMAND_MODULES and looks_like_script_name(word)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kohya-multiplier",
         description="Fractional per-subset multipliers for kohya-ss/sd-scripts.",
-        epilog="Training: kohya-multiplier {%s} [--sd-scripts DIR] <sd-scripts arguments>"
-        % ",".join(TRAIN_SCRIPTS),
+        epilog="Training: kohya-multiplier SCRIPT [--sd-scripts DIR] <sd-scripts arguments>, where SCRIPT is a "
+        "training script of the checkout (train_network, train_db, sdxl_train_network, flux_train_network, ...; "
+        "`kohya-multiplier scripts` lists them)",
     )
     parser.add_argument("--version", action="version", version=f"kohya-multiplier {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -64,10 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] in TRAIN_SCRIPTS:
+        if argv and is_training_command(argv[0]):
             from kohya_multiplier.sdscripts.launch import run_training
 
-            return run_training(TRAIN_SCRIPTS[argv[0]], argv[1:])
+            return run_training(argv[0], argv[1:])
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "handler", None):

@@ -70,7 +70,8 @@ def test_patching_twice_and_unpatching_an_unpatched_tree_are_no_ops(checkout):
 def test_untested_revision_is_refused_without_force(checkout):
     result = run_cli("patch", str(checkout))
     assert result.returncode == 2
-    assert "is not one the patches were tested on" in result.stderr and "--force" in result.stderr
+    assert "is not a tested revision" in result.stderr and "--force" in result.stderr
+    assert "hooked code differs from" in result.stderr  # says what differs, never "not tested ... (tested: ...)"
     assert len(result.stderr.strip().splitlines()) == 1
     assert git(checkout, "status", "--porcelain").strip() == ""
 
@@ -116,7 +117,7 @@ def test_status_reports_state_revision_and_loaded_package(checkout):
     result = run_cli("status", str(checkout))
     assert result.returncode == 0
     assert "patch:     unpatched" in result.stdout
-    assert "revision:" in result.stdout and "not tested" in result.stdout
+    assert "revision:" in result.stdout and "untested: its hooked code differs from" in result.stdout
     assert "loads:     kohya-multiplier" in result.stdout
     run_cli("patch", str(checkout), "--force")
     assert "patch:     patched" in run_cli("status", str(checkout)).stdout

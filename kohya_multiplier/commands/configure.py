@@ -53,9 +53,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def _describe(label: str, checkout: locate.Checkout) -> str:
-    revision = checkout.revision()
-    state = "tested" if revision.tested else ("supported, untested" if revision.supported else "NOT supported")
-    return f"{label}: {checkout.root} (revision {revision.name}, {state}; python {checkout.python}; from {checkout.source})"
+    return f"{label}: {checkout.root} (revision {checkout.revision().verdict()}; python {checkout.python}; from {checkout.source})"
 
 
 def show() -> int:
@@ -101,5 +99,5 @@ def run(args: argparse.Namespace) -> int:
             del document["python"]  # an interpreter chosen for another checkout would be wrong here
     _write_atomically(path, tomlkit.dumps(document))
     where = f"[checkouts.{args.label}]" if args.label else "sd_scripts"
-    print(f"wrote {where} = {root} (revision {revision.name}, python {python}) to {path}")
+    print(f"wrote {where} = {root} (revision {revision.verdict()}; python {python}) to {path}")
     return 0

@@ -33,7 +33,7 @@ def _checkout(args) -> tuple[locate.Checkout, locate.Revision, str]:
     if patch_name is None:
         raise UserError(
             f"revision {revision.name} has a code layout kohya-multiplier has no patch for "
-            "(supported: main 48d368fa or newer, v0.10.x, v0.9.0/v0.9.1); nothing was changed",
+            f"(supported: {locate.supported_names()}); nothing was changed",
             file=str(checkout.root),
         )
     return checkout, revision, patch_name
@@ -50,8 +50,8 @@ def run_patch(args: argparse.Namespace) -> int:
         raise UserError(f"cannot patch: {state.detail}; nothing was changed", file=str(root))
     if not revision.tested and not args.force:
         raise UserError(
-            f"revision {revision.name} is not one the patches were tested on (main 48d368fa or newer, v0.9.1); "
-            "use --force to patch it anyway",
+            f"revision {revision.name} is not a tested revision ({locate.tested_names()}): "
+            f"{revision.difference_text()}; use --force to patch it anyway",
             file=str(root),
         )
     dirty = patching.git_dirty_files(root)
@@ -84,9 +84,7 @@ def run_status(args: argparse.Namespace) -> int:
     revision = locate.detect_revision(checkout.root)
     patch_name = patching.PATCH_FOR_LAYOUT.get(revision.layout or "")
     print(f"checkout:  {checkout.root} (from {checkout.source})")
-    tested = "tested" if revision.tested else "not tested"
-    layout = revision.layout or "unsupported layout"
-    print(f"revision:  {revision.name} ({layout}, {tested})")
+    print(f"revision:  {revision.verdict()}")
     if patch_name is None:
         print("patch:     none fits this revision")
     else:

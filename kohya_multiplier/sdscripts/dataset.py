@@ -20,7 +20,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from library import train_util
+
+from library import config_util, train_util
 
 from kohya_multiplier.errors import warn_once
 from kohya_multiplier.plan_input import build_plan_input, plan_input_for_dataset
@@ -28,6 +29,20 @@ from kohya_multiplier.planner import DatasetPlanner
 from kohya_multiplier.sdscripts import session as _session
 
 logger = logging.getLogger(__name__)
+
+
+def _sd_dreambooth_dataset():
+    """sd-scripts' DreamBoothDataset, as generate_dataset_group_by_blueprint sees it before our hook."""
+    cls = config_util.DreamBoothDataset
+    return cls.__bases__[0] if getattr(cls, "_km_planned_dataset", False) else cls
+
+
+_SdDreamBoothDataset = _sd_dreambooth_dataset()
+
+
+def sd_dataset_function(name: str):
+    """A method of sd-scripts' dataset classes; its ``__globals__`` are where it looks names up."""
+    return getattr(_SdDreamBoothDataset, name)
 
 # Key of the record each served training batch carries to the main process (see recorder.py).
 BATCH_RECORD_KEY = "kohya_multiplier_batch"
@@ -54,18 +69,22 @@ def _capturing_image_infos(captured: list):
     train_util's globals at call time; a factory function (not a subclass) keeps every instance of
     the original class, so pickling is unaffected, and the global is restored at once.
     """
-    original = train_util.ImageInfo
+    namespace = sd_dataset_function("__init__").__globals__  # train_util at v0.10, dreambooth_dataset at v0.11
+    original = namespace.get("ImageInfo")
+    if original is None:
+        yield captured  # nothing captured: the self-check reports the unregistered images
+        return
 
     def factory(*args, **kwargs):
         info = original(*args, **kwargs)
         captured.append(info)
         return info
 
-    train_util.ImageInfo = factory
+    namespace["ImageInfo"] = factory
     try:
         yield captured
     finally:
-        train_util.ImageInfo = original
+        namespace["ImageInfo"] = original
 
 
 def _plain_number(value: float):
@@ -73,8 +92,10 @@ def _plain_number(value: float):
     return int(value) if float(value).is_integer() else float(value)
 
 
-class MultiplierDreamBoothDataset(train_util.DreamBoothDataset):
+class MultiplierDreamBoothDataset(_SdDreamBoothDataset):
     """DreamBoothDataset that follows the planner when the run uses multipliers; stock otherwise."""
+
+    _km_planned_dataset = True
 
     def __init__(self, *args, **kwargs):
         self._km_plan: _PlanState | None = None
@@ -216,7 +237,7 @@ class MultiplierDreamBoothDataset(train_util.DreamBoothDataset):
         for i in range(len(plan)):
             _, images = plan.batch(i)
             buckets.append([state.sd_keys[j] for j in images])
-            indices.append(train_util.BucketBatchIndex(i, len(images), 0))
+            indices.append(_BucketBatchIndex(i, len(images), 0))
         self.bucket_manager.buckets = buckets
         self.buckets_indices = indices
         state.applied_epoch = epoch
@@ -233,6 +254,9 @@ class MultiplierDreamBoothDataset(train_util.DreamBoothDataset):
         value = self._km_epoch_value.value if self._km_epoch_value is not None else self.current_epoch
         return max(1, int(value))  # 0 before the training loop starts: serve epoch 1
 
+    def km_plan_state(self) -> _PlanState | None:
+        return self._km_plan
+
     def km_attach_epoch_value(self, value) -> None:
         self._km_epoch_value = value
 
@@ -248,7 +272,7 @@ class MultiplierDreamBoothDataset(train_util.DreamBoothDataset):
             self.current_epoch = epoch
 
     def __getitem__(self, index):
-        training = self.caching_mode is None
+        training = getattr(self, "caching_mode", None) is None  # v0.11 has no caching mode
         if self._km_plan is not None and training:
             epoch = self._epoch_now()
             if epoch != self._km_plan.applied_epoch:
@@ -281,12 +305,29 @@ class MultiplierDreamBoothDataset(train_util.DreamBoothDataset):
         }
 
 
+_BucketBatchIndex = sd_dataset_function("make_buckets").__globals__["BucketBatchIndex"]
+
+
+def planned_dataset_class():
+    return MultiplierDreamBoothDataset
+
+
+def epoch_collator_class(original):
+    if not issubclass(EpochCapturingCollator, original):
+        raise TypeError(f"collator_class {original!r} is not the one this module extends")
+    return EpochCapturingCollator
+
+
 class EpochCapturingCollator(train_util.collator_class):
     """sd-scripts' collator; on creation it hands the shared epoch Value to our datasets."""
 
     def __init__(self, epoch, step, dataset):
         super().__init__(epoch, step, dataset)
         session = _session.current()
+        if session is not None:
+            from kohya_multiplier.sdscripts import selfcheck
+
+            selfcheck.require_verified(session)  # the check after the datasets were built must have run
         for dataset_ in session.live_datasets if session is not None else []:
             dataset_.km_attach_epoch_value(epoch)
 

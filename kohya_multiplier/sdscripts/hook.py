@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import multiprocessing
 import sys
+from pathlib import Path
 
-from kohya_multiplier.errors import EXIT_USER_ERROR, UserError
 from kohya_multiplier.sdscripts import session as _session
 
 SCHEDULE_OPTIONS = ("--multiplier_schedule", "--multiplier-schedule")
@@ -25,14 +25,13 @@ def activate() -> None:
     if multiprocessing.parent_process() is not None:
         return  # a spawned DataLoader worker: its dataset arrives pickled, hooks included
     schedule = _take_schedule_option(sys.argv)
-    session = _session.start(schedule)
+    from library import config_util
 
-    from library import train_util
+    from kohya_multiplier.sdscripts import inject, locate
 
-    from kohya_multiplier.sdscripts import inject
-
+    revision = locate.detect_revision(Path(config_util.__file__).resolve().parents[1])
+    session = _session.start(schedule, revision=revision.verdict())
     inject.install(session)
-    train_util.prepare_dataset_args = _exit_on_user_error(train_util.prepare_dataset_args)
 
 
 def _take_schedule_option(argv: list[str]) -> str | None:
@@ -49,16 +48,3 @@ def _take_schedule_option(argv: list[str]) -> str | None:
                 return value
     return None
 
-
-def _exit_on_user_error(prepare_dataset_args):
-    """Without the wrapper's CLI around it, print a user error as one line and exit with status 2."""
-
-    def guarded(*args, **kwargs):
-        try:
-            return prepare_dataset_args(*args, **kwargs)
-        except UserError as error:
-            print(f"kohya-multiplier: error: {error}", file=sys.stderr)
-            raise SystemExit(EXIT_USER_ERROR) from None
-
-    guarded.__wrapped__ = prepare_dataset_args
-    return guarded

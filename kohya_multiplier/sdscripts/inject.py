@@ -1,17 +1,21 @@
 """Hooks kohya-multiplier into an imported sd-scripts, before its training script runs.
 
-Every hook replaces a name that sd-scripts looks up at call time (see SD_SCRIPTS_NOTES.md), on
-``library.config_util`` or ``library.train_util`` only; train_util's classes stay bound to
-themselves so that everything keeps pickling into ``spawn`` workers:
+Every hook is put where the code that uses the name looks it up (``hookpoints.py``), so the v0.11
+split of train_util.py is followed, and every hook is recorded on the session so that the
+self-check (``selfcheck.py``) can verify, once the datasets are built and before any model loads,
+that each one took effect. train_util's classes stay bound to themselves (only callers' names are
+replaced), so everything keeps pickling into ``spawn`` workers:
 
 - ``ConfigSanitizer.SUBSET_ASCENDABLE_SCHEMA`` gains ``multiplier`` (in place: scripts build their
   sanitizer later), so subsets, datasets and [general] accept it;
-- ``train_util.prepare_dataset_args`` (every script calls it before it builds a dataset or loads a
-  model) also reads the dataset config with kohya-multiplier's core loader: the same validation and
-  one-line errors as the dry run, the effective multiplier of every subset, the seed rule;
-- ``config_util.generate_dreambooth_subsets_config_by_subdirs`` reads ``0.25_name`` folders;
-- ``config_util.DreamBoothDataset`` becomes the planned dataset; ``train_util.collator_class`` a
-  collator that hands the shared epoch Value to it;
+- ``prepare_dataset_args`` (every script calls it before it builds a dataset or loads a model;
+  train_util at v0.9/v0.10, accelerator_setup at v0.11) also reads the dataset config with
+  kohya-multiplier's core loader: the same validation and one-line errors as the dry run;
+- ``generate_dreambooth_subsets_config_by_subdirs`` reads ``0.25_name`` folders;
+- ``DreamBoothDataset``, where ``generate_dataset_group_by_blueprint`` looks it up, becomes the
+  planned dataset, and ``generate_dataset_group_by_blueprint`` itself runs the self-check on what
+  it built;
+- ``collator_class`` a collator that hands the shared epoch Value to the datasets;
 - with ``--multiplier_schedule``, accelerate's DataLoader wrappers record each trained batch.
 """
 
@@ -23,9 +27,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kohya_multiplier.errors import UserError, warn_once
+from kohya_multiplier.errors import EXIT_USER_ERROR, UserError, warn_once
 from kohya_multiplier.multipliers import MULTIPLY_TXT, parse_folder_name
-from kohya_multiplier.sdscripts import recorder
+from kohya_multiplier.sdscripts import hookpoints, recorder
 from kohya_multiplier.sdscripts import session as _session
 
 if sys.version_info >= (3, 11):
@@ -38,17 +42,41 @@ DEFAULT_TABLE_EPOCHS = 10
 MAX_TABLE_EPOCHS = 100
 
 
+def _prepare_dataset_args_original():
+    """sd-scripts' prepare_dataset_args, wherever this revision defines it (train_util re-exports it at v0.11)."""
+    from library import train_util
+
+    return train_util.prepare_dataset_args
+
+
 def install(session: _session.Session) -> None:
-    from library import config_util, train_util
+    from library import config_util, train_util  # train_util also loads every module it re-exports
 
-    _extend_schema(config_util)
-    train_util.prepare_dataset_args = _hook_prepare_dataset_args(train_util.prepare_dataset_args, session)
-    config_util.generate_dreambooth_subsets_config_by_subdirs = _dreambooth_subsets_by_subdirs
+    from kohya_multiplier.sdscripts import dataset, selfcheck
 
-    from kohya_multiplier.sdscripts import dataset
-
-    config_util.DreamBoothDataset = dataset.MultiplierDreamBoothDataset
-    train_util.collator_class = dataset.EpochCapturingCollator
+    hooks = session.hooks
+    _extend_schema(config_util, session)
+    original = _prepare_dataset_args_original()
+    hooks.append(
+        hookpoints.everywhere(
+            "reading the dataset config", "prepare_dataset_args", original, _hook_prepare_dataset_args(original, session)
+        )
+    )
+    hooks.append(
+        hookpoints.everywhere(
+            "0.25_name folders",
+            "generate_dreambooth_subsets_config_by_subdirs",
+            config_util.generate_dreambooth_subsets_config_by_subdirs,
+            _make_subdirs_reader(session),
+        )
+    )
+    build = config_util.generate_dataset_group_by_blueprint
+    hooks.append(
+        hookpoints.in_caller_globals("the planned dataset", "DreamBoothDataset", build, dataset.planned_dataset_class())
+    )
+    hooks.append(hookpoints.everywhere("the self-check", "generate_dataset_group_by_blueprint", build, selfcheck.checked_build(build, session)))
+    collator = train_util.collator_class  # every revision re-exports it there
+    hooks.append(hookpoints.everywhere("the epoch collator", "collator_class", collator, dataset.epoch_collator_class(collator)))
     if session.record:
         recorder.start(session.schedule_path, truncate=_session.is_main_rank())
         recorder.install_dataloader_hook()
@@ -57,12 +85,19 @@ def install(session: _session.Session) -> None:
 # --- schema ----------------------------------------------------------------------------------
 
 
-def _extend_schema(config_util) -> None:
-    from voluptuous import Any as AnyOf
+def _extend_schema(config_util, session: _session.Session) -> None:
+    def multiplier_value(value):
+        # The core loader checks the value with the dry run's messages; this stops voluptuous from
+        # rejecting the key ("extra keys not allowed") and tells the self-check the config asks for
+        # multipliers (should the config reading hook ever miss).
+        from voluptuous import Invalid
 
-    # The core loader already checked the value (number, not boolean) with the dry run's messages;
-    # this only stops voluptuous from rejecting the key ("extra keys not allowed").
-    config_util.ConfigSanitizer.SUBSET_ASCENDABLE_SCHEMA["multiplier"] = AnyOf(float, int)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise Invalid("multiplier must be a number")
+        session.multiplier_requested = True
+        return value
+
+    config_util.ConfigSanitizer.SUBSET_ASCENDABLE_SCHEMA["multiplier"] = multiplier_value
 
 
 # --- the dataset config, read by the core before any model loads --------------------------------
@@ -71,7 +106,12 @@ def _extend_schema(config_util) -> None:
 def _hook_prepare_dataset_args(original, session: _session.Session):
     def prepare_dataset_args(args, *more, **kwargs):
         result = original(args, *more, **kwargs)
-        read_dataset_config(args, session)
+        try:
+            read_dataset_config(args, session)
+        except UserError as error:
+            # One line and status 2 under any launcher (the wrapper, a patched checkout, accelerate).
+            print(f"kohya-multiplier: error: {error}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_USER_ERROR) from None
         return result
 
     prepare_dataset_args.__wrapped__ = original
@@ -82,6 +122,7 @@ def read_dataset_config(args: Any, session: _session.Session) -> None:
     from kohya_multiplier.config import load_training_config
     from kohya_multiplier.plan_input import planner_seed
 
+    session.config_read = True
     if getattr(args, "dataset_class", None):
         return  # the user's own dataset class: nothing to plan
     options = _session.options_from_sd_args(args)
@@ -159,6 +200,16 @@ def _print_balance(config, seed: int, args: Any, *, seed_given: bool) -> None:
 
 
 # --- DreamBooth folders (no dataset config) ----------------------------------------------------
+
+
+def _make_subdirs_reader(session: _session.Session):
+    def reader(train_data_dir: str | None = None, reg_data_dir: str | None = None):
+        subsets = _dreambooth_subsets_by_subdirs(train_data_dir, reg_data_dir)
+        if any("multiplier" in entry for entry in subsets):
+            session.multiplier_requested = True
+        return subsets
+
+    return reader
 
 
 def _dreambooth_subsets_by_subdirs(train_data_dir: str | None = None, reg_data_dir: str | None = None):

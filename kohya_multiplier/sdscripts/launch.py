@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.sdscripts import compat, locate
+from kohya_multiplier.sdscripts import compat, locate, scripts
 from kohya_multiplier.sdscripts import session as _session
 
 # Set in the environment of a re-executed wrapper, so that it never re-executes twice.
@@ -51,24 +51,24 @@ def split_own_options(argv: list[str]) -> tuple[str | None, str | None, list[str
     return found["sd_scripts"], found["schedule"], rest
 
 
-def run_training(script_filename: str, argv: list[str]) -> int:
+def run_training(script_word: str, argv: list[str]) -> int:
+    """Run the checkout's training script ``script_word`` (``train_network`` or ``train_network.py``)."""
     sd_scripts, schedule, script_args = split_own_options(list(argv))
     checkout = locate.resolve_checkout(sd_scripts)
-    locate.require_supported(checkout.root)
-    script = checkout.root / script_filename
-    if not script.is_file():
-        raise UserError(f"{script_filename} is not in the sd-scripts checkout {str(checkout.root)!r} (this revision lacks it)")
-    _reexecute_if_torch_missing(checkout, script_filename, argv)
+    revision = locate.require_supported(checkout.root)
+    script = scripts.require_trainable(checkout.root, script_word).path
+    _reexecute_if_torch_missing(checkout, script.name, argv)
 
     compat.install_torchvision_workaround()
     root = str(checkout.root)
     if root not in sys.path:
         sys.path.insert(0, root)  # train_network, networks.*, library.*
-    session = _session.start(schedule)
+    session = _session.start(schedule, revision=revision.verdict())
 
-    from kohya_multiplier.sdscripts import inject
+    from kohya_multiplier.sdscripts import inject, spawn_main
 
     inject.install(session)
+    spawn_main.install_in_parent(str(script))
     saved_argv = sys.argv
     sys.argv = [str(script), *script_args]
     try:

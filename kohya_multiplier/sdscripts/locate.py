@@ -16,7 +16,6 @@ default ``~/.config/kohya-multiplier/config.toml``)::
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kohya_multiplier.errors import UserError, warn_once
+from kohya_multiplier.sdscripts import fingerprint
+from kohya_multiplier.sdscripts.known_revisions import TESTED_REVISIONS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,28 +34,24 @@ else:  # pragma: no cover - Python 3.10
 ENV_CHECKOUT = "KOHYA_SD_SCRIPTS"
 CONFIG_FILE_NAME = "config.toml"
 
-# Code layouts the integration layer knows. Within a layout the names and call shapes it patches
-# are the same (see SD_SCRIPTS_NOTES.md): "strategies" = v0.10.x and main (returns train and
-# validation groups, tokenizers live in strategy objects); "v0.9" = v0.9.0 and v0.9.1 (one group,
-# the tokenizer travels through the dataset params).
+# Code layouts the integration layer knows (see SD_SCRIPTS_NOTES.md): "strategies" = v0.10.x and
+# main up to v0.11 (train and validation groups, tokenizers in strategy objects, datasets in
+# train_util.py); "split" = v0.11.x (the same, with the dataset code split out of train_util.py
+# into library/dataset.py, dreambooth_dataset.py, ...); "v0.9" = v0.9.0 and v0.9.1 (one group, the
+# tokenizer travels through the dataset params). The hooks find every name where its caller looks
+# it up, so a layout only decides the patch file and the revision's rules.
 LAYOUT_STRATEGIES = "strategies"
+LAYOUT_SPLIT = "split"
 LAYOUT_V09 = "v0.9"
+LAYOUT_NAMES = {LAYOUT_V09: "v0.9.x", LAYOUT_STRATEGIES: "v0.10.x and main up to v0.11", LAYOUT_SPLIT: "v0.11.x"}
 
-# Revisions the integration suite runs against (full commit hash -> name).
-TESTED_COMMITS = {
-    "48d368fa557731ad0488c07304dfeba8c07910eb": "main 48d368fa",
-    "8f4ee8fc343b047965cd8976fca65c3a35b7593a": "v0.9.1",
-}
-# A descendant of this commit on main counts as tested main (newer main is what users run).
-MAIN_BASELINE = "48d368fa557731ad0488c07304dfeba8c07910eb"
 
-# Git blob hashes of library/train_util.py, for checkouts without .git (a zip download): name.
-KNOWN_TRAIN_UTIL_BLOBS = {
-    "100ef475dda4904efde3d45fc66f619f58f9b09c": "v0.9.0/v0.9.1",
-    "a19006093cc01f9f6af23655976971f05a5b5208": "v0.10.0",
-    "d8577b9d7ff0787cf98225d8c6690aac098afd7f": "v0.10.1/main 48d368fa",
-}
-TESTED_TRAIN_UTIL_BLOBS = {"100ef475dda4904efde3d45fc66f619f58f9b09c", "d8577b9d7ff0787cf98225d8c6690aac098afd7f"}
+def tested_names() -> str:
+    return ", ".join(TESTED_REVISIONS)
+
+
+def supported_names() -> str:
+    return ", ".join(LAYOUT_NAMES.values())
 
 
 @dataclass(frozen=True)
@@ -63,13 +60,28 @@ class Revision:
 
     name: str  # for messages: "v0.9.1", "main 48d368fa", "a1b2c3d4 (untagged)", "unknown"
     layout: str | None  # LAYOUT_* or None when the code is not one we can patch
-    tested: bool  # one of the revisions the integration suite runs against
+    tested: bool  # its hooked code is that of a revision the integration suite runs against
     commit: str | None = None
     tags: tuple[str, ...] = field(default_factory=tuple)
+    nearest: str | None = None  # the tested revision whose hooked code is closest (equal when tested)
+    differs: tuple[str, ...] = ()  # hooked symbols whose code differs from ``nearest``
 
     @property
     def supported(self) -> bool:
         return self.layout is not None
+
+    def verdict(self) -> str:
+        """One line for `status` and `configure`."""
+        if not self.supported:
+            return f"{self.name} (NOT supported: no code layout kohya-multiplier can hook)"
+        layout = LAYOUT_NAMES.get(self.layout, self.layout)
+        if self.tested:
+            return f"{self.name} ({layout} layout; tested: its hooked code is that of {self.nearest})"
+        return f"{self.name} ({layout} layout; untested: {self.difference_text()})"
+
+    def difference_text(self) -> str:
+        shown = ", ".join(self.differs[:6]) + (f" and {len(self.differs) - 6} more" if len(self.differs) > 6 else "")
+        return f"its hooked code differs from {self.nearest} in {shown}"
 
 
 @dataclass(frozen=True)
@@ -188,14 +200,6 @@ def _git(root: Path, *args: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def _git_blob_hash(path: Path) -> str | None:
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
 def detect_layout(root: Path) -> str | None:
     """Which code layout the checkout has, read from the files themselves (works without .git)."""
     try:
@@ -205,6 +209,9 @@ def detect_layout(root: Path) -> str | None:
     if "class ConfigSanitizer" not in config_util or "SUBSET_ASCENDABLE_SCHEMA" not in config_util:
         return None
     if "validation_split" in config_util and (root / "library" / "strategy_base.py").is_file():
+        dataset_module = root / "library" / "dataset.py"
+        if dataset_module.is_file() and "class BaseDataset" in dataset_module.read_text(encoding="utf-8", errors="replace"):
+            return LAYOUT_SPLIT
         return LAYOUT_STRATEGIES
     # v0.9.x: tokenizers pass through the dataset params; v0.8.x lacks alpha_mask and replays
     # epochs differently, which the integration layer does not handle.
@@ -214,34 +221,37 @@ def detect_layout(root: Path) -> str | None:
 
 
 def detect_revision(root: Path) -> Revision:
+    """Judge the checkout by its hooked code (fingerprint.py); git only names it."""
     root = Path(root)
     layout = detect_layout(root)
     commit = _git(root, "rev-parse", "HEAD") if (root / ".git").exists() else None
-    if commit:
-        tags = tuple(t for t in (_git(root, "tag", "--points-at", "HEAD") or "").split() if t)
-        if commit in TESTED_COMMITS:
-            name, tested = TESTED_COMMITS[commit], True
-        else:
-            descends = _git(root, "merge-base", "--is-ancestor", MAIN_BASELINE, "HEAD") is not None
-            name = tags[0] if tags else f"{commit[:8]}" + (" (main after 48d368fa)" if descends else " (untagged)")
-            tested = descends and layout == LAYOUT_STRATEGIES
-        return Revision(name=name, layout=layout, tested=tested, commit=commit, tags=tags)
-    blob = _git_blob_hash(root / "library" / "train_util.py")
-    name = KNOWN_TRAIN_UTIL_BLOBS.get(blob or "", "unknown (no .git, unrecognised library/train_util.py)")
-    return Revision(name=name, layout=layout, tested=blob in TESTED_TRAIN_UTIL_BLOBS)
+    tags = tuple(t for t in (_git(root, "tag", "--points-at", "HEAD") or "").split() if t) if commit else ()
+    own_name = tags[0] if tags else (commit[:8] if commit else "without git")
+    if layout is None:
+        return Revision(name=own_name if commit else "unknown", layout=None, tested=False, commit=commit, tags=tags)
+    prints = fingerprint.fingerprint(root)
+    for name, entry in TESTED_REVISIONS.items():
+        if entry["symbols"] == prints:
+            same_commit = commit is None or commit == entry["commit"]
+            shown = name if same_commit else f"{name} code at {own_name}"
+            return Revision(name=shown, layout=layout, tested=True, commit=commit, tags=tags, nearest=name)
+    candidates = [n for n, e in TESTED_REVISIONS.items() if e["layout"] == layout] or list(TESTED_REVISIONS)
+    nearest = min(candidates, key=lambda n: len(fingerprint.differences(prints, TESTED_REVISIONS[n]["symbols"])))
+    differs = tuple(fingerprint.differences(prints, TESTED_REVISIONS[nearest]["symbols"]))
+    return Revision(name=own_name, layout=layout, tested=False, commit=commit, tags=tags, nearest=nearest, differs=differs)
 
 
 def require_supported(root: Path) -> Revision:
-    """The checkout's revision; a one-line UserError if the integration layer cannot patch it."""
+    """The checkout's revision; a one-line UserError if the integration layer cannot hook it."""
     revision = detect_revision(root)
     if not revision.supported:
         raise UserError(
             f"sd-scripts at {str(root)!r} is revision {revision.name}, which kohya-multiplier does not support "
-            "(supported: main 48d368fa or newer, v0.10.x, v0.9.0/v0.9.1)"
+            f"(supported: {supported_names()})"
         )
     if not revision.tested:
         warn_once(
-            f"sd-scripts revision {revision.name} is not one the integration tests run against "
-            f"(main 48d368fa, v0.9.1); its code layout ({revision.layout}) is supported, so training goes ahead"
+            f"sd-scripts {revision.name} is not a tested revision ({tested_names()}): {revision.difference_text()}; "
+            "training goes ahead, and stops at start if a hook does not take effect"
         )
     return revision

@@ -19,6 +19,7 @@ from kohya_multiplier.sdscripts import locate
 # Code layout (locate.LAYOUT_*) -> patch file shipped in the package data (kohya_multiplier.patches).
 PATCH_FOR_LAYOUT = {
     locate.LAYOUT_STRATEGIES: "sd-scripts-main.diff",
+    locate.LAYOUT_SPLIT: "sd-scripts-v0.11.1.diff",
     locate.LAYOUT_V09: "sd-scripts-v0.9.1.diff",
 }
 

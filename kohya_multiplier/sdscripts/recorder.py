@@ -63,11 +63,22 @@ def _wrap_iter(original):
     return __iter__
 
 
+_WRAPPED_LOADERS = ("DataLoaderShard", "DataLoaderDispatcher", "SkipDataLoader")
+
+
+def dataloader_hook_installed() -> bool:
+    """Whether accelerate's DataLoader wrappers record batches (the self-check asks)."""
+    from accelerate import data_loader
+
+    shard = getattr(data_loader, "DataLoaderShard", None)
+    return _state["fd"] is not None and shard is not None and getattr(shard.__iter__, "__wrapped__", None) is not None
+
+
 def install_dataloader_hook() -> None:
     """Record at accelerate's DataLoader wrappers, which every sd-scripts training loop iterates."""
     from accelerate import data_loader
 
-    for name in ("DataLoaderShard", "DataLoaderDispatcher", "SkipDataLoader"):
+    for name in _WRAPPED_LOADERS:
         cls = getattr(data_loader, name, None)
         original = cls.__dict__.get("__iter__") if cls is not None else None
         if original is None or getattr(original, "__wrapped__", None) is not None:

@@ -28,6 +28,11 @@ class Session:
     planned: bool = False  # some subset uses a multiplier: training datasets follow the planner
     training_datasets_built: int = 0  # DreamBooth training datasets constructed so far
     live_datasets: list[Any] = field(default_factory=list)  # our dataset instances, for the collator
+    revision: str = "unknown revision"  # the checkout's revision verdict, for the self-check's message
+    hooks: list[Any] = field(default_factory=list)  # hookpoints.Hook of every installed hook
+    config_read: bool = False  # the prepare_dataset_args hook ran (the core read the config)
+    multiplier_requested: bool = False  # sd-scripts' own config reading met a multiplier (schema, folder)
+    verified: bool = False  # the self-check ran on the built datasets and found every hook in place
 
     @property
     def record(self) -> bool:
@@ -42,9 +47,9 @@ class Session:
 _current: Session | None = None
 
 
-def start(schedule_path: str | None) -> Session:
+def start(schedule_path: str | None, revision: str = "unknown revision") -> Session:
     global _current
-    _current = Session(schedule_path=os.path.abspath(schedule_path) if schedule_path else None)
+    _current = Session(schedule_path=os.path.abspath(schedule_path) if schedule_path else None, revision=revision)
     return _current
 
 

@@ -46,7 +46,7 @@ class SdScripts:
 
     @property
     def has_validation_split(self) -> bool:
-        return self.revision.layout == locate.LAYOUT_STRATEGIES
+        return self.revision.layout in (locate.LAYOUT_STRATEGIES, locate.LAYOUT_SPLIT)
 
     def env(self, **extra: str) -> dict:
         env = dict(os.environ)

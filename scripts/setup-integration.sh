@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Set up the integration environment for one sd-scripts checkout, on a fresh machine:
+#   scripts/setup-integration.sh SD_SCRIPTS_DIR [--label NAME] [--python PYTHON]
+# 1. a venv at SD_SCRIPTS_DIR/venv (sd-scripts' own convention), pinned CPU torch first;
+# 2. sd-scripts' requirements (minus bitsandbytes, CUDA only) with torch held at the pin;
+# 3. this project with its test extras, editable, in the same venv (so `configure`, pytest and
+#    the training subprocesses all use one Python);
+# 4. torchvision and open_clip_torch without dependencies (sd-scripts imports torchvision
+#    without listing it; open_clip's wheel carries the CLIP BPE merges the tiny models need);
+# 5. `kohya-multiplier configure` registering the checkout (and its Python) for the tests.
+# Idempotent: re-running it on a set-up checkout only re-checks the installs.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+dir="" label="" python="${PYTHON:-python3}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --label) label="$2"; shift 2 ;;
+    --python) python="$2"; shift 2 ;;
+    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
+    *) if [ -z "$dir" ]; then dir="$1"; shift; else echo "setup-integration: unexpected argument $1" >&2; exit 2; fi ;;
+  esac
+done
+[ -n "$dir" ] || { echo "usage: scripts/setup-integration.sh SD_SCRIPTS_DIR [--label NAME] [--python PYTHON]" >&2; exit 2; }
+dir="$(cd "$dir" && pwd)"
+[ -f "$dir/library/config_util.py" ] || { echo "setup-integration: $dir is not an sd-scripts checkout (no library/config_util.py)" >&2; exit 2; }
+torch_pin="${KOHYA_MULTIPLIER_TORCH:-torch==2.13.0}"
+venv="$dir/venv"
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+pip="$venv/bin/python -m pip --disable-pip-version-check"
+$pip install --quiet --upgrade pip
+$pip install --quiet "$torch_pin"
+req="$(mktemp)"; constraints="$(mktemp)"
+trap 'rm -f "$req" "$constraints"' EXIT
+grep -v -i -E '^(bitsandbytes|-e )' "$dir/requirements.txt" > "$req"
+"$venv/bin/python" -c 'import torch; print("torch==" + torch.__version__.split("+")[0])' > "$constraints"
+# opencv before 4.9 is built against numpy 1
+if grep -q -E '^opencv-python==4\.[0-8]\.' "$req"; then echo 'numpy<2' >> "$constraints"; fi
+$pip install --quiet -r "$req" -c "$constraints"
+$pip install --quiet --no-deps -e "$dir"
+$pip install --quiet -c "$constraints" -e "$here[test]"
+$pip install --quiet --no-deps torchvision open_clip_torch
+args=(configure --sd-scripts "$dir" --python "$venv/bin/python")
+[ -n "$label" ] && args+=(--label "$label")
+"$venv/bin/kohya-multiplier" "${args[@]}"
+echo "setup-integration: $dir ready; run the suite with: $venv/bin/python -m pytest"

@@ -1,0 +1,60 @@
+"""Test-only: move one hooked name out of kohya-multiplier's reach, as a refactor of sd-scripts would.
+
+Imported by this folder's sitecustomize.py when KOHYA_MULTIPLIER_TEST_MOVE=NAME is set. Right after
+kohya-multiplier installed its hooks, the namespaces a hook went into get sd-scripts' own object
+back, so the script finds the original where it looks the name up: exactly what a hook that missed
+looks like. NAME "recorder" detaches the --multiplier_schedule recorder instead. The integration
+tests use it to prove the self-check stops such a run before the model loads.
+"""
+
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+
+MOVE = os.environ.get("KOHYA_MULTIPLIER_TEST_MOVE")
+_INJECT = "kohya_multiplier.sdscripts.inject"
+
+
+def _move_after_install(module):
+    real_install = module.install
+
+    def install(session):
+        real_install(session)
+        if MOVE == "recorder":
+            from accelerate import data_loader
+
+            shard = data_loader.DataLoaderShard
+            shard.__iter__ = shard.__iter__.__wrapped__
+            return
+        moved = False
+        for hook in session.hooks:
+            if hook.name == MOVE:
+                for _, namespace in hook.namespaces:
+                    namespace[hook.name] = hook.original
+                moved = True
+        if not moved:
+            raise RuntimeError(f"KOHYA_MULTIPLIER_TEST_MOVE={MOVE}: kohya-multiplier installed no such hook")
+
+    module.install = install
+
+
+class _MoveNameFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != _INJECT:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return None
+        real_exec = spec.loader.exec_module
+
+        def exec_module(module):
+            real_exec(module)
+            _move_after_install(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if MOVE:
+    sys.meta_path.insert(0, _MoveNameFinder())
