@@ -115,7 +115,9 @@ class MultiplierDreamBoothDataset(_SdDreamBoothDataset):
             session.live_datasets.append(self)
             self._km_record = session.record
             spec = session.dataset_spec(self._km_index) if session.planned else None
-            if spec is not None:
+            # A dataset without multipliers stays stock sd-scripts, also in a config where others
+            # have them: its own registration of regularization images, repeats and shuffle.
+            if spec is not None and spec.uses_multiplier:
                 planned = True
                 self._km_spec = spec
                 self._km_seed = session.seed

@@ -172,17 +172,6 @@ def test_stock_config_with_regularization_images(sd, data, tmp_path_factory):
         assert trained_crowd <= {image for (_, image) in composition}  # the 4 unused are never trained
 
 
-# The adapter still plans a multiplier-free dataset of a mixed config with all its regularization
-# images at num_repeats (kohya_multiplier/sdscripts/dataset.py), where sd-scripts registers them by
-# its own rule (see the reason). Strict: remove this mark when that change lands.
-ADAPTER_PENDING = pytest.mark.xfail(
-    strict=True,
-    reason="adapter: a dataset without multipliers in a mixed config must keep sd-scripts' registration "
-    "(no _register_all_regularization_images) and hand its info.num_repeats to the planner (planner_from_input)",
-)
-
-
-@ADAPTER_PENDING
 def test_mixed_config(sd, data, tmp_path_factory):
     run, planned, plan = _run(sd, data, tmp_path_factory, "mixed", MIXED)
     length = len(planned) // EPOCHS
