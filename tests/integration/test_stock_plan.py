@@ -188,3 +188,20 @@ def test_mixed_config(sd, data, tmp_path_factory):
     assert sorted(json.dumps(r, sort_keys=True) for r in run.records if r["dataset"] == 0) == sorted(
         json.dumps(r, sort_keys=True) for r in planned if r["dataset"] == 0
     )
+
+
+def test_skip_image_resolution_with_multipliers(sd, data, tmp_path_factory):
+    """v0.11.1 filters images of a dataset with multipliers too; the dry run filters the same ones."""
+    if not supports_skip(sd):
+        pytest.skip(f"sd-scripts {sd.revision.name} has no skip_image_resolution")
+    datasets = [(2, [
+        {"image_dir": "train/alice", "multiplier": 0.5},
+        {"image_dir": "train/bob"},
+        {"image_dir": "reg/person", "is_reg": True},
+    ])]
+    run, planned, plan = _run(sd, data, tmp_path_factory, "skip-multipliers", datasets)
+    assert "skip_image_resolution 64x64: 2 of 4 images" in plan.stdout
+    assert sorted(json.dumps(r, sort_keys=True) for r in run.records) == sorted(json.dumps(r, sort_keys=True) for r in planned)
+    trained = {image for r in run.records for image in r["images"]}
+    assert not any("/small" in image for image in trained) and any("/big" in image for image in trained)
+    assert "other images than" not in run.output  # the adapter's check against the dry run
