@@ -127,14 +127,24 @@ def _subset_label(subset) -> str:
 
 
 def stock_order_note(datasets: list[DatasetSpec]) -> str | None:
-    """Said once when no dataset has a multiplier: sd-scripts then trains the config itself."""
-    if not datasets or any(d.uses_multiplier for d in datasets):
+    """Said once when some dataset has no multiplier: sd-scripts then trains that dataset itself
+    (also next to datasets with multipliers), in an order no plan can know."""
+    stock = [d.index for d in datasets if not d.uses_multiplier]
+    if not stock:
         return None
+    if len(stock) == len(datasets):
+        head = "no multiplier anywhere: sd-scripts trains this config itself."
+    else:
+        names = ", ".join(str(i) for i in stock)
+        head = (
+            f"dataset{'s' * (len(stock) > 1)} {names} {'have' if len(stock) > 1 else 'has'} no multiplier: sd-scripts trains "
+            f"{'them' if len(stock) > 1 else 'it'} itself (the others follow the plan batch for batch)."
+        )
     return (
-        "no multiplier anywhere: sd-scripts trains this config itself. Each epoch it trains exactly the images per "
-        "bucket planned here, in batches of the planned sizes, but in an order no plan can know (it shuffles with "
-        "Python's global random, which its logging also draws from), and the first batch of each epoch (one per "
-        "DataLoader worker) comes from the previous epoch's shuffle; the schedule's batch order is the planner's own"
+        f"{head} Each epoch it trains exactly the images per bucket planned here, in batches of the planned sizes, but in an "
+        "order no plan can know (it shuffles with Python's global random, which its logging also draws from), and a "
+        "batch fetched first in an epoch (one per DataLoader worker) comes from the previous epoch's shuffle; the "
+        "schedule's batch order is the planner's own"
     )
 
 

@@ -122,6 +122,7 @@ def test_mixed_config_plans_each_dataset_by_its_rule(workdir):
     result = run_plan("dataset.toml", "--epochs", "2", "--schedule", "plan.jsonl")
     assert result.returncode == 0, result.stderr
     assert "no multiplier anywhere" not in result.stdout
+    assert "dataset 0 has no multiplier: sd-scripts trains it itself (the others follow the plan batch for batch)" in result.stdout
     assert "0-1 (stock regularization)" in result.stdout and "never (3 unused)" in result.stdout
     assert "0.2 (auto (regularization))" in result.stdout  # 0.4 x 5 = 2 training images against 10
     records = records_of("plan.jsonl")
