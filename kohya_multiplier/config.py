@@ -33,8 +33,9 @@ sd-scripts' own rules, read from ``library/config_util.py`` and ``library/train_
 * **Without a config file.** ``options.train_data_dir`` / ``reg_data_dir`` hold DreamBooth
   folders named ``<repeats>_<class tokens>``; a decimal prefix such as ``0.25_alice`` sets a
   multiplier. Folders are taken in name order (sd-scripts takes them in file-system order, which
-  only affects the order subsets are listed in). Folders without a prefix are ignored with a
-  warning, folders with an integer prefix below 1 silently, as sd-scripts does.
+  only affects the order subsets are listed in, and, in a dataset without multipliers, which
+  regularization images come first: ``SubsetSpec.listing_order``). Folders without a prefix are
+  ignored with a warning, folders with an integer prefix below 1 silently, as sd-scripts does.
 * **Validation split** (sd-scripts >= 0.10: ``validation_split`` with ``validation_seed``): the
   training part of each non-regularization subset is reproduced exactly. Without
   ``validation_seed`` sd-scripts draws a random split, which a plan cannot reproduce: a note says
@@ -121,6 +122,7 @@ class SubsetSpec:
     num_repeats: int
     effective_multiplier: float  # what the planner uses; <= 0 means excluded
     effective_origin: str  # "multiplier (subset)", "auto (regularization)", "num_repeats", ...
+    listing_order: int | None = None  # DreamBooth folders: sd-scripts' (file-system) order; None: config order
 
     @property
     def excluded(self) -> bool:
@@ -411,6 +413,7 @@ class _FolderInfo:
 
     where: str
     from_fraction: bool
+    listing_order: int  # position in sd-scripts' own listing of the base folder (file-system order)
 
 
 def _config_from_folders(options: CommandLineOptions) -> tuple[dict, list[_FolderInfo]]:
@@ -424,7 +427,9 @@ def _config_from_folders(options: CommandLineOptions) -> tuple[dict, list[_Folde
             reason = "not a directory" if os.path.exists(root) else "directory not found"
             raise UserError(f"{reason}: {root}", key=option)
         found = 0
-        for name in sorted(os.listdir(root)):
+        listed = os.listdir(root)  # sd-scripts' Path.iterdir() order; it decides which reg images come first
+        rank = {name: i for i, name in enumerate(listed)}
+        for name in sorted(listed):
             path = os.path.join(base, name)
             if not os.path.isdir(path):
                 continue
@@ -444,7 +449,7 @@ def _config_from_folders(options: CommandLineOptions) -> tuple[dict, list[_Folde
             else:
                 table["num_repeats"] = repeats
             subsets.append(table)
-            info.append(_FolderInfo(where=path, from_fraction=multiplier is not None))
+            info.append(_FolderInfo(where=path, from_fraction=multiplier is not None, listing_order=rank[name]))
             found += 1
         if not found and not is_reg:
             raise UserError(f"no subset folders named <repeats>_<name> (such as 10_alice or 0.25_alice) in {root}", key=option)
@@ -699,6 +704,7 @@ class _Reader:
             num_repeats=num_repeats,
             effective_multiplier=effective,
             effective_origin=effective_origin,
+            listing_order=folder.listing_order if folder is not None else None,
         )
 
     # -- regularization ------------------------------------------------------------------------

@@ -12,7 +12,8 @@ sd-scripts does not repeat a regularization image by its subset's ``num_repeats`
    regularization subsets, a training dataset keeps them whole).
 2. ``num_train_images`` = sum over training subsets of ``num_repeats x images``. Training images
    are registered with their subset's ``num_repeats``; regularization images are queued, subsets
-   in config order, images in the order sd-scripts lists them (sorted by path).
+   in config order (DreamBooth folders: in the file-system order sd-scripts lists them), images in
+   the order sd-scripts lists them (sorted by path).
 3. If there are regularization images, the queue is walked: the first pass registers each image
    with its subset's ``num_repeats`` and stops as soon as the running total reaches
    ``num_train_images`` (images after that are never registered: never trained, never cached);
@@ -76,6 +77,13 @@ def num_train_images(subsets: Sequence["SubsetSpec"]) -> int:
     return sum(s.num_repeats * len(s.images) for s in subsets if not s.is_reg and not s.excluded)
 
 
+def registration_order(subsets: Sequence["SubsetSpec"]) -> list[int]:
+    """Indices of the regularization subsets that take part, in the order sd-scripts queues them:
+    config order, or for DreamBooth folders sd-scripts' own listing order of the folder."""
+    reg = [i for i, s in enumerate(subsets) if s.is_reg and not s.excluded]
+    return sorted(reg, key=lambda i: (subsets[i].listing_order if subsets[i].listing_order is not None else i, i))
+
+
 def stock_image_repeats(dataset: "DatasetSpec") -> list[np.ndarray] | None:
     """Per subset, the repeats of each of its images (aligned with ``subset.images``) as stock
     sd-scripts trains them; None for a dataset that uses multipliers (the planner's own rules).
@@ -86,7 +94,7 @@ def stock_image_repeats(dataset: "DatasetSpec") -> list[np.ndarray] | None:
     if dataset.uses_multiplier:
         return None
     result = [np.zeros(len(s.images), dtype=np.int64) for s in dataset.subsets]
-    reg = [i for i, s in enumerate(dataset.subsets) if s.is_reg and not s.excluded]
+    reg = registration_order(dataset.subsets)
     for i, s in enumerate(dataset.subsets):
         if not s.is_reg and not s.excluded:
             result[i][:] = s.num_repeats
@@ -101,7 +109,7 @@ def stock_image_repeats(dataset: "DatasetSpec") -> list[np.ndarray] | None:
 
 def stock_regularization_note(subsets: Sequence["SubsetSpec"], prefix: str, where: str) -> str | None:
     """The note for a stock dataset with regularization images: what sd-scripts does with them."""
-    reg = [s for s in subsets if s.is_reg and not s.excluded]
+    reg = [subsets[i] for i in registration_order(subsets)]
     if not reg:
         return None
     train = num_train_images(subsets)
@@ -119,6 +127,7 @@ def stock_regularization_note(subsets: Sequence["SubsetSpec"], prefix: str, wher
 
 __all__ = [
     "STOCK_REGULARIZATION",
+    "registration_order",
     "num_train_images",
     "stock_image_repeats",
     "stock_regularization_note",

@@ -1,7 +1,8 @@
 """Build sd-scripts' own training datasets for dataset configs and report what they register.
 
 Run with the checkout's Python, in the checkout (it imports train_network and library.*); it never
-imports kohya_multiplier. Input (stdin, JSON): ``{"configs": [TOML, ...], "output": FILE}``. For
+imports kohya_multiplier. Input (stdin, JSON): ``{"configs": [TOML or {"args": [...]}, ...], "output":
+FILE}`` (args: DreamBooth folders and dataset options on the command line, no config file). For
 each config it does what train_network.py does before training (parse the arguments,
 prepare_dataset_args, BlueprintGenerator with ConfigSanitizer(True, True, False, True),
 generate_dataset_group_by_blueprint, which also runs make_buckets) and writes to FILE (JSON; stdout
@@ -31,15 +32,23 @@ def _prepare(args) -> None:
     prepare_dataset_args(args, True)
 
 
-def build(config: str) -> dict:
+def build(config) -> dict:
+    """``config``: a dataset TOML, or ``{"args": [...]}``: DreamBooth folders given on the command line."""
     import train_network
     from library import config_util
 
     parser = train_network.setup_parser()
-    args = parser.parse_args(["--dataset_config", config, "--output_dir", os.path.dirname(config)])
+    if isinstance(config, str):
+        args = parser.parse_args(["--dataset_config", config, "--output_dir", os.path.dirname(config)])
+    else:
+        args = parser.parse_args([*config["args"], "--output_dir", os.getcwd()])
     _prepare(args)
     generator = config_util.BlueprintGenerator(config_util.ConfigSanitizer(True, True, False, True))
-    user_config = config_util.load_user_config(config)
+    if isinstance(config, str):
+        user_config = config_util.load_user_config(config)
+    else:  # as train_network.py does without a config file
+        subsets = config_util.generate_dreambooth_subsets_config_by_subdirs(args.train_data_dir, args.reg_data_dir)
+        user_config = {"datasets": [{"subsets": subsets}]}
     runtime = {}
     if "tokenizer" in {f.name for f in dataclasses.fields(config_util.BaseDatasetParams)}:
         runtime["tokenizer"] = _Tokenizer()

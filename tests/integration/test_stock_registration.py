@@ -110,3 +110,41 @@ def test_sd_scripts_registers_what_the_plan_input_holds(sd, tmp_path):
             compared += 1
     # the random configs really cover both sides of the rule
     assert compared >= CONFIGS and reg_unused >= 3 and reg_extra >= 3, (compared, reg_unused, reg_extra)
+
+
+FOLDER_ARGS = ["--resolution", "128", "--enable_bucket", "--min_bucket_reso", "64", "--max_bucket_reso", "256",
+               "--bucket_reso_steps", "64", "--caption_extension", ".txt", "--train_batch_size", "2"]
+
+
+def test_dreambooth_folders_queue_regularization_in_sd_scripts_listing_order(sd, tmp_path):
+    """--train_data_dir/--reg_data_dir: sd-scripts queues regularization folders in file-system
+    order (Path.iterdir), which decides which images are used when they outnumber the training
+    images; the dry run takes the same order."""
+    write_images(tmp_path / "few" / "2_alice", 5, (128, 128), seed=1, caption="alice")  # 10: some reg images unused
+    write_images(tmp_path / "many" / "19_alice", 5, (128, 128), seed=1, caption="alice")  # 95: reg repeated in turn
+    reg_folders = ["1_a", "1_e", "2_c", "3_d", "1_b", "1_f"]
+    for k, name in enumerate(reg_folders):
+        write_images(tmp_path / "reg" / name, 2 + k % 3, (128, 128) if k % 2 else (192, 64), seed=10 + k, caption="person")
+    listed = [p.name for p in (tmp_path / "reg").iterdir()]
+    cases = {label: ["--train_data_dir", str(tmp_path / label), "--reg_data_dir", str(tmp_path / "reg")] for label in ("few", "many")}
+    output = tmp_path / "oracle.json"
+    request = {"configs": [{"args": [*args, *FOLDER_ARGS]} for args in cases.values()], "output": str(output)}
+    completed = subprocess.run([sd.python, str(ORACLE)], input=json.dumps(request), capture_output=True, text=True,
+                               env=sd.env(), cwd=str(sd.root), timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    from kohya_multiplier.commands.dataset_options import add_dataset_arguments, options_from_args
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_dataset_arguments(parser)
+    for (label, args), theirs in zip(cases.items(), json.loads(output.read_text())):
+        assert "error" not in theirs, theirs
+        config = load_training_config(None, options_from_args(parser.parse_args([*args, *FOLDER_ARGS])))
+        (dataset,) = config.datasets
+        planner, plan_input = planner_for_dataset(dataset, 0)
+        mine = {
+            key: [int(repeats), list(plan_input.bucket_resolutions[bucket])]
+            for key, repeats, bucket in zip(plan_input.image_keys, plan_input.image_repeats, plan_input.bucket_of_image)
+        }
+        assert mine == theirs["datasets"][0]["images"], (label, listed)
+        assert planner.epoch_length == theirs["datasets"][0]["length"], label
