@@ -1,10 +1,13 @@
 """Benchmark of the planner on a synthetic dataset built in memory.
 
-    python -m kohya_multiplier.bench --images 1000000 --subsets 100 --buckets 10 --epochs 10 --batch-size 4
+    taskset -c 0 python -m kohya_multiplier.bench --images 1000000 --subsets 100 --buckets 10 --epochs 10 --batch-size 4
 
 Prints a few human lines, then as the last line one JSON object with ``plan_seconds_per_epoch``
-(median over the planned epochs), ``jump_seconds`` (a fresh planner planning epoch 1000 directly)
-and ``peak_rss_mb`` (peak resident memory of this process), plus context figures.
+(median over the planned epochs), ``jump_seconds`` (a fresh planner planning epoch
+``--jump-epoch`` directly, default 1000), ``pickled_mb_epoch_1`` and ``pickled_mb_after_jump``
+(the planner as a DataLoader worker receives it, after epoch 1 and after the jump),
+``peak_rss_mb`` (peak resident memory of this process) and ``extra_rss_mb`` (above the
+interpreter with numpy imported), plus context figures.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import resource
 import statistics
 import sys
@@ -50,7 +54,8 @@ def main(argv=None) -> int:
     parser.add_argument("--buckets", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--jump-to", type=int, default=1000)
+    parser.add_argument("--jump-epoch", "--jump-to", dest="jump_epoch", type=int, default=1000,
+                        help="epoch a fresh planner plans directly (default 1000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--all-cores", action="store_true", help="do not pin the process to one core")
     args = parser.parse_args(argv)
@@ -66,19 +71,23 @@ def main(argv=None) -> int:
 
     timings = []
     planned = 0
+    pickled_first = 0
     for epoch in range(1, args.epochs + 1):
         started = time.perf_counter()
         plan = planner.plan_epoch(epoch)
         timings.append(time.perf_counter() - started)
         planned += plan.image_indices.size
+        if epoch == 1:
+            pickled_first = len(pickle.dumps(planner, protocol=pickle.HIGHEST_PROTOCOL))
     del plan
 
     fresh = DatasetPlanner(subset_of_image, bucket_of_image, multipliers, args.batch_size, args.seed)
     started = time.perf_counter()
-    fresh.plan_epoch(args.jump_to)
+    fresh.plan_epoch(args.jump_epoch)
     jump = time.perf_counter() - started
+    peak = _rss_mb()  # before pickling (the pickle's own bytes are not the planner's)
+    pickled_jump = len(pickle.dumps(fresh, protocol=pickle.HIGHEST_PROTOCOL))
 
-    peak = _rss_mb()
     result = {
         "images": args.images,
         "subsets": args.subsets,
@@ -88,15 +97,19 @@ def main(argv=None) -> int:
         "images_per_epoch": round(planned / args.epochs, 1),
         "setup_seconds": round(setup, 3),
         "plan_seconds_per_epoch": round(statistics.median(timings), 3),
-        "jump_to_epoch": args.jump_to,
+        "jump_to_epoch": args.jump_epoch,
         "jump_seconds": round(jump, 3),
+        "pickled_mb_epoch_1": round(pickled_first / 2**20, 2),
+        "pickled_mb_after_jump": round(pickled_jump / 2**20, 2),
+        "planner_version": getattr(sys.modules[DatasetPlanner.__module__], "PLANNER_VERSION", 1),
         "baseline_rss_mb": round(baseline, 1),
         "peak_rss_mb": round(peak, 1),
         "extra_rss_mb": round(peak - baseline, 1),
     }
     print(
         f"{args.images} images, {args.subsets} subsets, {args.buckets} buckets, batch size {args.batch_size}: "
-        f"{planner.epoch_length} batches per epoch",
+        f"{planner.epoch_length} batches per epoch; planner pickles to {pickled_first / 2**20:.2f} MB after epoch 1, "
+        f"{pickled_jump / 2**20:.2f} MB after epoch {args.jump_epoch}",
         file=sys.stderr,
     )
     print(json.dumps(result))

@@ -1,8 +1,13 @@
 """Schedules as JSON Lines: one object per batch, written by `plan --schedule` and by training.
 
-    {"epoch": 3, "dataset": 0, "batch": 17, "resolution": [512, 768], "images": ["/abs/a.png", ...]}
+    {"epoch": 3, "dataset": 0, "batch": 17, "resolution": [512, 768], "images": ["/abs/a.png", ...],
+     "planner_version": 2}
 
-epoch counts from 1, dataset and batch from 0 (batch = position in the epoch).
+epoch counts from 1, dataset and batch from 0 (batch = position in the epoch). ``planner_version``
+(``kohya_multiplier.planner.PLANNER_VERSION``) names the planner that made the plan: the same
+(seed, dataset, epoch) gives other batches under another version, so a schedule or a resume from
+an older version can be told apart. Readers accept records without it (schedules written before
+version 2).
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from typing import IO, Iterator
 
 from kohya_multiplier.errors import UserError
 from kohya_multiplier.plan_input import PlanInput
-from kohya_multiplier.planner import EpochPlan
+from kohya_multiplier.planner import PLANNER_VERSION, EpochPlan
+
+PLANNER_VERSION_KEY = "planner_version"
 
 
 def epoch_records(dataset_index: int, plan: EpochPlan, plan_input: PlanInput) -> Iterator[dict]:
@@ -26,6 +33,7 @@ def epoch_records(dataset_index: int, plan: EpochPlan, plan_input: PlanInput) ->
             "batch": i,
             "resolution": [width, height],
             "images": [keys[j] for j in images],
+            PLANNER_VERSION_KEY: PLANNER_VERSION,
         }
 
 

@@ -26,6 +26,7 @@ class Batch:
     batch: int
     resolution: tuple[int, int]
     images: tuple[str, ...]
+    planner_version: int | None = None  # absent in schedules written before planner version 2
 
 
 def _int(value, *, file: str, where: str, key: str, minimum: int) -> int:
@@ -64,7 +65,10 @@ def parse_line(text: str, *, file: str, line: int) -> Batch:
     images = record["images"]
     if not isinstance(images, list) or not images or not all(isinstance(p, str) and p for p in images):
         raise UserError("must be a non-empty list of image paths", file=file, where=where, key="images")
-    return Batch(epoch, dataset, batch, reso, tuple(images))  # type: ignore[arg-type]
+    version = record.get("planner_version")
+    if version is not None:
+        version = _int(version, file=file, where=where, key="planner_version", minimum=1)
+    return Batch(epoch, dataset, batch, reso, tuple(images), version)  # type: ignore[arg-type]
 
 
 def read_schedule(path: str | os.PathLike) -> list[Batch]:
@@ -148,7 +152,7 @@ def strip_common_prefix(batches: list[Batch]) -> list[Batch]:
     if not root:
         return batches
     return [Batch(b.epoch, b.dataset, b.batch, b.resolution,
-                  tuple(os.path.relpath(p, root) for p in b.images)) for b in batches]
+                  tuple(os.path.relpath(p, root) for p in b.images), b.planner_version) for b in batches]
 
 
 # --- comparison ----------------------------------------------------------------------------------------
@@ -199,6 +203,7 @@ class ScheduleDiff:
     epochs: list[EpochDiff]
     subsets: list[SubsetDiff]
     compared_epochs: list[int]
+    planner_versions: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())  # versions recorded in A, in B
 
     @property
     def identical(self) -> bool:
@@ -273,7 +278,8 @@ def compare(a: list[Batch], b: list[Batch], *, namer: Callable[[str], str] | Non
             a_count, b_count = counts[name].get(epoch, (0, 0))
             diff.per_epoch[epoch] = (a_count, b_count)
         subsets.append(diff)
-    return ScheduleDiff(epoch_rows, subsets, compared)
+    versions = tuple(tuple(sorted({x.planner_version for x in side if x.planner_version is not None})) for side in (a, b))
+    return ScheduleDiff(epoch_rows, subsets, compared, versions)  # type: ignore[arg-type]
 
 
 # --- text ----------------------------------------------------------------------------------------------
@@ -346,6 +352,10 @@ def format_diff(diff: ScheduleDiff, *, show_all: bool = False, per_epoch: bool =
             cells = ", ".join(f"{e}: {s.per_epoch[e][0]}/{s.per_epoch[e][1]}" for e in s.epochs_differing)
             lines.append(f"  {s.name}: {cells}")
     lines.append("")
+    versions_a, versions_b = diff.planner_versions
+    if versions_a and versions_b and versions_a != versions_b:
+        lines.append(f"planner versions differ: A {', '.join(map(str, versions_a))}, B {', '.join(map(str, versions_b))} "
+                     "(the same seed and dataset give other batches under another planner version)")
     if diff.identical:
         lines.append("schedules are identical")
     else:

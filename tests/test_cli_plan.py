@@ -12,6 +12,7 @@ import pytest
 
 from kohya_multiplier.cli import main
 from kohya_multiplier.example import generate, write_png
+from kohya_multiplier.planner import PLANNER_VERSION
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -53,7 +54,8 @@ def test_schedule_file_lists_every_batch_with_absolute_paths(example_config, tmp
     records = [json.loads(line) for line in schedule.read_text().splitlines()]
     per_epoch = {}
     for record in records:
-        assert set(record) == {"epoch", "dataset", "batch", "resolution", "images"}
+        assert set(record) == {"epoch", "dataset", "batch", "resolution", "images", "planner_version"}
+        assert record["planner_version"] == PLANNER_VERSION
         assert 1 <= len(record["images"]) <= 4
         assert all(os.path.isabs(p) and os.path.exists(p) for p in record["images"])
         per_epoch.setdefault(record["epoch"], []).append(record["batch"])

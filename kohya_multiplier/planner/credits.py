@@ -1,21 +1,28 @@
-"""Per-epoch allocation: how many fractional picks each bucket and each cell gets.
+"""Per-epoch allocation: how many fractional picks each cell gets, and in which batches.
 
-Two levels of deficit scheduling, all in integer credit units:
-1. Buckets. Each bucket accrues its fractional demand every epoch. Its free slots (the empty places
-   in its last base batch) are served first. Then the K extra batches go, one by one, to the bucket
-   with the most credit per batch it can fill; a batch serves min(fill, max(1, ceil(credit)))
-   picks, never more than the images the bucket has left this epoch.
-2. Cells. A bucket's picks go, one by one, to its most overdue cell: images owed plus half
-   the epochs waited, so neither slow cells wait behind fast ones nor fast cells fall images behind.
+One credit per cell, in integer units: each epoch a cell accrues its demand (f x n images); a pick
+is *due* once a whole image of credit is there. Each epoch:
 
-Credit carries over between epochs, so amounts stay right epoch by epoch and over any run. The
-allocation depends only on the layout and the previous epoch's credits, never on which images were
-picked, so replaying it from epoch 1 costs O(buckets + cells) per epoch.
+1. Every due pick is served if the extra batches allow it: a bucket's due picks fill its free slots
+   (the empty places in its last base batch), then ceil(rest / fill) extra batches.
+2. If they do not, the K extra batches go to the fullest batches (the picks left waiting are
+   those of the emptiest last batches, so no capacity is lost), and inside a bucket to the most
+   overdue cells: lateness in epochs of the cell's own rate, so a slow cell waits no longer than
+   a fast one, whatever its bucket-mates do.
+3. Extra batches no due pick needs split the others (batches may be partial), so no pick is
+   taken early; only where nothing is left to split does each take one pick, from the cell closest
+   to due: a pick due next epoch, else a forced one (the rounding up of K, reported at start).
+
+Picks taken early are charged, so amounts stay right; over-service from the rounding up of K is
+forgiven in whole epochs to every cell alike once every cell is that far ahead, so the credits
+stay bounded and long runs neither drift nor slow down. The allocation depends only on the layout and the previous credits, never on which
+images were picked: replaying it costs O(cells) per epoch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -23,98 +30,194 @@ from kohya_multiplier.planner.layout import UNITS_PER_IMAGE, DatasetLayout
 from kohya_multiplier.planner.tickets import take_most_overdue
 
 Q = UNITS_PER_IMAGE
-# Weight of an epoch waited against an image owed in a cell's lateness (tuned on the contract's
-# 25-subject case and the slow-cell cases of tests/test_planner_regressions.py).
-EPOCH_WEIGHT = 0.5
+
+
+# Every cell starts with half an image of credit: a cell's count by epoch e is then e x r rounded
+# to the nearest, so the cells of a subject err both ways and cancel.
+PHASE = Q // 2
 
 
 @dataclass(frozen=True)
 class CreditState:
-    bucket_credit: np.ndarray  # (B,) int64 units
-    cell_credit: np.ndarray  # (C,) int64 units
+    cell_credit: np.ndarray  # (C,) int64 units: picks owed, a whole pick per Q
 
     @classmethod
     def initial(cls, layout: DatasetLayout) -> "CreditState":
-        return cls(np.zeros(layout.n_buckets, dtype=np.int64), np.zeros(layout.cell_size.size, dtype=np.int64))
+        return cls(np.full(layout.cell_size.size, PHASE, dtype=np.int64))
 
 
 @dataclass(frozen=True)
 class EpochAllocation:
     free_picks: np.ndarray  # (B,) fractional picks placed in the free slots of base batches
-    full_batches: np.ndarray  # (B,) extra batches holding batch_fill[b] picks
-    partial_batches: list[tuple[int, int]]  # (bucket, picks) extra batches holding fewer
+    extra_batches: np.ndarray  # (B,) extra batches of each bucket
+    extra_picks: np.ndarray  # (B,) fractional picks in them (at least one per batch)
     cell_picks: np.ndarray  # (C,) fractional picks of each cell this epoch
 
     def extra_batch_sizes(self, layout: DatasetLayout, bucket: int) -> list[int]:
-        sizes = [int(layout.batch_fill[bucket])] * int(self.full_batches[bucket])
-        sizes.extend(picks for b, picks in self.partial_batches if b == bucket)
-        return sizes
+        """The bucket's extra batches, picks split as evenly as possible (larger first)."""
+        count, picks = int(self.extra_batches[bucket]), int(self.extra_picks[bucket])
+        if count == 0:
+            return []
+        size, larger = divmod(picks, count)
+        return [size + 1] * larger + [size] * (count - larger)
+
+
+def _batches_for(picks, free, fill):
+    return -(-np.maximum(picks - free, 0) // np.maximum(fill, 1))
+
+
+def _contended(layout: DatasetLayout, x, rate, due, due_b, K):
+    """Due picks served when the batches they need exceed K.
+
+    Full batches first, so no capacity is lost to partial ones; among the buckets' partial last
+    batches, the fullest. Where even the full batches exceed K and every batch holds one pick, the
+    K picks go to the most overdue cells of all buckets; otherwise the full batches are shared in
+    proportion. Inside a bucket the picks go to the most overdue cells (lateness in epochs of the
+    cell's own rate, so a slow cell waits no longer than a fast one, whatever its bucket-mates do).
+    """
+    B = layout.n_buckets
+    fill = np.maximum(layout.batch_fill, 1)
+    free = layout.free_slots
+    over = np.maximum(due_b - free, 0)
+    full = over // fill
+    partial = over - full * fill  # picks of the last, partial batch (0: none)
+    zeros = np.zeros(B, dtype=np.int64)
+    if full.sum() <= K:
+        batches = full.copy()
+        spare = K - int(full.sum())
+        for b in np.lexsort((np.arange(B), -partial / fill)):
+            if spare == 0 or partial[b] == 0:
+                break
+            batches[b] += 1
+            spare -= 1
+    elif (fill == 1).all():
+        in_free = take_most_overdue(x - Q, rate, Q, due, layout.cell_bucket, np.minimum(due_b, free), layout.cell_bucket_starts)
+        rest = take_most_overdue(x - (in_free + 1) * Q, rate, Q, due - in_free, np.zeros(due.size, dtype=np.int64), np.array([K]))
+        return in_free + rest
+    else:
+        batches = take_most_overdue(full, np.ones(B), 1, full, zeros, np.array([K]))  # largest share first
+    room = np.minimum(due_b, free + batches * fill)
+    return take_most_overdue(x - Q, rate, Q, due, layout.cell_bucket, room, layout.cell_bucket_starts)
+
+
+def _closest_to_due(credit, rate, caps, wanted: int) -> np.ndarray:
+    """``wanted`` single picks, closest to due first (the one-at-a-time greedy). Usually they go
+    to that many different cells, found with one partition; otherwise the ticket search."""
+    extra = np.zeros(caps.size, dtype=np.int64)
+    if wanted == 0:
+        return extra
+    priority = np.where(caps > 0, credit / rate, -np.inf)
+    if wanted <= int((caps > 0).sum()):
+        top = np.argpartition(-priority, wanted - 1)[:wanted]
+        cut = priority[top].min()
+        second = np.where(caps > 1, (credit - Q) / rate, -np.inf)
+        if cut > -np.inf and cut > second.max():
+            above = np.flatnonzero(priority > cut)
+            at = np.flatnonzero(priority == cut)[: wanted - above.size]  # ties: lower cell index first
+            extra[above] = 1
+            extra[at] = 1
+            return extra
+    return take_most_overdue(credit, rate, Q, caps, np.zeros(caps.size, dtype=np.int64), np.array([wanted]))
 
 
 def allocate_epoch(layout: DatasetLayout, state: CreditState) -> tuple[EpochAllocation, CreditState]:
     """One epoch's allocation from the credits left by the previous epoch."""
-    credit = state.bucket_credit + layout.demand
-    left = layout.capacity.copy()
+    rho = layout.cell_demand
+    rate = np.maximum(rho, 1).astype(np.float64)
+    n = layout.cell_size
+    bucket = layout.cell_bucket
+    starts = layout.cell_bucket_starts
+    B = layout.n_buckets
+    free, fill = layout.free_slots, np.maximum(layout.batch_fill, 1)
+    K = layout.extra_batches
+    x = state.cell_credit + rho
+    due = np.clip(x // Q, 0, n)
 
-    free_picks = np.clip(credit // Q, 0, np.minimum(layout.free_slots, left))
-    credit = credit - free_picks * Q
-    left = left - free_picks
+    present = np.diff(np.r_[starts, n.size]) > 0
+    first = starts[present]
 
-    fill = layout.batch_fill
-    remaining = layout.extra_batches
-    full_batches = np.zeros(layout.n_buckets, dtype=np.int64)
-    fillable = fill > 0
-    if remaining and fillable.any():
-        # Whole batches first: every bucket with credit for a full batch outranks every bucket without.
-        step = np.where(fillable, fill, 1) * Q
-        level = np.floor_divide(credit, step)
-        whole_ready = np.where(fillable, np.clip(level, 0, left // np.where(fillable, fill, 1)), 0)
-        if whole_ready.sum() <= remaining:
-            full_batches = whole_ready
-        else:  # more full batches are due than there are: the most credit per batch first
-            full_batches = take_most_overdue(
-                credit, step.astype(np.float64), step, whole_ready, np.zeros(layout.n_buckets, dtype=np.int64),
-                np.array([remaining]),
-            )
-        credit = credit - full_batches * fill * Q
-        left = left - full_batches * fill
-        remaining -= int(full_batches.sum())
+    def per_bucket(values):
+        out = np.zeros(B, dtype=np.int64)
+        if first.size:
+            out[present] = np.add.reduceat(values, first)
+        return out
 
-    partial_batches: list[tuple[int, int]] = []
-    while remaining > 0:
-        eligible = left > 0
-        # Proven by the choice of K (layout.py): K extra batches never use up every fractional image.
-        assert eligible.any(), "planner invariant broken: no fractional image left for an extra batch"
-        priority = np.where(eligible, credit / (np.maximum(fill, 1) * Q), -np.inf)
-        # Round the credit up: a batch that takes a bucket's turn carries a whole batch's worth of
-        # its demand, as K assumes; the surplus is a debt that lowers the bucket's next priority.
-        picks = np.minimum(np.minimum(fill, np.maximum(1, -(-credit // Q))), left)
-        order = np.argsort(-priority, kind="stable")[:remaining]
-        # Usually the top buckets each take one batch and drop to no credit: one step serves them all,
-        # exactly as the one-at-a-time greedy would. Otherwise take the single best and look again.
-        if priority[order[-1]] > 0 and (credit[order] - picks[order] * Q <= 0).all():
-            served = order
-        else:
-            served = order[:1]
-        partial_batches.extend((int(b), int(picks[b])) for b in served)
-        credit[served] -= picks[served] * Q
-        left[served] -= picks[served]
-        remaining -= served.size
+    due_b = per_bucket(due)
+    served = due if _batches_for(due_b, free, fill).sum() <= K else _contended(layout, x, rate, due, due_b, K)
+    served_b = per_bucket(served)
+    batches = _batches_for(served_b, free, fill)
+    spare = K - int(batches.sum())
 
-    bucket_picks = layout.capacity - left
-    cell_credit = state.cell_credit + layout.cell_demand
-    # A cell's next pick is due once it has half an image of credit. Its lateness after that counts
-    # both ways: images owed plus half the epochs waited (credit / rate).
-    # Epochs alone let a fast cell owe several images; images alone keep a slow cell (0.03 images
-    # per epoch) waiting dozens of epochs behind fast ones. (c/Q + w c/r = c / (rQ / (r + wQ)).)
-    rate = layout.cell_demand.astype(np.float64)
-    cell_picks = take_most_overdue(
-        cell_credit - Q // 2, rate * Q / (rate + EPOCH_WEIGHT * Q), Q, layout.cell_size, layout.cell_bucket, bucket_picks, layout.cell_bucket_starts
-    )
-    # A bucket that serves close to all its images forces picks on cells that had no credit left.
-    # Such forced picks are extra, not an advance: charging them would leave a slow cell (f x n
-    # of 0.03 images per epoch) owing for hundreds of epochs, starving its images. So a cell never
-    # owes more than one image.
-    cell_credit = np.maximum(cell_credit - cell_picks * Q, -Q)
-    allocation = EpochAllocation(free_picks, full_batches, partial_batches, cell_picks)
-    return allocation, CreditState(credit, cell_credit)
+    # Room left in the batches a bucket got: due picks left by the deadline threshold (ties), then
+    # picks due next epoch, so batches run full and no capacity is lost to partial batches.
+    soon = np.clip((x + rho) // Q, 0, n)
+    left_due = due - served
+    room = free + batches * fill - served_b
+    if left_due.any():
+        waiting = per_bucket(left_due) - room
+        if spare > 0 and (waiting > 0).any():
+            # spare batches (ties at the threshold) to the buckets with the most urgent due picks left
+            priority = np.where(left_due > 0, (x - (served + 1) * Q) / rate, -np.inf)
+            best = np.full(B, -np.inf)
+            best[present] = np.maximum.reduceat(priority, first)
+            for b in np.lexsort((np.arange(B), -best)):
+                if spare == 0 or best[b] == -np.inf:
+                    break
+                if waiting[b] > 0:
+                    more = min(spare, int(-(-waiting[b] // fill[b])))
+                    batches[b] += more
+                    room[b] += more * fill[b]
+                    spare -= more
+    candidates = soon - served
+    # Early picks go only into extra batches: a bucket served by its free slots alone keeps its pace.
+    wanted = np.minimum(np.where(batches > 0, room, np.minimum(room, per_bucket(left_due))), per_bucket(candidates))
+    spare_share = Fraction(K) - layout.fractional_batches
+    if spare_share > 0:
+        # K has spare capacity on average, so buckets need to work ahead less: a bucket runs ahead
+        # of its cells' demand (credit below the starting phase) by at most the part of a batch
+        # the spare capacity does not cover.
+        limit = 0
+        ahead = (per_bucket(x - served * Q - PHASE) + limit * Q) // Q
+        wanted = np.minimum(wanted, ahead + per_bucket(left_due))
+    wanted = np.clip(wanted, 0, None)
+    if wanted.any():
+        full = wanted == per_bucket(candidates)
+        take_all = full[bucket]
+        served = served + np.where(take_all, candidates, 0)
+        partial = np.where(~full, wanted, 0)
+        if partial.any():
+            chosen = take_most_overdue(x - (served + 1) * Q, rate, Q, np.where(take_all, 0, candidates), bucket, partial, starts)
+            served = served + chosen
+    served_b = per_bucket(served)
+
+    extra = np.zeros_like(served)
+    if spare > 0:
+        # Spare batches split batches first (at least one pick each): no pick is taken early.
+        splittable = served_b - batches
+        for b in np.lexsort((np.arange(B), -splittable)):
+            if spare == 0 or splittable[b] <= 0:
+                break
+            more = min(spare, int(splittable[b]))
+            batches[b] += more
+            spare -= more
+    if spare > 0:
+        # Then each takes one pick, closest to due first: picks due next epoch, then forced ones.
+        caps = n - served
+        extra = _closest_to_due(x - (served + 1) * Q, rate, caps, min(spare, int(caps.sum())))
+        extra_b = per_bucket(extra)
+        batches += extra_b
+        served_b = served_b + extra_b
+    picks = served + extra
+    free_picks = np.minimum(free, served_b - batches)
+    # Credits: every pick is charged. Forced picks (the rounding up of K) put cells ahead; once
+    # every cell is a whole epoch or more ahead, that many epochs of demand are forgiven to all of
+    # them alike, so credits stay bounded and forced picks stay spread in proportion to the rates.
+    left = x - picks * Q
+    if extra.any():
+        paced = rho > 0
+        if paced.any():
+            ahead = int(np.floor(np.min((PHASE - left[paced]) / rho[paced])))
+            if ahead >= 1:
+                left = left + ahead * rho
+    allocation = EpochAllocation(free_picks, batches, served_b - free_picks, picks)
+    return allocation, CreditState(left)

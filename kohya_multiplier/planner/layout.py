@@ -12,7 +12,6 @@ Vocabulary:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -42,7 +41,8 @@ class DatasetLayout:
     # per cell (ordered by bucket, then subset)
     cell_subset: np.ndarray
     cell_bucket: np.ndarray
-    cell_images: list[np.ndarray]  # image indices of the cell, canonical order
+    cell_members: np.ndarray  # image indices of every cell, cell after cell, canonical order within
+    cell_start: np.ndarray  # (C,) where each cell's images start in cell_members
     cell_size: np.ndarray
     cell_demand: np.ndarray  # units per epoch
     cell_excludes: np.ndarray  # bool: rotate the images left out (f > 1/2) instead of the picks
@@ -104,7 +104,6 @@ def build_layout(subset_of_image, bucket_of_image, multipliers, batch_size: int,
     keys = bucket_of_image[idx] * n_subsets + subset_of_image[idx]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if idx.size else np.zeros(0, dtype=np.int64)
     ends = np.r_[starts[1:], idx.size].astype(np.int64)
-    cell_images = [idx[s:e] for s, e in zip(starts, ends)]
     cell_subset = subset_of_image[idx[starts]] if idx.size else np.zeros(0, dtype=np.int64)
     cell_bucket = bucket_of_image[idx[starts]] if idx.size else np.zeros(0, dtype=np.int64)
     cell_size = (ends - starts).astype(np.int64)
@@ -128,6 +127,7 @@ def build_layout(subset_of_image, bucket_of_image, multipliers, batch_size: int,
 
     # K: enough extra batches for the demand the free slots cannot take, counted in batches each
     # bucket can really fill (a bucket with 3 fractional images fills batches of at most 3).
+    # sizing.py raises it where a simulation shows picks falling behind.
     fractional_batches = Fraction(0)
     for b in range(n_buckets):
         if capacity[b] == 0:
@@ -137,7 +137,7 @@ def build_layout(subset_of_image, bucket_of_image, multipliers, batch_size: int,
             fractional_batches += overflow / int(batch_fill[b])
     extra_batches = math.ceil(fractional_batches)
 
-    layout = DatasetLayout(
+    return DatasetLayout(
         batch_size=batch_size,
         n_buckets=n_buckets,
         integer_part=integer_part,
@@ -150,7 +150,8 @@ def build_layout(subset_of_image, bucket_of_image, multipliers, batch_size: int,
         batch_fill=batch_fill,
         cell_subset=cell_subset,
         cell_bucket=cell_bucket,
-        cell_images=cell_images,
+        cell_members=idx,
+        cell_start=starts.astype(np.int64),
         cell_size=cell_size,
         cell_demand=cell_demand,
         cell_excludes=cell_excludes,
@@ -158,7 +159,6 @@ def build_layout(subset_of_image, bucket_of_image, multipliers, batch_size: int,
         extra_batches=extra_batches,
         fractional_batches=fractional_batches,
     )
-    return _with_enough_extra_batches(layout)
 
 
 def _share_subset_demand(fraction, cell_subset, cell_size, n_subsets) -> np.ndarray:
@@ -181,30 +181,3 @@ def _share_subset_demand(fraction, cell_subset, cell_size, n_subsets) -> np.ndar
     rank = np.arange(order.size) - starts[ranked_subset]
     units[order[rank < short[ranked_subset]]] += 1
     return units
-
-
-KEEP_UP_EPOCHS = 48
-
-
-def _with_enough_extra_batches(layout: DatasetLayout) -> DatasetLayout:
-    """Raise K until the allocation keeps up with the demand.
-
-    ceil(fractional batches) is enough when buckets can carry credit freely. A bucket whose demand
-    nearly uses up its fractional images each epoch cannot: its batches must split at epoch ends, and
-    it needs more batches than demand / fill. Simulating a few dozen epochs of credits (cheap: no
-    images are picked) finds the K at which no bucket or cell falls behind.
-    """
-    from kohya_multiplier.planner.credits import CreditState, allocate_epoch  # credits builds on layout
-
-    fill = np.maximum(layout.batch_fill, 1)
-    most = int(np.sum(-(-layout.capacity // fill)))  # every fractional image every epoch
-    while layout.extra_batches < most:
-        state = CreditState.initial(layout)
-        for _ in range(KEEP_UP_EPOCHS):
-            _, state = allocate_epoch(layout, state)
-        bucket_behind = state.bucket_credit > (2 * fill + 1) * UNITS_PER_IMAGE
-        cell_behind = state.cell_credit > 3 * UNITS_PER_IMAGE
-        if not bucket_behind.any() and not cell_behind.any():
-            break
-        layout = dataclasses.replace(layout, extra_batches=layout.extra_batches + 1)
-    return layout

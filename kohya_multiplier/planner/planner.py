@@ -11,7 +11,12 @@ import numpy as np
 from kohya_multiplier.planner.assemble import EpochPlan, assemble_epoch
 from kohya_multiplier.planner.credits import CreditState, EpochAllocation, allocate_epoch
 from kohya_multiplier.planner.layout import DatasetLayout, build_layout
-from kohya_multiplier.planner.rotation import CellWalk
+from kohya_multiplier.planner.rotation import RotationState, advance, take
+from kohya_multiplier.planner.sizing import with_enough_extra_batches
+
+# Plans of the same (seed, dataset, epoch) differ between versions; recorded with every schedule.
+# 1: per-bucket credits, numpy-shuffled cycles (until 0.x); 2: per-cell deadlines, keyed permutations.
+PLANNER_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -19,7 +24,7 @@ class PlanSummary:
     epoch_length: int  # L batches, every epoch
     base_batches: int  # M: batches of the integer parts
     extra_batches: int  # K: batches added for the fractional parts
-    fractional_batches: Fraction  # exact fractional demand in batches; K is its ceiling
+    fractional_batches: Fraction  # exact fractional demand in batches; K is at least its ceiling
 
     @property
     def rounded_up(self) -> bool:
@@ -33,7 +38,8 @@ class DatasetPlanner:
     order (see plan_input.build_plan_input); multipliers: one per subset (<= 0 excludes it);
     image_repeats: optionally, each image's integer repeats instead of its subset's floor(m).
     ``plan_epoch(e)`` is the same whether epochs are planned in order, out of order, in another
-    process or after a resume: the only state is a replay of per-bucket and per-cell credits.
+    process or after a resume. The state is O(cells), whatever the epoch: the credits and rotation
+    positions after some epoch, replayed forward from there (or from epoch 0 to go back).
     """
 
     def __init__(
@@ -42,11 +48,20 @@ class DatasetPlanner:
         if int(seed) < 0:
             raise ValueError(f"seed must be non-negative, got {seed}")
         self.seed = int(seed)
-        self.layout: DatasetLayout = build_layout(subset_of_image, bucket_of_image, multipliers, batch_size, image_repeats)
-        self._states = [CreditState.initial(self.layout)]  # credits after epoch e, e = 0..replayed
-        self._allocations: list[EpochAllocation] = []  # epoch e at index e-1
-        # Row e: stream positions of every cell after epoch e; grown by doubling, rows 0..replayed valid.
-        self._cumulative = np.zeros((64, self.layout.cell_size.size), dtype=np.int64)
+        layout = build_layout(subset_of_image, bucket_of_image, multipliers, batch_size, image_repeats)
+        self.layout: DatasetLayout = with_enough_extra_batches(layout)
+        self._restart()
+
+    def _restart(self) -> None:
+        self._epoch = 0  # epochs replayed into the state below
+        self._credit = CreditState.initial(self.layout)
+        self._rotation = RotationState.initial(self.layout.cell_size.size)
+        self._ahead: tuple[int, EpochAllocation, CreditState] | None = None  # allocation of epoch _epoch + 1
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_ahead"] = None
+        return state
 
     @property
     def epoch_length(self) -> int:
@@ -60,43 +75,53 @@ class DatasetPlanner:
         layout = self.layout
         return PlanSummary(layout.epoch_length, layout.base_total, layout.extra_batches, layout.fractional_batches)
 
-    def _replay(self, epoch: int) -> None:
+    def _allocation(self) -> tuple[EpochAllocation, CreditState]:
+        """The allocation of epoch _epoch + 1 and the credits after it."""
+        if self._ahead is None or self._ahead[0] != self._epoch + 1:
+            self._ahead = (self._epoch + 1, *allocate_epoch(self.layout, self._credit))
+        return self._ahead[1], self._ahead[2]
+
+    def _windows(self, allocation: EpochAllocation) -> np.ndarray:
         layout = self.layout
-        stream_of_picks = np.where(layout.cell_excludes, -1, 1)
-        stream_offset = np.where(layout.cell_excludes, layout.cell_size, 0)
-        while len(self._allocations) < epoch:
-            allocation, state = allocate_epoch(layout, self._states[-1])
-            self._allocations.append(allocation)
-            self._states.append(state)
-            window = stream_offset + stream_of_picks * allocation.cell_picks
-            row = len(self._allocations)
-            if row >= self._cumulative.shape[0]:
-                grown = np.zeros((2 * row, self._cumulative.shape[1]), dtype=np.int64)
-                grown[:row] = self._cumulative[:row]
-                self._cumulative = grown
-            self._cumulative[row] = self._cumulative[row - 1] + window
+        return np.where(layout.cell_excludes, layout.cell_size - allocation.cell_picks, allocation.cell_picks)
+
+    def _replay(self, epoch: int) -> None:
+        """Bring the state to the end of ``epoch``."""
+        if self._epoch > epoch:
+            self._restart()
+        layout = self.layout
+        while self._epoch < epoch:
+            allocation, credit = self._allocation()
+            self._rotation = advance(
+                self.seed, layout.cell_subset, layout.cell_bucket, layout.cell_size, self._rotation, self._windows(allocation)
+            )
+            self._credit = credit
+            self._epoch += 1
 
     def plan_epoch(self, epoch: int) -> EpochPlan:
         if epoch < 1:
             raise ValueError(f"epochs count from 1, got {epoch}")
-        self._replay(epoch)
+        self._replay(epoch - 1)
         layout = self.layout
-        allocation = self._allocations[epoch - 1]
-        cumulative = self._cumulative[: epoch + 1]
-        fractional = [[] for _ in range(layout.n_buckets)]
-        for c in range(layout.cell_size.size):
-            if allocation.cell_picks[c] == 0:
-                continue
-            walk = CellWalk(
-                self.seed, int(layout.cell_subset[c]), int(layout.cell_bucket[c]), int(layout.cell_size[c]), cumulative[:, c]
-            )
-            positions = walk.window(epoch)
-            if layout.cell_excludes[c]:
-                keep = np.ones(walk.n, dtype=bool)
-                keep[positions] = False
-                positions = np.flatnonzero(keep)
-            fractional[layout.cell_bucket[c]].append(layout.cell_images[c][positions])
-        fractional_by_bucket = [
-            np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64) for parts in fractional
-        ]
+        allocation, _ = self._allocation()
+        windows = self._windows(allocation)
+        cell, local = take(self.seed, layout.cell_subset, layout.cell_bucket, layout.cell_size, self._rotation, windows)
+        flat = layout.cell_start[cell] + local
+        excludes = layout.cell_excludes[cell]
+        picked = flat[~excludes]
+        rotate_out = np.flatnonzero(layout.cell_excludes & (allocation.cell_picks > 0))
+        if rotate_out.size:
+            # Cells above 1/2 walk the images they leave out: the picks are the rest of the cell.
+            counts = layout.cell_size[rotate_out]
+            owner = np.repeat(np.arange(rotate_out.size), counts)
+            members = layout.cell_start[rotate_out][owner] + np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
+            left_out = np.zeros(layout.cell_members.size, dtype=bool)
+            left_out[flat[excludes]] = True
+            picked = np.concatenate([picked, members[~left_out[members]]])
+        images = layout.cell_members[picked]
+        bucket_of = layout.cell_bucket[np.searchsorted(layout.cell_start, picked, side="right") - 1] if picked.size else picked
+        order = np.argsort(bucket_of, kind="stable")
+        bounds = np.searchsorted(bucket_of[order], np.arange(layout.n_buckets + 1))
+        images = images[order]
+        fractional_by_bucket = [images[bounds[b] : bounds[b + 1]] for b in range(layout.n_buckets)]
         return assemble_epoch(layout, self.seed, epoch, allocation, fractional_by_bucket)

@@ -1,106 +1,178 @@
 """Which images of a cell its fractional picks take: a walk through per-cycle permutations.
 
-Each cell walks an endless stream made of one seeded permutation of its images per *cycle*; an
-epoch takes the next ``w`` positions of the stream. When an epoch's window crosses from cycle c into
-cycle c+1, it takes the rest of cycle c (the tail T) and then the first images of cycle c+1 that
-are not in T, so no image is taken twice in one epoch; the images of c+1 it skipped keep their
-turn right after. Hence cycle c+1's walking order is its permutation with that head moved to the
-front. That order depends on cycle c's tail only through the head; when the epochs around a cycle
-boundary are short compared with the cycle, the tail is simply the permutation's last positions,
-which keeps a direct jump to epoch E cheap.
+Each cell walks an endless stream made of one keyed permutation of its n images per *cycle*
+(``permutation.py``, key (seed, subset, bucket, cycle)); an epoch takes the next ``w`` positions
+of the stream. When an epoch's window crosses from cycle c into cycle c+1, it takes the rest of
+cycle c (the tail T, t images) and then the first h = w - t images of cycle c+1 that are not in T,
+so no image is taken twice in one epoch; the images of T that cycle c+1's permutation put among
+them keep their turn right after. So cycle c+1's *walking order* is its permutation with that head
+moved to the front, and it differs from the permutation only before position ``scanned`` (at most
+w). The order depends on cycle c only through the set T.
+
+State, per cell, O(1) numbers: the stream position, and (t, h) of the crossing that entered the
+current cycle. T is then the last t positions of cycle c's permutation, unless cycle c's own head
+reordering reached that far (its tail started before its ``scanned``; only when a cycle is about
+two windows long); then T is kept explicitly, at most w numbers, until the cell leaves the cycle.
+Replaying an epoch moves positions (and looks at permutations only in that rare case), so a jump
+to epoch E costs O(cells) per earlier epoch; planning an epoch evaluates the permutations at the
+positions it takes, so its cost follows the picks.
 
 Cells whose fraction is above 1/2 rotate the images they leave out instead (``w = n - picks``),
-so their cycles stay long and the above shortcut keeps holding. Either way, image counts within a
-cell never differ by more than one at an epoch boundary.
+so their cycles stay long. Either way, image counts within a cell never differ by more than one
+at an epoch boundary.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from kohya_multiplier import rng
+from kohya_multiplier.planner.permutation import cycle_keys, permute, position_of
+
+_SHIFT = np.int64(32)  # cells have fewer than 2**31 images
 
 
-class CellWalk:
-    """The rotation stream of one cell, given the cell's window sizes of every epoch so far."""
+@dataclass
+class RotationState:
+    position: np.ndarray  # (C,) stream positions taken by the epochs so far
+    entry_tail: np.ndarray  # (C,) t of the epoch that crossed into the current cycle (0: none did)
+    entry_head: np.ndarray  # (C,) h of that epoch
+    tails: dict[int, np.ndarray] = field(default_factory=dict)  # explicit T where not the raw tail
 
-    def __init__(self, seed: int, subset: int, bucket: int, size: int, cumulative: np.ndarray):
-        # cumulative[e] = positions taken by epochs 1..e (cumulative[0] = 0)
-        self.seed = seed
-        self.subset = subset
-        self.bucket = bucket
-        self.n = size
-        self.cumulative = cumulative
-        self._raw: dict[int, np.ndarray] = {}
-        self._order: dict[int, np.ndarray] = {}
+    @classmethod
+    def initial(cls, n_cells: int) -> "RotationState":
+        zeros = lambda: np.zeros(n_cells, dtype=np.int64)  # noqa: E731
+        return cls(zeros(), zeros(), zeros(), {})
 
-    def window(self, epoch: int) -> np.ndarray:
-        """Positions (local image indices) the cell's stream takes in ``epoch`` (1-based)."""
-        start, stop = int(self.cumulative[epoch - 1]), int(self.cumulative[epoch])
-        if stop == start:
-            return np.zeros(0, dtype=np.int64)
-        cycle, offset = divmod(start, self.n)
-        take = stop - start
-        if offset + take <= self.n:
-            return self.order(cycle)[offset : offset + take]
-        head = take - (self.n - offset)
-        return np.concatenate([self.order(cycle)[offset:], self.order(cycle + 1)[:head]])
 
-    def raw(self, cycle: int) -> np.ndarray:
-        perm = self._raw.get(cycle)
-        if perm is None:
-            perm = rng.generator(self.seed, rng.ROTATION, self.subset, self.bucket, cycle).permutation(self.n)
-            self._raw[cycle] = perm
-        return perm
+class _Cycles:
+    """The walking orders of some cells' cycles (one *view* per cell), evaluated at any positions.
 
-    def _entry(self, cycle: int):
-        """(tail length in cycle-1, head length in cycle, window size) of the epoch that crosses into it."""
-        if cycle == 0:
-            return None
-        boundary = cycle * self.n
-        epoch = int(np.searchsorted(self.cumulative, boundary, side="left"))
-        if epoch >= self.cumulative.size or self.cumulative[epoch] == boundary:
-            return None  # the cycle starts with an epoch
-        before = int(self.cumulative[epoch - 1])
-        return boundary - before, int(self.cumulative[epoch]) - boundary, int(self.cumulative[epoch]) - before
+    subset, bucket, n, cycle, t, h: per view. Views with t > 0 need the previous cycle's tail T:
+    ``explicit[v]`` if given, else the last t positions of the previous cycle's permutation.
+    """
 
-    def order(self, cycle: int) -> np.ndarray:
-        """Walking order of ``cycle``: its permutation, with the head taken by a crossing epoch first."""
-        # Find how far back the chain of dependent cycles goes, then build it forwards (no recursion).
-        chain = []
-        c = cycle
-        while c not in self._order:
-            entry = self._entry(c)
-            chain.append((c, entry))
-            if entry is None or not self._tail_needs_order(c - 1, entry[0]):
-                break
-            c -= 1
-        for c, entry in reversed(chain):
-            if c in self._order:
-                continue
-            perm = self.raw(c)
-            if entry is None:
-                self._order[c] = perm
-                continue
-            tail_length, head_length, _ = entry
-            previous_tail = self._tail(c - 1, tail_length)
-            in_tail = np.isin(perm, previous_tail, assume_unique=True)
-            free = np.flatnonzero(~in_tail)
-            head_positions = free[:head_length]
-            scanned = head_positions[-1] + 1
-            skipped = perm[:scanned][in_tail[:scanned]]
-            self._order[c] = np.concatenate([perm[head_positions], skipped, perm[scanned:]])
-        return self._order[cycle]
+    def __init__(self, seed: int, subset, bucket, n, cycle, t, h, explicit: dict[int, np.ndarray] | None = None):
+        self.n, self.t, self.h = n, t, h
+        views = n.size
+        self.keys = cycle_keys(seed, rng.ROTATION, subset, bucket, cycle)
+        explicit = explicit or {}
+        implicit = t > 0
+        implicit[list(explicit)] = False
+        raw_views = np.flatnonzero(implicit)
+        parts, segs = [], []
+        if raw_views.size:
+            previous = cycle_keys(seed, rng.ROTATION, subset[raw_views], bucket[raw_views], cycle[raw_views] - 1)
+            count = t[raw_views]
+            seg = np.repeat(np.arange(raw_views.size), count)
+            within = np.arange(seg.size) - np.repeat(np.cumsum(count) - count, count)
+            positions = n[raw_views][seg] - count[seg] + within
+            parts.append(permute(previous, seg, n[raw_views][seg], positions))
+            segs.append(raw_views[seg])
+        for v, elements in explicit.items():
+            parts.append(np.asarray(elements, dtype=np.int64))
+            segs.append(np.full(len(elements), v, dtype=np.int64))
+        elements = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        seg = np.concatenate(segs) if segs else np.zeros(0, dtype=np.int64)
+        pos = position_of(self.keys, seg, n[seg], elements)
+        order = np.lexsort((pos, seg))
+        self.seg, self.pos, self.elements = seg[order], pos[order], elements[order]
+        self.start = np.searchsorted(self.seg, np.arange(views))
+        rank = np.arange(self.seg.size) - self.start[self.seg]
+        self.combined = (self.seg << _SHIFT) | (self.pos - rank)
+        self.scanned = np.zeros(views, dtype=np.int64)
+        heads = np.flatnonzero((t > 0) & (h > 0))
+        self.scanned[heads] = self._raw(heads, h[heads] - 1) + 1
 
-    def _tail_needs_order(self, cycle: int, length: int) -> bool:
-        """Whether the last ``length`` positions of ``cycle`` differ from its raw permutation's."""
-        if cycle in self._order:
-            return False
-        entry = self._entry(cycle)
-        # The head reordering only touches positions before the crossing epoch's window size.
-        return entry is not None and entry[2] > self.n - length
+    def _raw(self, v, j):
+        """Raw permutation position of the j-th image not in T (j < h)."""
+        below = np.searchsorted(self.combined, (v << _SHIFT) | j, side="right") - self.start[v]
+        return j + below
 
-    def _tail(self, cycle: int, length: int) -> np.ndarray:
-        if cycle in self._order or self._tail_needs_order(cycle, length):
-            return self.order(cycle)[self.n - length :]
-        return self.raw(cycle)[self.n - length :]
+    def at(self, v, j) -> np.ndarray:
+        """Image (local index) at position j of view v's walking order."""
+        out = np.zeros(j.size, dtype=np.int64)
+        head = j < self.h[v]
+        head &= self.t[v] > 0
+        deferred = ~head & (j < self.scanned[v])
+        direct = ~deferred
+        raw = np.where(head, self._raw(v, j) if j.size else j, j)
+        out[direct] = permute(self.keys, v[direct], self.n[v[direct]], raw[direct])
+        dv = v[deferred]
+        out[deferred] = self.elements[self.start[dv] + j[deferred] - self.h[dv]]
+        return out
+
+
+def _ranges(starts, counts):
+    """Flat (owner, position) pairs: positions starts[k] .. starts[k]+counts[k]-1 for each owner k."""
+    owner = np.repeat(np.arange(counts.size), counts)
+    offset = np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    return owner, starts[owner] + offset
+
+
+def _current_views(seed, cell_subset, cell_bucket, cell_size, state: RotationState, cells, first_query):
+    """Views of the current cycles of ``cells``; the head reordering is looked at only where a
+    query (all at or after ``first_query``) can fall inside it."""
+    n = cell_size[cells]
+    cycle = state.position[cells] // n
+    t, h = state.entry_tail[cells], state.entry_head[cells]
+    reaches = (t > 0) & (first_query < t + h)
+    t, h = np.where(reaches, t, 0), np.where(reaches, h, 0)
+    index = {int(c): k for k, c in enumerate(cells)}
+    explicit = {index[c]: e for c, e in state.tails.items() if c in index and reaches[index[c]]}
+    return _Cycles(seed, cell_subset[cells], cell_bucket[cells], n, cycle, t, h, explicit)
+
+
+def take(seed, cell_subset, cell_bucket, cell_size, state: RotationState, windows) -> tuple[np.ndarray, np.ndarray]:
+    """The images (cell, local index) of each cell's next ``windows[c]`` stream positions."""
+    cells = np.flatnonzero(windows > 0)
+    if cells.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    n = cell_size[cells]
+    w = windows[cells]
+    offset = state.position[cells] % n
+    in_cycle = np.minimum(w, n - offset)
+    views = _current_views(seed, cell_subset, cell_bucket, cell_size, state, cells, offset)
+    v, j = _ranges(offset, in_cycle)
+    first = views.at(v, j)
+    crossing = np.flatnonzero(w > in_cycle)
+    if crossing.size == 0:
+        return cells[v], first
+    # Heads of the next cycles: the first h images not in this epoch's tail T.
+    t = in_cycle[crossing]
+    h = w[crossing] - t
+    starts = np.cumsum(in_cycle) - in_cycle
+    explicit = {k: first[starts[c] : starts[c] + t[k]] for k, c in enumerate(crossing)}
+    c = cells[crossing]
+    nxt = _Cycles(seed, cell_subset[c], cell_bucket[c], n[crossing], state.position[c] // n[crossing] + 1, t, h, explicit)
+    hv, hj = _ranges(np.zeros(crossing.size, dtype=np.int64), h)
+    second = nxt.at(hv, hj)
+    return np.concatenate([cells[v], c[hv]]), np.concatenate([first, second])
+
+
+def advance(seed, cell_subset, cell_bucket, cell_size, state: RotationState, windows) -> RotationState:
+    """The state after an epoch that takes ``windows[c]`` stream positions of each cell."""
+    n = cell_size
+    offset = state.position % np.maximum(n, 1)
+    crossing = (offset > 0) & (offset + windows > n)
+    at_boundary = (windows > 0) & (offset + windows == n)
+    entering = crossing | at_boundary
+    tail = np.where(crossing, n - offset, np.where(at_boundary, 0, state.entry_tail))
+    head = np.where(crossing, windows - (n - offset), np.where(at_boundary, 0, state.entry_head))
+    tails = {c: e for c, e in state.tails.items() if not entering[c]}
+    # T is the raw tail of the current cycle unless its head reordering reaches the tail.
+    doubtful = np.flatnonzero(crossing & (state.entry_tail > 0) & (offset < state.entry_tail + state.entry_head))
+    if doubtful.size:
+        views = _current_views(seed, cell_subset, cell_bucket, cell_size, state, doubtful, offset[doubtful])
+        explicit = np.flatnonzero(offset[doubtful] < views.scanned)
+        if explicit.size:
+            count = n[doubtful[explicit]] - offset[doubtful[explicit]]
+            v, j = _ranges(offset[doubtful[explicit]], count)
+            images = views.at(explicit[v], j)
+            bounds = np.r_[0, np.cumsum(count)]
+            for k, c in enumerate(doubtful[explicit]):
+                tails[int(c)] = images[bounds[k] : bounds[k + 1]]
+    return RotationState(state.position + windows, tail, head, tails)

@@ -1,0 +1,47 @@
+"""How many extra batches K an epoch needs: the layout's estimate, raised until a simulation keeps up.
+
+ceil(fractional batches) is enough when buckets can carry credit freely. A bucket whose demand
+nearly uses up its fractional images each epoch cannot: its batches split at epoch ends, and it
+needs more batches than demand / fill; cells sharing a small bucket may also fall due together.
+Simulating the credits for a few periods of the slowest cell (cheap: no images are picked) finds
+the K at which no pick misses its deadline (credits.py: due epoch + one epoch + one period).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from kohya_multiplier.planner.credits import Q, CreditState, allocate_epoch
+from kohya_multiplier.planner.layout import DatasetLayout
+
+MIN_EPOCHS = 48
+MAX_EPOCHS = 512
+
+
+def simulation_epochs(layout: DatasetLayout) -> int:
+    """Long enough for the slowest cell to fall due twice (within MIN_EPOCHS..MAX_EPOCHS)."""
+    rho = layout.cell_demand[layout.cell_demand > 0]
+    slowest = int(np.ceil(Q / rho.min())) if rho.size else 0
+    return int(min(MAX_EPOCHS, max(MIN_EPOCHS, 2 * slowest + 8)))
+
+
+def keeps_up(layout: DatasetLayout, epochs: int) -> bool:
+    """Whether every pick is served by its deadline in the first ``epochs`` epochs."""
+    state = CreditState.initial(layout)
+    deadline = 2 * Q + layout.cell_demand  # credit left at which a due pick has used up its slack
+    for _ in range(epochs):
+        _, state = allocate_epoch(layout, state)
+        if (state.cell_credit >= deadline).any():
+            return False
+    return True
+
+
+def with_enough_extra_batches(layout: DatasetLayout) -> DatasetLayout:
+    fill = np.maximum(layout.batch_fill, 1)
+    most = int(np.sum(-(-layout.capacity // fill)))  # every fractional image every epoch
+    epochs = simulation_epochs(layout)
+    while layout.extra_batches < most and not keeps_up(layout, epochs):
+        layout = dataclasses.replace(layout, extra_batches=layout.extra_batches + 1)
+    return layout
