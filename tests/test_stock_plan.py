@@ -195,8 +195,7 @@ validation_seed = 7
 """)
     (subset,) = load_training_config("dataset.toml").datasets[0].subsets
     kept = [os.path.abspath(f"train/a/img{k:04d}.png") for k in range(4, 10)]
-    random.seed(7)  # sd-scripts: random.seed(validation_seed); random.shuffle(list of (path, size))
-    random.shuffle(kept)
+    random.Random(7).shuffle(kept)  # sd-scripts: random.seed(validation_seed); random.shuffle(list of (path, size))
     assert sorted(e.path for e in subset.images) == sorted(kept[:3])
 
 
