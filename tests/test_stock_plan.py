@@ -278,3 +278,24 @@ validation_seed = 3
     assert len(plan_input) == 5 + 5 and plan_input.image_repeats.tolist() == [1] * 10
     assert planner.epoch_length == 10
     assert any("3 of the 8 regularization images are never used" in note for note in config.notes)
+
+
+def test_dreambooth_regularization_folders_queue_in_sd_scripts_listing_order(monkeypatch):
+    """sd-scripts lists --reg_data_dir folders with Path.iterdir() (file-system order); the first
+    listed are registered first, so they decide which regularization images are used."""
+    from kohya_multiplier.regularization import stock_image_repeats
+
+    make_folder("train/2_alice", [(512, 512)] * 2)  # 4 training images per epoch
+    make_folder("reg/1_a", [(512, 512)] * 3)
+    make_folder("reg/1_b", [(512, 512)] * 3)
+    listdir = os.listdir
+
+    def file_system_order(path="."):  # what iterdir would give on a file system listing b before a
+        names = listdir(path)
+        return sorted(names, reverse=True) if os.path.basename(os.path.normpath(path)) == "reg" else names
+
+    monkeypatch.setattr(os, "listdir", file_system_order)
+    config = load_training_config(None, CommandLineOptions(train_data_dir="train", reg_data_dir="reg", resolution="512"))
+    (dataset,) = config.datasets
+    assert [s.name for s in dataset.subsets] == ["2_alice", "1_a", "1_b"]  # shown by name
+    assert [r.tolist() for r in stock_image_repeats(dataset)] == [[2, 2], [1, 0, 0], [1, 1, 1]]
