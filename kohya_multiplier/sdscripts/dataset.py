@@ -24,8 +24,9 @@ import os
 from library import config_util, train_util
 
 from kohya_multiplier.errors import warn_once
-from kohya_multiplier.plan_input import build_plan_input, plan_input_for_dataset
-from kohya_multiplier.planner import DatasetPlanner
+from kohya_multiplier.plan_input import build_plan_input, plan_input_for_dataset, planner_from_input
+from kohya_multiplier.planner import PLANNER_VERSION
+from kohya_multiplier.schedule import PLANNER_VERSION_KEY
 from kohya_multiplier.sdscripts import session as _session
 
 logger = logging.getLogger(__name__)
@@ -46,12 +47,14 @@ def sd_dataset_function(name: str):
 
 # Key of the record each served training batch carries to the main process (see recorder.py).
 BATCH_RECORD_KEY = "kohya_multiplier_batch"
+# Key of kohya-multiplier's entry in a planned dataset's bucket_info (model metadata).
+METADATA_KEY = "kohya_multiplier"
 
 
 class _PlanState:
     """What a planned dataset needs to serve any epoch; pickles into workers."""
 
-    def __init__(self, planner: DatasetPlanner, plan_input, sd_keys: list[str]):
+    def __init__(self, planner, plan_input, sd_keys: list[str]):
         self.planner = planner
         self.plan_input = plan_input  # canonical order, absolute paths
         self.sd_keys = sd_keys  # sd-scripts' image_data keys, aligned with plan_input.image_keys
@@ -199,9 +202,7 @@ class MultiplierDreamBoothDataset(_SdDreamBoothDataset):
             entries.append((subset_index, path, tuple(info.bucket_reso)))
         plan_input = build_plan_input(entries)
         self._warn_if_dry_run_differs(plan_input)
-        planner = DatasetPlanner(
-            plan_input.subset_of_image, plan_input.bucket_of_image, self._km_multipliers, self.batch_size, self._km_seed
-        )
+        planner = planner_from_input(plan_input, self._km_multipliers, self.batch_size, self._km_seed)
         self._km_plan = _PlanState(planner, plan_input, [sd_key_of[p] for p in plan_input.image_keys])
         self._apply_epoch(1)
         self._length = planner.epoch_length
@@ -251,6 +252,9 @@ class MultiplierDreamBoothDataset(_SdDreamBoothDataset):
             self.bucket_info["buckets"] = {
                 b: {"resolution": tuple(state.plan_input.bucket_resolutions[b]), "count": n} for b, n in sorted(per_bucket.items())
             }
+            # LoRA metadata (ss_datasets[i].bucket_info, ss_bucket_info): which planner made this plan,
+            # so a resume under another planner version can be detected
+            self.bucket_info[METADATA_KEY] = {PLANNER_VERSION_KEY: PLANNER_VERSION, "seed": self._km_seed}
 
     def _epoch_now(self) -> int:
         value = self._km_epoch_value.value if self._km_epoch_value is not None else self.current_epoch
@@ -298,13 +302,16 @@ class MultiplierDreamBoothDataset(_SdDreamBoothDataset):
             images = bucket[start : start + entry.bucket_batch_size]
             width, height = self.bucket_manager.resos[entry.bucket_index]
             epoch = self._epoch_now()
-        return {
+        record = {
             "epoch": epoch,
             "dataset": self._km_index,
             "batch": int(index),
             "resolution": [int(width), int(height)],
             "images": [os.path.abspath(k) for k in images],
         }
+        if self._km_plan is not None:
+            record[PLANNER_VERSION_KEY] = PLANNER_VERSION  # as plan --schedule writes it
+        return record
 
 
 _BucketBatchIndex = sd_dataset_function("make_buckets").__globals__["BucketBatchIndex"]

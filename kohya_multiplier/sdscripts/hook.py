@@ -22,16 +22,25 @@ SCHEDULE_OPTIONS = ("--multiplier_schedule", "--multiplier-schedule")
 def activate() -> None:
     if _session.current() is not None:
         return  # the wrapper (or an earlier import) installed everything
-    if multiprocessing.parent_process() is not None:
-        return  # a spawned DataLoader worker: its dataset arrives pickled, hooks included
+    if in_worker_process():
+        return  # a DataLoader worker: its dataset arrives pickled, hooks included
     schedule = _take_schedule_option(sys.argv)
     from library import config_util
 
-    from kohya_multiplier.sdscripts import inject, locate
+    from kohya_multiplier.sdscripts import inject, locate, worker_watch
 
     revision = locate.detect_revision(Path(config_util.__file__).resolve().parents[1])
     session = _session.start(schedule, revision=revision.verdict())
     inject.install(session)
+    worker_watch.install()
+
+
+def in_worker_process() -> bool:
+    """A child process of multiprocessing, also while a spawned one is still importing the script
+    as ``__mp_main__`` (before it knows its parent, it is marked as inheriting)."""
+    if multiprocessing.parent_process() is not None:
+        return True
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
 
 
 def _take_schedule_option(argv: list[str]) -> str | None:

@@ -65,10 +65,11 @@ def run_training(script_word: str, argv: list[str]) -> int:
         sys.path.insert(0, root)  # train_network, networks.*, library.*
     session = _session.start(schedule, revision=revision.verdict())
 
-    from kohya_multiplier.sdscripts import inject, spawn_main
+    from kohya_multiplier.sdscripts import inject, spawn_main, worker_watch
 
     inject.install(session)
     spawn_main.install_in_parent(str(script))
+    worker_watch.install()
     saved_argv = sys.argv
     sys.argv = [str(script), *script_args]
     try:

@@ -30,6 +30,8 @@ from harness import (
     write_images_tree,
 )
 
+from kohya_multiplier.planner import PLANNER_VERSION
+
 pytestmark = pytest.mark.integration
 
 EPOCHS = 3
@@ -110,8 +112,10 @@ def test_metadata_records_multipliers(main_run):
     assert int(metadata["ss_num_train_images"]) == round(0.5 * 6 + 2 * 4 + 0.4 * 5)
     assert int(metadata["ss_num_batches_per_epoch"]) == len(run.records) // EPOCHS
     if "ss_datasets" in metadata:
-        subsets = json.loads(metadata["ss_datasets"])[0]["subsets"]
-        assert {s["image_dir"].split("/")[-1]: s["num_repeats"] for s in subsets}["alice"] == 0.5
+        dataset = json.loads(metadata["ss_datasets"])[0]
+        assert {s["image_dir"].split("/")[-1]: s["num_repeats"] for s in dataset["subsets"]}["alice"] == 0.5
+        assert dataset["bucket_info"]["kohya_multiplier"] == {"planner_version": PLANNER_VERSION, "seed": SEED}
+    assert all(r["planner_version"] == PLANNER_VERSION for r in run.records)
 
 
 def test_resume_trains_the_same_later_epochs(sd, main_run, tmp_path_factory):

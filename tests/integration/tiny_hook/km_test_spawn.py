@@ -16,7 +16,9 @@ multiprocessing.set_start_method("spawn", force=True)
 
 class _FailInWorker(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
-        if fullname == "kohya_multiplier.sdscripts.dataset" and multiprocessing.parent_process() is not None:
+        # a spawned child unpickles the dataset before it knows its parent: it is still "inheriting"
+        child = multiprocessing.parent_process() is not None or getattr(multiprocessing.current_process(), "_inheriting", False)
+        if fullname == "kohya_multiplier.sdscripts.dataset" and child:
             raise ImportError("test-only failure of a spawned DataLoader worker (KOHYA_MULTIPLIER_TEST_SPAWN=fail)")
         return None
 
