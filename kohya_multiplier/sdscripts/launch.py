@@ -55,8 +55,8 @@ def run_training(script_word: str, argv: list[str]) -> int:
     """Run the checkout's training script ``script_word`` (``train_network`` or ``train_network.py``)."""
     sd_scripts, schedule, script_args = split_own_options(list(argv))
     checkout = locate.resolve_checkout(sd_scripts)
+    script = scripts.require_trainable(checkout.root, script_word).path  # refusals before any warning
     revision = locate.require_supported(checkout.root)
-    script = scripts.require_trainable(checkout.root, script_word).path
     _reexecute_if_torch_missing(checkout, script.name, argv)
 
     compat.install_torchvision_workaround()

@@ -24,8 +24,11 @@ _TRAINING_NAME = re.compile(r"train|tune")
 
 # Scripts the integration suite trains for real (README, "Supported scripts and revisions").
 SUITE_TRAINS = {
-    "train_network": ("main 48d368fa", "v0.9.1", "v0.11.1"),
-    "train_db": ("main 48d368fa", "v0.9.1", "v0.11.1"),
+    "train_network": ("main 48d368fa", "v0.11.1", "v0.9.1"),
+    "train_db": ("main 48d368fa", "v0.11.1", "v0.9.1"),
+    "sdxl_train_network": ("main 48d368fa", "v0.11.1", "v0.9.1"),
+    "sdxl_train": ("main 48d368fa", "v0.11.1"),
+    "flux_train_network": ("main 48d368fa", "v0.11.1"),
 }
 
 
