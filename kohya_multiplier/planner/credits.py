@@ -22,7 +22,6 @@ images were picked: replaying it costs O(cells) per epoch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 
@@ -106,34 +105,65 @@ def _closest_to_due(credit, rate, caps, wanted: int) -> np.ndarray:
     extra = np.zeros(caps.size, dtype=np.int64)
     if wanted == 0:
         return extra
-    priority = np.where(caps > 0, credit / rate, -np.inf)
-    if wanted <= int((caps > 0).sum()):
-        top = np.argpartition(-priority, wanted - 1)[:wanted]
-        cut = priority[top].min()
-        second = np.where(caps > 1, (credit - Q) / rate, -np.inf)
+    # Cells with a pick due within an epoch (priority >= -1) outrank all others; look at them only
+    # when there are enough of them.
+    eligible = caps > 0
+    near = np.flatnonzero(eligible & (credit + rate >= 0))
+    if near.size < wanted:
+        near = np.flatnonzero(eligible)
+    if wanted <= near.size:
+        priority = credit[near] / rate[near]
+        cut = np.partition(priority, near.size - wanted)[near.size - wanted]
+        # One pick per cell is the greedy's answer when no cell's second pick outranks the cut.
+        second = np.where(caps[near] > 1, priority - Q / rate[near], -np.inf)
         if cut > -np.inf and cut > second.max():
-            above = np.flatnonzero(priority > cut)
-            at = np.flatnonzero(priority == cut)[: wanted - above.size]  # ties: lower cell index first
+            above = near[priority > cut]
+            at = near[priority == cut][: wanted - above.size]  # ties: lower cell index first
             extra[above] = 1
             extra[at] = 1
             return extra
     return take_most_overdue(credit, rate, Q, caps, np.zeros(caps.size, dtype=np.int64), np.array([wanted]))
 
 
+def _fill_room(layout: DatasetLayout, x, served, left_due, room, batches, per_bucket) -> np.ndarray:
+    """Room in the batches the buckets got: the due picks left, then picks due next epoch, so
+    batches run full and no capacity is lost to partial batches."""
+    bucket, starts, rate = layout.cell_bucket, layout.cell_bucket_starts, layout.cell_rate
+    soon = np.minimum(np.maximum((x + layout.cell_demand) // Q, 0), layout.cell_size)
+    candidates = soon - served
+    # Early picks go only into extra batches: a bucket served by its free slots alone keeps its pace.
+    wanted = np.minimum(np.where(batches > 0, room, np.minimum(room, per_bucket(left_due))), per_bucket(candidates))
+    if not layout.extra_batches_exact:
+        # K has spare capacity on average, so there is no need to work ahead: a bucket takes early
+        # picks only while its cells, together, are behind their pace (credit above the phase).
+        behind = per_bucket(x - served * Q - PHASE) // Q
+        wanted = np.minimum(wanted, behind + per_bucket(left_due))
+    wanted = np.maximum(wanted, 0)
+    if wanted.any():
+        full = wanted == per_bucket(candidates)
+        take_all = full[bucket]
+        served = served + np.where(take_all, candidates, 0)
+        partial = np.where(~full, wanted, 0)
+        if partial.any():
+            chosen = take_most_overdue(x - (served + 1) * Q, rate, Q, np.where(take_all, 0, candidates), bucket, partial, starts)
+            served = served + chosen
+    return served
+
+
 def allocate_epoch(layout: DatasetLayout, state: CreditState) -> tuple[EpochAllocation, CreditState]:
     """One epoch's allocation from the credits left by the previous epoch."""
     rho = layout.cell_demand
-    rate = np.maximum(rho, 1).astype(np.float64)
+    rate = layout.cell_rate
     n = layout.cell_size
     bucket = layout.cell_bucket
     starts = layout.cell_bucket_starts
     B = layout.n_buckets
-    free, fill = layout.free_slots, np.maximum(layout.batch_fill, 1)
+    free, fill = layout.free_slots, layout.fill
     K = layout.extra_batches
     x = state.cell_credit + rho
-    due = np.clip(x // Q, 0, n)
+    due = np.minimum(np.maximum(x // Q, 0), n)
 
-    present = np.diff(np.r_[starts, n.size]) > 0
+    present = layout.bucket_has_cells
     first = starts[present]
 
     def per_bucket(values):
@@ -148,15 +178,12 @@ def allocate_epoch(layout: DatasetLayout, state: CreditState) -> tuple[EpochAllo
     batches = _batches_for(served_b, free, fill)
     spare = K - int(batches.sum())
 
-    # Room left in the batches a bucket got: due picks left by the deadline threshold (ties), then
-    # picks due next epoch, so batches run full and no capacity is lost to partial batches.
-    soon = np.clip((x + rho) // Q, 0, n)
+    # Due picks left by contention: spare batches to the buckets with the most overdue ones.
     left_due = due - served
     room = free + batches * fill - served_b
     if left_due.any():
         waiting = per_bucket(left_due) - room
         if spare > 0 and (waiting > 0).any():
-            # spare batches (ties at the threshold) to the buckets with the most urgent due picks left
             priority = np.where(left_due > 0, (x - (served + 1) * Q) / rate, -np.inf)
             best = np.full(B, -np.inf)
             best[present] = np.maximum.reduceat(priority, first)
@@ -168,27 +195,9 @@ def allocate_epoch(layout: DatasetLayout, state: CreditState) -> tuple[EpochAllo
                     batches[b] += more
                     room[b] += more * fill[b]
                     spare -= more
-    candidates = soon - served
-    # Early picks go only into extra batches: a bucket served by its free slots alone keeps its pace.
-    wanted = np.minimum(np.where(batches > 0, room, np.minimum(room, per_bucket(left_due))), per_bucket(candidates))
-    spare_share = Fraction(K) - layout.fractional_batches
-    if spare_share > 0:
-        # K has spare capacity on average, so buckets need to work ahead less: a bucket runs ahead
-        # of its cells' demand (credit below the starting phase) by at most the part of a batch
-        # the spare capacity does not cover.
-        limit = 0
-        ahead = (per_bucket(x - served * Q - PHASE) + limit * Q) // Q
-        wanted = np.minimum(wanted, ahead + per_bucket(left_due))
-    wanted = np.clip(wanted, 0, None)
-    if wanted.any():
-        full = wanted == per_bucket(candidates)
-        take_all = full[bucket]
-        served = served + np.where(take_all, candidates, 0)
-        partial = np.where(~full, wanted, 0)
-        if partial.any():
-            chosen = take_most_overdue(x - (served + 1) * Q, rate, Q, np.where(take_all, 0, candidates), bucket, partial, starts)
-            served = served + chosen
-    served_b = per_bucket(served)
+    if room.any():
+        served = _fill_room(layout, x, served, left_due, room, batches, per_bucket)
+        served_b = per_bucket(served)
 
     extra = np.zeros_like(served)
     if spare > 0:

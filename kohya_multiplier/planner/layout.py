@@ -12,6 +12,7 @@ Vocabulary:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -50,6 +51,26 @@ class DatasetLayout:
     # epoch shape
     extra_batches: int  # K
     fractional_batches: Fraction  # exact fractional demand in batches, before rounding up to K
+
+    # Derived once per layout (the allocation runs every epoch of a replay).
+    @functools.cached_property
+    def cell_rate(self) -> np.ndarray:
+        """(C,) demand in units per epoch as floats, at least one unit (a divisor)."""
+        return np.maximum(self.cell_demand, 1).astype(np.float64)
+
+    @functools.cached_property
+    def fill(self) -> np.ndarray:
+        """(B,) batch_fill, at least 1 (a divisor)."""
+        return np.maximum(self.batch_fill, 1)
+
+    @functools.cached_property
+    def bucket_has_cells(self) -> np.ndarray:
+        return np.diff(np.r_[self.cell_bucket_starts, self.cell_size.size]) > 0
+
+    @functools.cached_property
+    def extra_batches_exact(self) -> bool:
+        """Whether K equals the fractional demand in batches (no spare capacity on average)."""
+        return Fraction(self.extra_batches) == self.fractional_batches
 
     @property
     def base_total(self) -> int:

@@ -36,7 +36,8 @@ _SHIFT = np.int64(32)  # cells have fewer than 2**31 images
 
 @dataclass
 class RotationState:
-    position: np.ndarray  # (C,) stream positions taken by the epochs so far
+    cycle: np.ndarray  # (C,) current cycle of each cell's stream
+    offset: np.ndarray  # (C,) positions of it taken so far (stream position = cycle x n + offset)
     entry_tail: np.ndarray  # (C,) t of the epoch that crossed into the current cycle (0: none did)
     entry_head: np.ndarray  # (C,) h of that epoch
     tails: dict[int, np.ndarray] = field(default_factory=dict)  # explicit T where not the raw tail
@@ -44,7 +45,7 @@ class RotationState:
     @classmethod
     def initial(cls, n_cells: int) -> "RotationState":
         zeros = lambda: np.zeros(n_cells, dtype=np.int64)  # noqa: E731
-        return cls(zeros(), zeros(), zeros(), {})
+        return cls(zeros(), zeros(), zeros(), zeros(), {})
 
 
 class _Cycles:
@@ -116,7 +117,7 @@ def _current_views(seed, cell_subset, cell_bucket, cell_size, state: RotationSta
     """Views of the current cycles of ``cells``; the head reordering is looked at only where a
     query (all at or after ``first_query``) can fall inside it."""
     n = cell_size[cells]
-    cycle = state.position[cells] // n
+    cycle = state.cycle[cells]
     t, h = state.entry_tail[cells], state.entry_head[cells]
     reaches = (t > 0) & (first_query < t + h)
     t, h = np.where(reaches, t, 0), np.where(reaches, h, 0)
@@ -133,7 +134,7 @@ def take(seed, cell_subset, cell_bucket, cell_size, state: RotationState, window
         return empty, empty
     n = cell_size[cells]
     w = windows[cells]
-    offset = state.position[cells] % n
+    offset = state.offset[cells]
     in_cycle = np.minimum(w, n - offset)
     views = _current_views(seed, cell_subset, cell_bucket, cell_size, state, cells, offset)
     v, j = _ranges(offset, in_cycle)
@@ -147,7 +148,7 @@ def take(seed, cell_subset, cell_bucket, cell_size, state: RotationState, window
     starts = np.cumsum(in_cycle) - in_cycle
     explicit = {k: first[starts[c] : starts[c] + t[k]] for k, c in enumerate(crossing)}
     c = cells[crossing]
-    nxt = _Cycles(seed, cell_subset[c], cell_bucket[c], n[crossing], state.position[c] // n[crossing] + 1, t, h, explicit)
+    nxt = _Cycles(seed, cell_subset[c], cell_bucket[c], n[crossing], state.cycle[c] + 1, t, h, explicit)
     hv, hj = _ranges(np.zeros(crossing.size, dtype=np.int64), h)
     second = nxt.at(hv, hj)
     return np.concatenate([cells[v], c[hv]]), np.concatenate([first, second])
@@ -156,13 +157,14 @@ def take(seed, cell_subset, cell_bucket, cell_size, state: RotationState, window
 def advance(seed, cell_subset, cell_bucket, cell_size, state: RotationState, windows) -> RotationState:
     """The state after an epoch that takes ``windows[c]`` stream positions of each cell."""
     n = cell_size
-    offset = state.position % np.maximum(n, 1)
-    crossing = (offset > 0) & (offset + windows > n)
-    at_boundary = (windows > 0) & (offset + windows == n)
-    entering = crossing | at_boundary
-    tail = np.where(crossing, n - offset, np.where(at_boundary, 0, state.entry_tail))
-    head = np.where(crossing, windows - (n - offset), np.where(at_boundary, 0, state.entry_head))
-    tails = {c: e for c, e in state.tails.items() if not entering[c]}
+    offset = state.offset
+    end = offset + windows
+    entering = end >= n  # windows are at most n: the stream enters the next cycle
+    entering &= windows > 0
+    crossing = entering & (offset > 0) & (end > n)  # ... in the middle of the epoch's window
+    tail = np.where(crossing, n - offset, np.where(entering, 0, state.entry_tail))
+    head = np.where(crossing, end - n, np.where(entering, 0, state.entry_head))
+    tails = {c: e for c, e in state.tails.items() if not entering[c]} if state.tails else {}
     # T is the raw tail of the current cycle unless its head reordering reaches the tail.
     doubtful = np.flatnonzero(crossing & (state.entry_tail > 0) & (offset < state.entry_tail + state.entry_head))
     if doubtful.size:
@@ -175,4 +177,4 @@ def advance(seed, cell_subset, cell_bucket, cell_size, state: RotationState, win
             bounds = np.r_[0, np.cumsum(count)]
             for k, c in enumerate(doubtful[explicit]):
                 tails[int(c)] = images[bounds[k] : bounds[k + 1]]
-    return RotationState(state.position + windows, tail, head, tails)
+    return RotationState(state.cycle + entering, np.where(entering, end - n, end), tail, head, tails)
