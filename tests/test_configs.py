@@ -1,0 +1,125 @@
+"""The ready-to-copy dataset configs in configs/, each planned against an image tree made here.
+
+Every config under configs/ must have a case below (so none can rot unnoticed): the test builds the
+folders it names with the image counts its comments state, runs `kohya-multiplier plan` from the
+tree's root (paths in the configs are relative, as sd-scripts reads them) and checks what the
+config's comments promise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from imagegen import make_image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = REPO_ROOT / "configs"
+EPOCHS = 10
+# The sampling contract's balance: a fractional subset's images per epoch stay within a few of its
+# target (buckets are served in whole picks), and its total over the run within a few of E x target.
+PER_EPOCH_SLACK = 3
+TOTAL_SLACK = 4
+SIZES = [(512, 512), (512, 768), (768, 512)]
+
+# config -> {folder: images}, extra files, and a check of the planned epochs
+TREES = {
+    "balanced-subjects.toml": {"train/alice": 300, "train/bob": 60, "train/carol": 12},
+    "subject-with-preservation.toml": {"train/subject": 40, "reg/person": 2000},
+    "rotating-regularization.toml": {"train/subject": 25, "reg/dog": 500},
+    "everydream-folders.toml": {"train/landscapes": 400, "train/portraits": 40, "train/logo": 6},
+}
+MULTIPLY_TXT = {"train/landscapes": "0.2", "train/portraits": "1.5"}
+
+
+def test_every_config_has_a_case():
+    assert sorted(p.name for p in CONFIGS.glob("*.toml")) == sorted(TREES)
+
+
+def _tree(root: Path, folders: dict[str, int]) -> None:
+    for folder, count in folders.items():
+        path = root / folder
+        path.mkdir(parents=True)
+        for i in range(count):
+            width, height = SIZES[i % len(SIZES)]
+            make_image(str(path / f"img{i:04d}.png"), width, height)
+            (path / f"img{i:04d}.txt").write_text(f"photo {i}")
+        if folder in MULTIPLY_TXT:
+            (path / "multiply.txt").write_text(MULTIPLY_TXT[folder] + "\n")
+
+
+def assert_balanced(per_epoch: Counter, target: float) -> None:
+    counts = [per_epoch[e] for e in range(1, EPOCHS + 1)]
+    assert all(abs(c - target) <= PER_EPOCH_SLACK for c in counts), (target, counts)
+    assert abs(sum(counts) - EPOCHS * target) <= TOTAL_SLACK, (target, counts)
+
+
+def _plan(root: Path, name: str) -> tuple[dict[str, Counter], dict[str, Counter], str]:
+    """(folder -> images trained per epoch, folder -> times each image was trained over the run, stdout)."""
+    schedule = root / "plan.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "kohya_multiplier", "plan", str(CONFIGS / name), "--epochs", str(EPOCHS), "--seed", "42",
+         "--schedule", str(schedule)],
+        capture_output=True, text=True, cwd=str(root), timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+    )
+    assert result.returncode == 0, result.stderr
+    per_epoch: dict[str, Counter] = {}
+    per_image: dict[str, Counter] = {}
+    for line in schedule.read_text().splitlines():
+        record = json.loads(line)
+        for image in record["images"]:
+            folder = Path(image).parent.relative_to(root).as_posix()
+            per_epoch.setdefault(folder, Counter())[record["epoch"]] += 1
+            per_image.setdefault(folder, Counter())[image] += 1
+    return per_epoch, per_image, result.stdout
+
+
+@pytest.fixture
+def planned(request, tmp_path):
+    name = request.param
+    _tree(tmp_path, TREES[name])
+    return _plan(tmp_path, name)
+
+
+@pytest.mark.parametrize("planned", ["balanced-subjects.toml"], indirect=True)
+def test_balanced_subjects_get_30_images_each_every_epoch(planned):
+    per_epoch, per_image, _ = planned
+    for folder in ("train/alice", "train/bob", "train/carol"):
+        assert_balanced(per_epoch[folder], 30)
+    assert len(per_image["train/alice"]) >= 0.95 * 300  # (nearly) all 300 within 10 epochs, none twice
+    assert max(per_image["train/alice"].values()) <= 2
+    assert set(per_image["train/bob"].values()) <= {4, 5, 6}  # every image about once per 2 epochs
+
+
+@pytest.mark.parametrize("planned", ["subject-with-preservation.toml"], indirect=True)
+def test_preservation_set_is_5_to_10_percent_of_each_epoch(planned):
+    per_epoch, per_image, _ = planned
+    for epoch in range(1, EPOCHS + 1):
+        subject, preservation = per_epoch["train/subject"][epoch], per_epoch["reg/person"][epoch]
+        assert subject == 40
+        assert 0.05 <= preservation / (subject + preservation) <= 0.10, (epoch, preservation)
+    assert max(per_image["reg/person"].values()) == 1  # a different few every epoch
+
+
+@pytest.mark.parametrize("planned", ["rotating-regularization.toml"], indirect=True)
+def test_all_regularization_images_rotate(planned):
+    per_epoch, per_image, out = planned
+    assert_balanced(per_epoch["reg/dog"], 50)
+    assert len(per_image["reg/dog"]) >= 0.95 * 500 and max(per_image["reg/dog"].values()) <= 2
+    assert "auto (regularization)" in out
+
+
+@pytest.mark.parametrize("planned", ["everydream-folders.toml"], indirect=True)
+def test_everydream_multiply_txt_files_set_the_multipliers(planned):
+    per_epoch, per_image, out = planned
+    assert_balanced(per_epoch["train/landscapes"], 80)
+    assert_balanced(per_epoch["train/portraits"], 60)
+    assert all(per_epoch["train/logo"][e] == 6 for e in range(1, EPOCHS + 1))  # num_repeats 1: exact
+    assert set(per_image["train/portraits"].values()) <= {14, 15, 16}  # 1.5: once, every other epoch twice
+    assert "multiply.txt" in out
