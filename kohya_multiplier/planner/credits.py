@@ -9,14 +9,18 @@ is *due* once a whole image of credit is there. Each epoch:
    those of the emptiest last batches, so no capacity is lost), and inside a bucket to the most
    overdue cells: lateness in epochs of the cell's own rate, so a slow cell waits no longer than
    a fast one, whatever its bucket-mates do.
-3. Extra batches no due pick needs split the others (batches may be partial), so no pick is
-   taken early; only where nothing is left to split does each take one pick, from the cell closest
-   to due: a pick due next epoch, else a forced one (the rounding up of K, reported at start).
+3. Room left in a bucket's extra batches takes picks due next epoch (most overdue first), so
+   batches run full; where K has spare capacity on average (rounded up), only while the bucket's
+   cells together are behind their pace.
+4. Extra batches no pick needs split the others (batches may be partial), so no pick is taken
+   early; only where nothing is left to split does each take one pick, from the cell closest to
+   due: a pick due next epoch, else a forced one (the rounding up of K, reported at start).
 
 Picks taken early are charged, so amounts stay right; over-service from the rounding up of K is
 forgiven in whole epochs to every cell alike once every cell is that far ahead, so the credits
-stay bounded and long runs neither drift nor slow down. The allocation depends only on the layout and the previous credits, never on which
-images were picked: replaying it costs O(cells) per epoch.
+stay bounded and long runs neither drift nor slow down. The allocation depends only on the
+layout and the previous credits, never on which images were picked: replaying it costs O(cells)
+per epoch.
 """
 
 from __future__ import annotations
@@ -65,6 +69,22 @@ def _batches_for(picks, free, fill):
     return -(-np.maximum(picks - free, 0) // np.maximum(fill, 1))
 
 
+def _most_overdue_per_bucket(layout: DatasetLayout, credit, caps, wanted) -> np.ndarray:
+    """take_most_overdue per bucket (``wanted[b]`` of the cells' ``caps`` tickets), searching only
+    the buckets that cannot simply take every ticket."""
+    bucket = layout.cell_bucket
+    caps_b = np.bincount(bucket, weights=caps, minlength=layout.n_buckets).astype(np.int64)
+    whole = wanted >= caps_b
+    taken = np.where(whole[bucket], caps, 0)
+    searched = ~whole & (wanted > 0)
+    if searched.any():
+        cells = np.flatnonzero(searched[bucket])
+        taken[cells] = take_most_overdue(
+            credit[cells], layout.cell_rate[cells], Q, caps[cells], bucket[cells], np.where(searched, wanted, 0)
+        )
+    return taken
+
+
 def _contended(layout: DatasetLayout, x, rate, due, due_b, K):
     """Due picks served when the batches they need exceed K.
 
@@ -80,7 +100,6 @@ def _contended(layout: DatasetLayout, x, rate, due, due_b, K):
     over = np.maximum(due_b - free, 0)
     full = over // fill
     partial = over - full * fill  # picks of the last, partial batch (0: none)
-    zeros = np.zeros(B, dtype=np.int64)
     if full.sum() <= K:
         batches = full.copy()
         spare = K - int(full.sum())
@@ -90,37 +109,42 @@ def _contended(layout: DatasetLayout, x, rate, due, due_b, K):
             batches[b] += 1
             spare -= 1
     elif (fill == 1).all():
-        in_free = take_most_overdue(x - Q, rate, Q, due, layout.cell_bucket, np.minimum(due_b, free), layout.cell_bucket_starts)
+        in_free = _most_overdue_per_bucket(layout, x - Q, due, np.minimum(due_b, free))
         rest = take_most_overdue(x - (in_free + 1) * Q, rate, Q, due - in_free, np.zeros(due.size, dtype=np.int64), np.array([K]))
         return in_free + rest
     else:
-        batches = take_most_overdue(full, np.ones(B), 1, full, zeros, np.array([K]))  # largest share first
-    room = np.minimum(due_b, free + batches * fill)
-    return take_most_overdue(x - Q, rate, Q, due, layout.cell_bucket, room, layout.cell_bucket_starts)
+        # K full batches shared in proportion to the buckets' full batches (largest remainder)
+        exact = full * (K / full.sum())
+        batches = np.minimum(np.floor(exact).astype(np.int64), full)
+        short = K - int(batches.sum())
+        batches[np.lexsort((np.arange(B), -(exact - batches)))[:short]] += 1
+    return _most_overdue_per_bucket(layout, x - Q, due, np.minimum(due_b, free + batches * fill))
 
 
 def _closest_to_due(credit, rate, caps, wanted: int) -> np.ndarray:
-    """``wanted`` single picks, closest to due first (the one-at-a-time greedy). Usually they go
-    to that many different cells, found with one partition; otherwise the ticket search."""
+    """``wanted`` single picks, closest to due first: the one-at-a-time greedy over tickets (the
+    k-th pick of a cell has priority (credit - k Q) / rate). ``wanted`` is small (spare batches),
+    so the tickets above the ``wanted``-th best first ticket are few: sort those."""
     extra = np.zeros(caps.size, dtype=np.int64)
     if wanted == 0:
         return extra
-    # Cells with a pick due within an epoch (priority >= -1) outrank all others; look at them only
-    # when there are enough of them.
-    eligible = caps > 0
-    near = np.flatnonzero(eligible & (credit + rate >= 0))
-    if near.size < wanted:
-        near = np.flatnonzero(eligible)
-    if wanted <= near.size:
-        priority = credit[near] / rate[near]
-        cut = np.partition(priority, near.size - wanted)[near.size - wanted]
-        # One pick per cell is the greedy's answer when no cell's second pick outranks the cut.
-        second = np.where(caps[near] > 1, priority - Q / rate[near], -np.inf)
-        if cut > -np.inf and cut > second.max():
-            above = near[priority > cut]
-            at = near[priority == cut][: wanted - above.size]  # ties: lower cell index first
-            extra[above] = 1
-            extra[at] = 1
+    # Cells due within an epoch (priority >= -1) outrank all others: look only at them if enough.
+    eligible = np.flatnonzero((caps > 0) & (credit + rate >= 0))
+    if eligible.size < wanted:
+        eligible = np.flatnonzero(caps > 0)
+    if wanted <= eligible.size:
+        first = credit[eligible] / rate[eligible]
+        bound = np.partition(first, eligible.size - wanted)[eligible.size - wanted]  # the answer's lowest is >= this
+        room = np.floor((credit[eligible] - bound * rate[eligible]) / Q).astype(np.int64) + 1
+        room = np.where(first >= bound, np.maximum(room, 1), room)  # float rounding at the bound
+        count = np.clip(room, 0, caps[eligible])
+        total = int(count.sum())
+        if total <= 64 * wanted + 4096:
+            owner = np.repeat(eligible, count)
+            k = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+            priority = (credit[owner] - k * Q) / rate[owner]
+            best = np.lexsort((owner, -priority))[:wanted]  # ties: lower cell index first
+            np.add.at(extra, owner[best], 1)
             return extra
     return take_most_overdue(credit, rate, Q, caps, np.zeros(caps.size, dtype=np.int64), np.array([wanted]))
 
@@ -128,7 +152,6 @@ def _closest_to_due(credit, rate, caps, wanted: int) -> np.ndarray:
 def _fill_room(layout: DatasetLayout, x, served, left_due, room, batches, per_bucket) -> np.ndarray:
     """Room in the batches the buckets got: the due picks left, then picks due next epoch, so
     batches run full and no capacity is lost to partial batches."""
-    bucket, starts, rate = layout.cell_bucket, layout.cell_bucket_starts, layout.cell_rate
     soon = np.minimum(np.maximum((x + layout.cell_demand) // Q, 0), layout.cell_size)
     candidates = soon - served
     # Early picks go only into extra batches: a bucket served by its free slots alone keeps its pace.
@@ -140,13 +163,7 @@ def _fill_room(layout: DatasetLayout, x, served, left_due, room, batches, per_bu
         wanted = np.minimum(wanted, behind + per_bucket(left_due))
     wanted = np.maximum(wanted, 0)
     if wanted.any():
-        full = wanted == per_bucket(candidates)
-        take_all = full[bucket]
-        served = served + np.where(take_all, candidates, 0)
-        partial = np.where(~full, wanted, 0)
-        if partial.any():
-            chosen = take_most_overdue(x - (served + 1) * Q, rate, Q, np.where(take_all, 0, candidates), bucket, partial, starts)
-            served = served + chosen
+        served = served + _most_overdue_per_bucket(layout, x - (served + 1) * Q, candidates, wanted)
     return served
 
 

@@ -3,8 +3,11 @@
 ceil(fractional batches) is enough when buckets can carry credit freely. A bucket whose demand
 nearly uses up its fractional images each epoch cannot: its batches split at epoch ends, and it
 needs more batches than demand / fill; cells sharing a small bucket may also fall due together.
-Simulating the credits for a few periods of the slowest cell (cheap: no images are picked) finds
-the K at which no pick misses its deadline (credits.py: due epoch + one epoch + one period).
+Simulating the credits for two periods of the slowest cell (cheap: no images are picked) finds
+the K at which no cell falls behind: none owes a pick for longer than one epoch plus one period
+1/r of its own (credit of two images plus one epoch's demand). The rotation bound leaves a cell
+that much room: 2 x ceil(1/f) + 2 epochs is two periods of its stream, plus two epochs, plus one
+period of the cell.
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ def simulation_epochs(layout: DatasetLayout) -> int:
 
 
 def keeps_up(layout: DatasetLayout, epochs: int) -> bool:
-    """Whether every pick is served by its deadline in the first ``epochs`` epochs."""
+    """Whether no cell falls behind (see above) in the first ``epochs`` epochs."""
     state = CreditState.initial(layout)
-    deadline = 2 * Q + layout.cell_demand  # credit left at which a due pick has used up its slack
+    deadline = 2 * Q + layout.cell_demand  # credit left: a pick owed one epoch and one period
     for _ in range(epochs):
         _, state = allocate_epoch(layout, state)
         if (state.cell_credit >= deadline).any():
