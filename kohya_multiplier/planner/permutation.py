@@ -75,10 +75,12 @@ def _round(value, round_key, width):
     return h >> (np.uint64(64) - width)
 
 
-def _feistel(round_keys, x, bits: int, inverse: bool):
-    """An unbalanced, alternating Feistel network on ``bits`` bits."""
+def _feistel(round_keys, x, bits, inverse: bool):
+    """An unbalanced, alternating Feistel network on ``bits`` bits (a number, or one per element)."""
     rounds = round_keys.shape[0]
-    wl, wr = np.uint64(bits // 2), np.uint64(bits - bits // 2)
+    bits = np.asarray(bits, dtype=np.uint64)
+    wl = bits // np.uint64(2)
+    wr = bits - wl
     one = np.uint64(1)
     if not inverse:
         left, right = x >> wr, x & ((one << wr) - one)
@@ -96,21 +98,40 @@ def _feistel(round_keys, x, bits: int, inverse: bool):
     return (left << wr) | right
 
 
+STRAGGLERS = 512  # below this many left in a domain size, walk them together with other sizes
+
+
 def _walk(keys, key_index, n, x, inverse: bool) -> np.ndarray:
-    """Cycle walking, per domain size in bits: apply the network until the result is < n."""
+    """Cycle walking: apply the network on the covering power of two until the result is < n.
+    Each domain size walks on its own while many are left; the few stragglers of every size then
+    walk together (per-element widths), so they do not cost a pass per size each."""
     out = np.zeros(x.size, dtype=np.int64)
     bits_of = np.ceil(np.log2(n.astype(np.float64))).astype(np.int64)
+    left_over: dict[int, list] = {}
     for bits in np.unique(bits_of):
         where = np.flatnonzero(bits_of == bits)
-        round_keys = _round_keys(keys, _rounds(int(bits)))[:, key_index[where]]
+        rounds = _rounds(int(bits))
+        round_keys = _round_keys(keys, rounds)[:, key_index[where]]
         value = x[where].astype(np.uint64)
         limit = n[where].astype(np.uint64)
-        while where.size:
+        while where.size > STRAGGLERS:
             value = _feistel(round_keys, value, int(bits), inverse)
             done = value < limit
             out[where[done]] = value[done]
             keep = ~done
             where, value, limit, round_keys = where[keep], value[keep], limit[keep], round_keys[:, keep]
+        if where.size:
+            left_over.setdefault(rounds, []).append((where, value, limit, round_keys, np.full(where.size, bits)))
+    for parts in left_over.values():
+        where, value, limit, bits = (np.concatenate([p[k] for p in parts]) for k in (0, 1, 2, 4))
+        round_keys = np.concatenate([p[3] for p in parts], axis=1)
+        bits = bits.astype(np.uint64)
+        while where.size:
+            value = _feistel(round_keys, value, bits, inverse)
+            done = value < limit
+            out[where[done]] = value[done]
+            keep = ~done
+            where, value, limit, round_keys, bits = where[keep], value[keep], limit[keep], round_keys[:, keep], bits[keep]
     return out
 
 

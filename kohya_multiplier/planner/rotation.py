@@ -52,31 +52,27 @@ class _Cycles:
     """The walking orders of some cells' cycles (one *view* per cell), evaluated at any positions.
 
     subset, bucket, n, cycle, t, h: per view. Views with t > 0 need the previous cycle's tail T:
-    ``explicit[v]`` if given, else the last t positions of the previous cycle's permutation.
+    given in ``explicit`` (flat elements and the view of each), else the last t positions of the
+    previous cycle's permutation.
     """
 
-    def __init__(self, seed: int, subset, bucket, n, cycle, t, h, explicit: dict[int, np.ndarray] | None = None):
+    def __init__(self, seed: int, subset, bucket, n, cycle, t, h, explicit=None):
         self.n, self.t, self.h = n, t, h
         views = n.size
         self.keys = cycle_keys(seed, rng.ROTATION, subset, bucket, cycle)
-        explicit = explicit or {}
+        given_elements, given_seg = explicit if explicit is not None else (np.zeros(0, dtype=np.int64),) * 2
         implicit = t > 0
-        implicit[list(explicit)] = False
+        implicit[given_seg] = False
         raw_views = np.flatnonzero(implicit)
-        parts, segs = [], []
+        elements, seg = given_elements, given_seg
         if raw_views.size:
             previous = cycle_keys(seed, rng.ROTATION, subset[raw_views], bucket[raw_views], cycle[raw_views] - 1)
             count = t[raw_views]
-            seg = np.repeat(np.arange(raw_views.size), count)
-            within = np.arange(seg.size) - np.repeat(np.cumsum(count) - count, count)
-            positions = n[raw_views][seg] - count[seg] + within
-            parts.append(permute(previous, seg, n[raw_views][seg], positions))
-            segs.append(raw_views[seg])
-        for v, elements in explicit.items():
-            parts.append(np.asarray(elements, dtype=np.int64))
-            segs.append(np.full(len(elements), v, dtype=np.int64))
-        elements = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-        seg = np.concatenate(segs) if segs else np.zeros(0, dtype=np.int64)
+            local = np.repeat(np.arange(raw_views.size), count)
+            within = np.arange(local.size) - np.repeat(np.cumsum(count) - count, count)
+            positions = n[raw_views][local] - count[local] + within
+            elements = np.concatenate([permute(previous, local, n[raw_views][local], positions), given_elements])
+            seg = np.concatenate([raw_views[local], given_seg])
         pos = position_of(self.keys, seg, n[seg], elements)
         order = np.lexsort((pos, seg))
         self.seg, self.pos, self.elements = seg[order], pos[order], elements[order]
@@ -121,8 +117,13 @@ def _current_views(seed, cell_subset, cell_bucket, cell_size, state: RotationSta
     t, h = state.entry_tail[cells], state.entry_head[cells]
     reaches = (t > 0) & (first_query < t + h)
     t, h = np.where(reaches, t, 0), np.where(reaches, h, 0)
-    index = {int(c): k for k, c in enumerate(cells)}
-    explicit = {index[c]: e for c, e in state.tails.items() if c in index and reaches[index[c]]}
+    explicit = None
+    if state.tails:
+        index = {int(c): k for k, c in enumerate(cells)}
+        given = [(index[c], e) for c, e in state.tails.items() if c in index and reaches[index[c]]]
+        if given:
+            explicit = (np.concatenate([e for _, e in given]).astype(np.int64),
+                        np.concatenate([np.full(len(e), v, dtype=np.int64) for v, e in given]))
     return _Cycles(seed, cell_subset[cells], cell_bucket[cells], n, cycle, t, h, explicit)
 
 
@@ -145,8 +146,13 @@ def take(seed, cell_subset, cell_bucket, cell_size, state: RotationState, window
     # Heads of the next cycles: the first h images not in this epoch's tail T.
     t = in_cycle[crossing]
     h = w[crossing] - t
-    starts = np.cumsum(in_cycle) - in_cycle
-    explicit = {k: first[starts[c] : starts[c] + t[k]] for k, c in enumerate(crossing)}
+    # T of each crossing cell: all its images of this cycle (they come first in its queries)
+    is_crossing = np.zeros(cells.size, dtype=bool)
+    is_crossing[crossing] = True
+    view_of = np.full(cells.size, -1, dtype=np.int64)
+    view_of[crossing] = np.arange(crossing.size)
+    in_tail = is_crossing[v]
+    explicit = (first[in_tail], view_of[v[in_tail]])
     c = cells[crossing]
     nxt = _Cycles(seed, cell_subset[c], cell_bucket[c], n[crossing], state.cycle[c] + 1, t, h, explicit)
     hv, hj = _ranges(np.zeros(crossing.size, dtype=np.int64), h)
