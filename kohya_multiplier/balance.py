@@ -94,12 +94,20 @@ def parse_ratio(text: str) -> Ratio:
 
 
 def positive_target(value: object, *, key: str, where: str | None = None, file: str | None = None) -> float:
-    """Validate an images-per-epoch target: a finite number >= 0 (0 excludes the subset)."""
+    """Validate an images-per-epoch target: a finite number above 0 and at most
+    ``limits.MAX_IMAGES_PER_EPOCH``. A target of 0 or below is bad input (a subset that should not
+    train takes ``multiplier = 0``), not a config that then fails to plan."""
+    from kohya_multiplier.limits import MAX_IMAGES_PER_EPOCH
+
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UserError(f"must be a number of images, got {value!r}", file=file, where=where, key=key)
     number = float(value)
-    if not math.isfinite(number) or number < 0:
-        raise UserError(f"must be a finite number >= 0, got {value!r}", file=file, where=where, key=key)
+    if not math.isfinite(number) or number <= 0:
+        raise UserError(f"must be a finite number of images above 0, got {value!r} "
+                        "(to leave a subset out, set its multiplier to 0)", file=file, where=where, key=key)
+    if number > MAX_IMAGES_PER_EPOCH:
+        raise UserError(f"must be at most {MAX_IMAGES_PER_EPOCH:,} images per epoch, got {value!r}",
+                        file=file, where=where, key=key)
     return number
 
 

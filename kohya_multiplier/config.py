@@ -64,6 +64,7 @@ else:  # pragma: no cover
 from kohya_multiplier.buckets import BucketLayout
 from kohya_multiplier.errors import UserError, warn_once
 from kohya_multiplier.images import ImageEntry
+from kohya_multiplier.limits import check_dataset
 from kohya_multiplier.multipliers import (
     MULTIPLY_TXT,
     RegularizationInput,
@@ -600,7 +601,7 @@ class _Reader:
                 self.notes.append(f"{self.prefix()}{s.table}: excluded ({_exclusion_reason(s)})")
         if subsets and all(s.excluded for s in subsets):
             raise self.error("every subset is excluded (multiplier or num_repeats <= 0); nothing to train", where=where)
-        return DatasetSpec(
+        spec = DatasetSpec(
             index=index,
             batch_size=batch_size,
             resolution=resolution,
@@ -614,6 +615,8 @@ class _Reader:
             layout=layout,
             table=where,
         )
+        check_dataset(spec, file=self.file)  # bounded before any planning (kohya_multiplier.limits)
+        return spec
 
     def prefix(self) -> str:
         return f"{self.file}: " if self.file else ""

@@ -12,6 +12,7 @@ import struct
 import zlib
 
 from kohya_multiplier import rng
+from kohya_multiplier.errors import UserError
 
 # (folder, images, multiplier or None, is_reg)
 SUBJECTS = [
@@ -58,9 +59,33 @@ def write_png(path: str, width: int, height: int, colour: tuple[int, int, int]) 
         stream.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
 
 
+# Written into every folder ``generate`` makes: the proof that the folder is the example's own.
+MARKER = ".kohya-multiplier-example"
+
+
+def check_target(directory: str) -> None:
+    """Refuse a target the example did not make: a file, or a non-empty folder without MARKER.
+
+    The example writes only into an empty or new folder, or into one it made before (then it
+    rewrites its own files, byte for byte the same), so it never overwrites or adds to a user's files.
+    """
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise UserError("is not a directory; give a new or empty folder", file=directory, key="--dir")
+    if os.path.isdir(directory) and os.listdir(directory) and not os.path.isfile(os.path.join(directory, MARKER)):
+        raise UserError(
+            "is a non-empty folder not made by `kohya-multiplier example`; give a new or empty folder (--dir DIR)",
+            file=directory, key="--dir",
+        )
+
+
 def generate(directory: str) -> str:
-    """Write the example images and ``dataset.toml`` under ``directory``; return the config's path."""
+    """Write the example images and ``dataset.toml`` under ``directory`` (checked by
+    :func:`check_target` first); return the config's path."""
+    check_target(directory)
     directory = os.path.abspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, MARKER), "w", encoding="utf-8") as stream:
+        stream.write("made by `kohya-multiplier example`; it may rewrite this folder\n")
     subsets = []
     for s, (folder, count, multiplier, is_reg) in enumerate(SUBJECTS):
         image_dir = os.path.join(directory, folder)

@@ -204,9 +204,14 @@ class ScheduleDiff:
     subsets: list[SubsetDiff]
     compared_epochs: list[int]
     planner_versions: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())  # versions recorded in A, in B
+    empty: tuple[bool, bool] = (False, False)  # a side holds no batch at all (e.g. a run that trained nothing)
+    epochs_held: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())  # epochs in A, in B
 
     @property
     def identical(self) -> bool:
+        """Never for an empty side or no epoch compared: a run that recorded nothing is not a success."""
+        if any(self.empty) or not self.compared_epochs:
+            return False
         return all(e.verdict == IDENTICAL for e in self.epochs)
 
 
@@ -279,7 +284,8 @@ def compare(a: list[Batch], b: list[Batch], *, namer: Callable[[str], str] | Non
             diff.per_epoch[epoch] = (a_count, b_count)
         subsets.append(diff)
     versions = tuple(tuple(sorted({x.planner_version for x in side if x.planner_version is not None})) for side in (a, b))
-    return ScheduleDiff(epoch_rows, subsets, compared, versions)  # type: ignore[arg-type]
+    held = (tuple(sorted(epochs_a)), tuple(sorted(epochs_b)))
+    return ScheduleDiff(epoch_rows, subsets, compared, versions, (not a, not b), held)  # type: ignore[arg-type]
 
 
 # --- text ----------------------------------------------------------------------------------------------
@@ -356,8 +362,18 @@ def format_diff(diff: ScheduleDiff, *, show_all: bool = False, per_epoch: bool =
     if versions_a and versions_b and versions_a != versions_b:
         lines.append(f"planner versions differ: A {', '.join(map(str, versions_a))}, B {', '.join(map(str, versions_b))} "
                      "(the same seed and dataset give other batches under another planner version)")
-    if diff.identical:
-        lines.append("schedules are identical")
+    empty = [label for label, is_empty in zip("AB", diff.empty) if is_empty]
+    if empty:
+        lines.append(f"schedules differ: {' and '.join(empty)} hold{'s' * (len(empty) == 1)} no batch at all "
+                     "(a run that recorded nothing trained nothing)")
+    elif not diff.compared_epochs:
+        lines.append(f"schedules differ: no epoch in common (A holds epochs {_ranges(list(diff.epochs_held[0]))}, "
+                     f"B holds {_ranges(list(diff.epochs_held[1]))})")
+    elif diff.identical:
+        skipped = [f"only in {label}: {_ranges(sorted(set(held) - set(diff.compared_epochs)))}"
+                   for label, held in zip("AB", diff.epochs_held) if set(held) - set(diff.compared_epochs)]
+        lines.append(f"schedules are identical in epochs {_ranges(diff.compared_epochs)}"
+                     + (f" (not compared: epochs {'; '.join(skipped)})" if skipped else ""))
     else:
         bad = sorted({e.epoch for e in diff.epochs if e.verdict != IDENTICAL})
         lines.append(f"schedules differ in {len(bad)} of {len(diff.compared_epochs)} epochs ({_ranges(bad)}); "

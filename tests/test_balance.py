@@ -376,7 +376,7 @@ def test_balance_errors_are_one_line(project, capsys, argv, message):
     (("images_per_epoch = 40", 'images_per_epoch = "many"'), "cfg.toml: datasets[0].subsets[1] (subjects/bob): "
                                                              "images_per_epoch: must be a number"),
     (("images_per_epoch = 40", "images_per_epoch = true"), "images_per_epoch: must be a number"),
-    (("images_per_epoch = 40", "images_per_epoch = -1"), "images_per_epoch: must be a finite number >= 0"),
+    (("images_per_epoch = 40", "images_per_epoch = -1"), "images_per_epoch: must be a finite number of images above 0, got -1"),
     (("batch_size = 4", "batch_size = 4\nimages_per_epoch = 3"), "datasets[0]: images_per_epoch: "),
     (("num_repeats = 2", "num_repeats = 2\n  multiplier = 0.5"), "cfg.toml: datasets[0].subsets[0]"),
     (("[[datasets]]", "[[datasets]\n"), "TOML syntax error"),

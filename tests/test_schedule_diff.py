@@ -156,10 +156,12 @@ def test_missing_file_exit_2(tmp_path, capsys):
     assert "none.jsonl: cannot read" in capsys.readouterr().err
 
 
-def test_empty_schedules_are_identical(tmp_path, capsys):
+def test_empty_schedules_are_a_difference(tmp_path, capsys):
+    """Two empty schedules are not a success: nothing was trained (issue 11)."""
     (tmp_path / "a.jsonl").write_text("")
     (tmp_path / "b.jsonl").write_text("\n")
-    assert main(["schedule-diff", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]) == 0
+    assert main(["schedule-diff", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]) == 1
+    assert "schedules differ: A and B hold no batch at all" in capsys.readouterr().out
 
 
 def test_plan_schedule_against_itself_and_a_resumed_plan(tmp_path, monkeypatch, capsys):

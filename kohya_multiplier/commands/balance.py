@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from kohya_multiplier import balance as bal
 from kohya_multiplier import progress
 from kohya_multiplier import toml_edit
 from kohya_multiplier.errors import UserError
+from kohya_multiplier.output_paths import check_output_path, input_paths
 
 KEY = "images_per_epoch"
 _TABLE_RE = re.compile(r"^datasets\[(\d+)\]\.subsets\[(\d+)\]")
@@ -239,6 +241,10 @@ def run(args: argparse.Namespace) -> int:
 
     loaded = load(args.config, options)
     config = loaded.config
+    if args.write:  # before any work: the backup must not land on an input
+        image_dirs = [s.image_dir for d in config.datasets for s in d.subsets]
+        check_output_path(str(toml_edit.backup_path(Path(args.config))), key="--write (its backup)",
+                          inputs=input_paths(str(args.config), image_dirs=image_dirs))
     names = _display_names(config)
     groups = _group_names(config)
 

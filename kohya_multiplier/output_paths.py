@@ -1,0 +1,106 @@
+"""No output ever overwrites an input.
+
+Every option that writes a file (``plan --schedule/--plot/--html``, ``balance --write``'s backup,
+training's ``--multiplier_schedule``, ``example``) checks its path here first, before any work:
+it is refused, with the one-line error, when it is
+
+* a directory (or a path ending in a separator),
+* the dataset config itself (also through a link or another spelling of the same path), or
+* anything inside a configured image folder (images, captions, ``multiply.txt``, sd-scripts'
+  latent and text-encoder caches, sub-folders): a subset's ``image_dir``, or with DreamBooth
+  folders the ``--train_data_dir`` / ``--reg_data_dir`` trees.
+
+The inputs are read from the config file's text alone (``image_dir`` strings, resolved against
+the current directory as sd-scripts resolves them), so the check costs no image reading and can
+run before the config is interpreted. Pure Python: shared by the commands and the training adapter.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from kohya_multiplier.errors import UserError
+
+STDOUT = "-"
+
+
+@dataclass(frozen=True)
+class InputPaths:
+    """What outputs must never touch: the config file and the image folder trees."""
+
+    config_file: str | None
+    folders: tuple[str, ...]
+
+
+def _real(path: str) -> str:
+    return os.path.normcase(os.path.realpath(os.path.abspath(os.path.expanduser(path))))
+
+
+def input_paths(config_file: str | None = None, *, train_data_dir: str | None = None,
+                reg_data_dir: str | None = None, image_dirs: Iterable[str] = ()) -> InputPaths:
+    """The inputs of a run: the config file, the ``image_dir`` of each of its subsets (read from the
+    file; an unreadable file contributes no folders: reading it later gives the real error), the
+    DreamBooth base folders (used only without a config file, as sd-scripts uses them), and
+    ``image_dirs`` given directly."""
+    folders = [str(d) for d in image_dirs]
+    if config_file is not None:
+        folders.extend(_image_dirs_of(config_file))
+    else:
+        folders.extend(d for d in (train_data_dir, reg_data_dir) if d)
+    return InputPaths(config_file, tuple(dict.fromkeys(folders)))
+
+
+def _image_dirs_of(config_file: str) -> list[str]:
+    from kohya_multiplier.config import read_config_file
+
+    try:
+        raw = read_config_file(config_file)
+    except UserError:
+        return []
+    found = []
+    datasets = raw.get("datasets") if isinstance(raw, dict) else None
+    for dataset in datasets if isinstance(datasets, list) else []:
+        subsets = dataset.get("subsets") if isinstance(dataset, dict) else None
+        for subset in subsets if isinstance(subsets, list) else []:
+            if isinstance(subset, dict) and isinstance(subset.get("image_dir"), str):
+                found.append(subset["image_dir"])
+    return found
+
+
+def check_output_path(path: str | None, *, key: str, inputs: InputPaths) -> None:
+    """Raise a one-line UserError (naming ``key``) if writing ``path`` could destroy an input.
+
+    ``None`` (option not given) and ``-`` (stdout) pass.
+    """
+    if path is None or path == STDOUT:
+        return
+    shown = str(path)
+    if shown.endswith(("/", os.sep)) or os.path.isdir(shown):
+        raise UserError("is a directory; give a file name", file=shown, key=key)
+    target = _real(shown)
+    if inputs.config_file is not None and target == _real(inputs.config_file):
+        raise UserError("is the dataset config; writing it would destroy the config", file=shown, key=key)
+    for folder in inputs.folders:
+        base = _real(folder)
+        if target == base or target.startswith(base.rstrip(os.sep) + os.sep):
+            raise UserError(
+                f"is inside the image folder {folder}, which training reads (images, captions, multiply.txt, "
+                "caches); write it elsewhere",
+                file=shown,
+                key=key,
+            )
+
+
+def check_outputs(outputs: dict[str, Any], inputs: InputPaths) -> None:
+    """Check several ``{key: path}`` outputs; two options naming the same file are refused too."""
+    seen: dict[str, str] = {}
+    for key, path in outputs.items():
+        check_output_path(path, key=key, inputs=inputs)
+        if path is None or path == STDOUT:
+            continue
+        real = _real(str(path))
+        if real in seen:
+            raise UserError(f"is also given to {seen[real]}; give each output its own file", file=str(path), key=key)
+        seen[real] = key
