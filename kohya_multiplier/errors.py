@@ -27,6 +27,7 @@ class UserError(Exception):
 
 
 _warned: set[str] = set()
+_warned_in_order: list[str] = []
 
 
 def warn_once(message: str) -> None:
@@ -34,4 +35,10 @@ def warn_once(message: str) -> None:
     if message in _warned:
         return
     _warned.add(message)
+    _warned_in_order.append(message)
     print(f"kohya-multiplier: warning: {message}", file=sys.stderr)
+
+
+def warnings_given() -> list[str]:
+    """Every warning given so far in this process, in order (for reports that repeat them)."""
+    return list(_warned_in_order)

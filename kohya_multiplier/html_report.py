@@ -1,121 +1,152 @@
-"""One self-contained HTML page with the plan's tables and the balance picture.
+"""The report as one self-contained HTML page: inline styles and inline SVG (``svg_chart``), no
+script, no font, nothing fetched; it can be mailed, attached to an issue or opened offline.
 
-No external resources: styles are inline, the picture is a ``data:`` URI (base64 PNG), so the file
-can be mailed, attached to an issue or opened offline. Statistics objects are shaped like the
-lead's ``report.DatasetStats`` (see ``kohya_multiplier.plot``).
+Input: a ``report_data.Report``. The page never overflows the window sideways: wide charts and
+tables scroll inside their own boxes, long names wrap in the table.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import os
 from pathlib import Path
-from typing import Any, Sequence
 
-import numpy as np
-
-from kohya_multiplier import __version__
+from kohya_multiplier import __version__, svg_chart
 from kohya_multiplier.errors import UserError
+from kohya_multiplier.report_data import DatasetReport, Report, balance_status
 
 _STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 1.5rem auto;
-       max-width: 1400px; padding: 0 1rem; color: #1a1a1a; background: #fff; }
-h1 { font-size: 1.4rem; margin-bottom: .2rem; } h2 { font-size: 1.1rem; margin-top: 1.8rem; }
-p.meta { color: #555; margin-top: 0; font-size: .9rem; }
-table { border-collapse: collapse; margin: .6rem 0; font-size: .9rem; }
-th, td { border: 1px solid #ccc; padding: .25rem .6rem; text-align: right; }
-th { background: #f2f2f2; } td.name, th.name { text-align: left; }
-tr.off td { color: #777; } td.low { background: #dbe9f6; } td.high { background: #fbe0d6; }
-img.plot { max-width: 100%; height: auto; border: 1px solid #ddd; }
-pre { background: #f7f7f7; border: 1px solid #e2e2e2; padding: .8rem; overflow-x: auto; font-size: .8rem; }
+* { box-sizing: border-box; }
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", sans-serif; margin: 0 auto;
+       max-width: 1400px; padding: 1rem 1.2rem 3rem; color: #1a1a1a; background: #fff; }
+li, p, dd { overflow-wrap: anywhere; }
+h1 { font-size: 1.45rem; margin: .3rem 0 .1rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
+h3 { font-size: 1rem; margin: 1.3rem 0 .3rem; }
+p.verdict { background: #f5f7fa; border-left: 4px solid #4f7cac; padding: .4rem .7rem; margin: .4rem 0; }
+p.meta, p.hint { color: #555; margin: .2rem 0 .6rem; font-size: .9rem; }
+dl.run { display: grid; grid-template-columns: max-content 1fr; gap: .15rem 1rem; margin: .5rem 0; }
+dl.run dt { color: #555; } dl.run dd { margin: 0; font-weight: 600; }
+ul.notes li, ul.warnings li { margin: .2rem 0; } ul.warnings li { color: #8a1c10; }
+.scroll { overflow-x: auto; max-width: 100%; }
+svg.chart { display: block; }
+svg.chart text.name { fill: #1a1a1a; }
+.legend { display: flex; flex-wrap: wrap; gap: .3rem 1.1rem; font-size: .85rem; color: #333; margin: .2rem 0 .4rem; }
+.legend span.key { display: inline-block; width: 1.6em; height: .9em; vertical-align: -.1em; margin-right: .35em;
+                   border: 1px solid #bbb; }
+.legend span.tick { display: inline-block; width: 2px; height: 1em; background: #111; margin: 0 .5em -.15em .3em; }
+table { border-collapse: collapse; margin: .4rem 0; font-size: .9rem; }
+th, td { border: 1px solid #ccc; padding: .2rem .5rem; text-align: right; vertical-align: top; white-space: nowrap; }
+th { background: #f2f2f2; position: sticky; top: 0; } td.name, th.name, td.text { text-align: left; }
+td.name, td.text { white-space: normal; overflow-wrap: break-word; } td.name { min-width: 8em; max-width: 22em; }
+th { white-space: normal; }
+tr.off td { color: #777; } td.far { background: #f0948a; } td.off { background: #f7d99a; }
+details pre { background: #f7f7f7; border: 1px solid #e2e2e2; padding: .8rem; overflow-x: auto; font-size: .8rem; }
 """
 
 
-def _number(value: float) -> str:
-    value = float(value) + 0.0
-    if abs(value - round(value)) < 1e-9:
-        return f"{value:.0f}"
-    return f"{value:.2f}"
+def _e(text) -> str:
+    return html.escape(str(text), quote=True)
 
 
-def _first_full(coverage_row: np.ndarray, epochs: list[int]) -> str:
-    full = np.nonzero(coverage_row >= 1.0 - 1e-9)[0]
-    return str(epochs[int(full[0])]) if full.size else "not yet"
+def _num(value: float) -> str:
+    return svg_chart._fmt(value)
 
 
-def _dataset_table(stats: Any, position: int) -> str:
-    names = [str(n) for n in stats.subset_names]
-    expected = np.asarray(stats.expected_per_epoch, dtype=float).reshape(-1)
-    counts = np.asarray(stats.counts, dtype=float)
-    coverage = np.asarray(stats.coverage, dtype=float)
-    epochs = [int(e) for e in stats.epochs]
-    dataset = getattr(stats, "dataset", getattr(stats, "index", position))
+def _legend_balance() -> str:
+    keys = "".join(f'<span><span class=key style="background:{fill}"></span>{_e(text)}</span>'
+                   for fill, text in svg_chart.legend_items())
+    return f'<div class=legend><span><span class=tick></span>target</span>{keys}</div>\n'
+
+
+def _run_section(report: Report) -> str:
+    rows = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in report.run_facts())
+    parts = [f"<h2>The run</h2>\n<dl class=run>{rows}</dl>\n"]
+    if report.warnings:
+        parts.append("<h3>Warnings</h3>\n<ul class=warnings>" + "".join(f"<li>{_e(w)}</li>" for w in report.warnings) + "</ul>\n")
+    notes = list(report.notes) + [d.shape_line for d in report.datasets if d.shape_line]
+    if notes:
+        parts.append("<h3>Notes</h3>\n<ul class=notes>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>\n")
+    return "".join(parts)
+
+
+def _table(d: DatasetReport) -> str:
+    loss = d.has_loss_weight
+    head = ["subset", "images", "multiplier (origin)", "target / epoch", "min", "mean", "max", "images trained",
+            "all trained by", "longest gap (bound)"] + (["loss weight"] if loss else [])
     rows = []
-    for i, name in enumerate(names):
-        row = counts[i] if counts.size else np.zeros(0)
-        target = expected[i] if i < expected.size else 0.0
-        if row.size:
-            low, mean, high = row.min(), row.mean(), row.max()
-        else:
-            low = mean = high = 0.0
-        def cell(value: float) -> str:
-            klass = ""
-            if target > 0 and value < target - 0.5 - 0.1 * target:
-                klass = " class=low"
-            elif target > 0 and value > target + 0.5 + 0.1 * target:
-                klass = " class=high"
-            return f"<td{klass}>{_number(value)}</td>"
-        seen = f"{coverage[i, -1] * 100:.0f} %" if coverage.size else "-"
-        rows.append(
-            f"<tr{' class=off' if target <= 0 else ''}><td class=name>{html.escape(name)}</td>"
-            f"<td>{_number(target) if target > 0 else 'excluded'}</td>{cell(low)}<td>{_number(mean)}</td>{cell(high)}"
-            f"<td>{seen}</td><td>{_first_full(coverage[i], epochs) if coverage.size else '-'}</td></tr>")
-    span = f"epochs {epochs[0]}-{epochs[-1]}" if epochs else "no epochs"
-    return (
-        f"<h2>Dataset {html.escape(str(dataset))} <small>({span})</small></h2>\n"
-        "<table><thead><tr><th class=name>subset</th><th>target / epoch</th><th>min</th><th>mean</th>"
-        "<th>max</th><th>seen at end</th><th>all seen by epoch</th></tr></thead><tbody>\n"
-        + "\n".join(rows) + "\n</tbody></table>\n")
+    for s in d.subsets:
+        counts = s.counts
+
+        def cell(value):
+            if s.excluded or s.target is None or not counts.size:
+                return f"<td>{_num(value)}</td>"
+            status = balance_status(value, s.target)
+            klass = " class=far" if status.startswith("far") else (" class=off" if status != "ok" else "")
+            return f"<td{klass}>{_num(value)}</td>"
+
+        target = "excluded" if s.excluded else ("unknown" if s.target is None else _num(s.target))
+        stats = [cell(counts.min()), f"<td>{_num(counts.mean())}</td>", cell(counts.max())] if counts.size else ["<td>-</td>"] * 3
+        gap = s.gap_text + (f" ({s.bound})" if s.bound is not None and not s.excluded else "")
+        name = s.name + (" (reg)" if s.is_reg and not s.name.endswith("(reg)") else "")
+        cells = [f"<td class=name>{_e(name)}</td>", f"<td>{s.images}</td>", f"<td class=text>{_e(s.multiplier_text)}</td>",
+                 f"<td>{_e(target)}</td>", *stats, f"<td>{_e(s.seen_text)}</td>", f"<td>{_e(s.all_seen_text)}</td>",
+                 f"<td>{_e(gap)}</td>"]
+        if loss:
+            cells.append(f"<td class=text>{_e(s.loss_weight if s.loss_weight is not None else '1')}</td>")
+        rows.append(f"<tr{' class=off' if s.excluded else ''}>" + "".join(cells) + "</tr>")
+    header = "".join(f"<th{' class=name' if i == 0 else ''}>{_e(h)}</th>" for i, h in enumerate(head))
+    return (f"<div class=scroll><table class=subsets><thead><tr>{header}</tr></thead><tbody>\n"
+            + "\n".join(rows) + "\n</tbody></table></div>\n")
 
 
-def render_page(stats_list: Sequence[Any], tables_text: str | Sequence[str] | None,
-                png: bytes | str | os.PathLike | None, *, title: str = "kohya-multiplier plan") -> str:
-    """The page as a string (see ``write_page``)."""
-    if isinstance(png, (str, os.PathLike)):
-        try:
-            png = Path(png).read_bytes()
-        except OSError as error:
-            raise UserError(f"cannot read the picture: {error.strerror or error}", file=str(png)) from None
+def _dataset_section(d: DatasetReport) -> str:
+    span = f"epochs {d.epochs[0]}-{d.epochs[-1]}" if len(d.epochs) > 1 else (f"epoch {d.epochs[0]}" if d.epochs else "no epochs")
+    bins = d.bins()
+    ranged = any(b.first != b.last for b in bins)
+    per_range = f" in ranges of {bins[0].last - bins[0].first + 1} epochs (the mean per epoch; colour: the range's worst epoch)" if ranged else ""
+    length = d.epoch_length
+    intro = f"{len(d.subsets)} subsets, {span}" + (f", {length} batches per epoch" if length is not None else "")
+    return "".join([
+        f"<section class=dataset id=dataset-{d.index}>\n<h2>Dataset {d.index}</h2>\n<p class=meta>{_e(intro)}</p>\n",
+        f"<p class=verdict><b>Balance:</b> {_e(d.balance_verdict())}.<br><b>Rotation:</b> {_e(d.rotation_verdict())}.</p>\n",
+        "<h3>Balance: images per epoch against the target</h3>\n",
+        "<p class=hint>Bar: the mean over the epochs; line: lowest to highest epoch; black tick: the target. "
+        "Colour only where an epoch is off by more than the contract allows.</p>\n" if d.has_targets else
+        "<p class=hint>No targets: the schedule was read without its config (give --config).</p>\n",
+        _legend_balance(),
+        f"<div class=scroll>{svg_chart.balance_svg(d)}</div>\n",
+        f"<h3>Epoch by epoch</h3>\n<p class=hint>Images trained per epoch{_e(per_range)}.</p>\n",
+        f"<div class=scroll>{svg_chart.epochs_svg(d)}</div>\n",
+        "<h3>Rotation: when has every image been trained?</h3>\n",
+        "<p class=hint>Green bar: epochs until every image of the subset was trained (hollow: not yet). "
+        "Blue bar: the longest gap of any image between two of its trainings (≥: still waiting); "
+        "black tick: the contract's bound 2 × ceil(1/f) + 2.</p>\n",
+        f"<div class=scroll>{svg_chart.rotation_svg(d)}</div>\n",
+        "<h3>Subsets</h3>\n", _table(d), "</section>\n",
+    ])
+
+
+def render_page(report: Report) -> str:
+    """The page as a string (see :func:`write_page`)."""
+    meta = f"Made by kohya-multiplier {__version__}."
     parts = [
         "<!DOCTYPE html>\n<html lang=en>\n<head>\n<meta charset=utf-8>\n"
         "<meta name=viewport content=\"width=device-width, initial-scale=1\">\n"
-        f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n",
-        f"<h1>{html.escape(title)}</h1>\n<p class=meta>Made by kohya-multiplier {html.escape(__version__)}. "
-        "Images per subset per planned epoch against the target, and the share of each subset's images "
-        "seen so far.</p>\n",
+        f"<title>{_e(report.title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n",
+        f"<h1>{_e(report.title)}</h1>\n<p class=meta>{_e(meta)}</p>\n",
+        _run_section(report),
     ]
-    if png:
-        encoded = base64.b64encode(png).decode("ascii")
-        parts.append(f"<img class=plot alt=\"balance picture: images per subset per epoch and share seen\" "
-                     f"src=\"data:image/png;base64,{encoded}\">\n")
-    for position, stats in enumerate(stats_list):
-        parts.append(_dataset_table(stats, position))
-    if tables_text:
-        text = tables_text if isinstance(tables_text, str) else "\n\n".join(tables_text)
-        parts.append(f"<h2>Plan tables</h2>\n<pre>{html.escape(text)}</pre>\n")
+    parts += [_dataset_section(d) for d in report.datasets]
+    if report.tables_text:
+        parts.append("<details><summary>The text output's tables</summary>\n<pre>"
+                     + _e("\n\n".join(report.tables_text)) + "</pre></details>\n")
     parts.append("</body>\n</html>\n")
     return "".join(parts)
 
 
-def write_page(stats_list: Sequence[Any], tables_text: str | Sequence[str] | None,
-               png: bytes | str | os.PathLike | None, path: str | os.PathLike, *,
-               title: str = "kohya-multiplier plan") -> str:
-    """Write the self-contained page to ``path`` and return its text.
-
-    ``tables_text``: the plan's text tables (one string, or one per dataset), shown verbatim;
-    ``png``: the picture's bytes, or a path to a PNG, or None for a page without picture."""
-    page = render_page(stats_list, tables_text, png, title=title)
+def write_page(report: Report, path: str | os.PathLike) -> str:
+    """Write the self-contained page to ``path`` and return its text."""
+    page = render_page(report)
     try:
         Path(path).write_text(page, encoding="utf-8")
     except OSError as error:

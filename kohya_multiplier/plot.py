@@ -1,15 +1,13 @@
-"""The balance picture: per dataset, images per subset per epoch against the target, and the
-share of each subset's images seen so far.
+"""The report as a picture (``plan --plot FILE``, ``report --plot FILE``): per dataset, the same
+three charts as the HTML page — images per epoch against the target, epoch by epoch, rotation —
+drawn from a ``report_data.Report`` with matplotlib, in the format the file's extension names
+(PNG, SVG or PDF).
 
 matplotlib is optional (``pip install 'kohya-multiplier[plot]'``) and imported only when a picture
-is drawn, with the Agg backend through ``matplotlib.figure.Figure`` (no pyplot, no display, no
-global state).
-
-Input: a list of per-dataset statistics objects with the attributes ``subset_names`` (S names),
-``expected_per_epoch`` (S,), ``counts`` (S, E) images trained per subset per planned epoch,
-``coverage`` (S, E) share 0..1 of the subset's images seen at least once by the end of each epoch,
-``epochs`` (E epoch numbers); optionally ``dataset`` (its index) — the lead's ``report.DatasetStats``
-or anything shaped like it.
+is drawn, through ``matplotlib.figure.Figure`` (no pyplot, no display, no global state). The
+picture grows with the subsets and groups many epochs into ranges, so text keeps its size.
+Names with characters the default font lacks are drawn with an installed font that has them;
+a character no installed font has is drawn as "?" (no matplotlib warning, no box).
 """
 
 from __future__ import annotations
@@ -17,13 +15,25 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any, Sequence
 
 import numpy as np
 
 from kohya_multiplier.errors import UserError
+from kohya_multiplier.report_data import EXCLUDED, Report
+from kohya_multiplier.svg_chart import FILL, MARK, short_name
 
-ANNOTATE_CELLS = 600  # write the numbers into the cells up to this many cells per panel
+FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
+ROW_INCHES = 0.24  # per subset row: 7-point text stays legible at any number of subsets
+
+
+def picture_format(path: str | os.PathLike, key: str = "--plot") -> str:
+    """The format a picture path's extension names; any other extension is a user error (checked
+    before any work)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        shown = suffix or "no extension"
+        raise UserError(f"cannot write {shown}: name a .png, .svg or .pdf file", file=str(path), key=key)
+    return FORMATS[suffix]
 
 
 def _matplotlib():
@@ -31,47 +41,58 @@ def _matplotlib():
         import matplotlib
 
         matplotlib.use("Agg", force=False)
-        from matplotlib import colors
         from matplotlib.figure import Figure
     except ImportError:
         raise UserError("drawing a picture needs matplotlib: pip install 'kohya-multiplier[plot]'",
                         key="--plot") from None
-    return Figure, colors
+    return Figure
 
 
-def _arrays(stats: Any, position: int):
-    names = [str(n) for n in stats.subset_names]
-    expected = np.asarray(stats.expected_per_epoch, dtype=float).reshape(-1)
-    counts = np.asarray(stats.counts, dtype=float)
-    coverage = np.asarray(stats.coverage, dtype=float)
-    epochs = [int(e) for e in stats.epochs]
-    s, e = len(names), len(epochs)
-    if counts.ndim != 2 or coverage.ndim != 2 or expected.shape != (s,) or counts.shape != (s, e) \
-            or coverage.shape != (s, e):
-        raise ValueError(
-            f"dataset {position}: statistics have inconsistent shapes: {s} names, expected {expected.shape}, "
-            f"counts {counts.shape}, coverage {coverage.shape}, {e} epochs")
-    dataset = getattr(stats, "dataset", getattr(stats, "index", position))
-    return dataset, names, expected, counts, coverage, epochs
+_charmaps: dict[str, set[int]] = {}
 
 
-def _ticks(epochs: list[int], limit: int = 25) -> list[int]:
-    step = max(1, int(np.ceil(len(epochs) / limit)))
-    return list(range(0, len(epochs), step))
+def _coverage(path: str) -> set[int]:
+    if path not in _charmaps:
+        try:
+            from matplotlib.ft2font import FT2Font
+
+            _charmaps[path] = set(FT2Font(path).get_charmap())
+        except Exception:  # an unreadable font file covers nothing
+            _charmaps[path] = set()
+    return _charmaps[path]
 
 
-def _fmt(value: float) -> str:
-    value = float(value) + 0.0  # no "-0"
-    return f"{value:.0f}" if abs(value - round(value)) < 1e-9 else f"{value:.1f}"
+def font_plan(texts: list[str]) -> tuple[list[str], set[int]]:
+    """(font families, in fallback order; the code points that no installed font has)."""
+    from matplotlib import font_manager
+
+    default = font_manager.findfont("DejaVu Sans")
+    needed = {ord(c) for t in texts for c in t if not c.isspace()}
+    missing = needed - _coverage(default)
+    families = ["DejaVu Sans"]
+    if missing:
+        for entry in font_manager.fontManager.ttflist:
+            has = missing & _coverage(entry.fname)
+            if has and entry.name not in families:
+                families.append(entry.name)
+                missing -= has
+            if not missing:
+                break
+    return families, missing
 
 
-def draw_balance(stats_list: Sequence[Any], path: str | os.PathLike | None = None, *,
-                 title: str | None = None, dpi: int = 110) -> bytes:
-    """Draw the balance picture for every dataset in ``stats_list``; return the PNG bytes and,
-    when ``path`` is given, write them there."""
-    fig = build_figure(stats_list, title=title, dpi=dpi)
+def _safe(text: str, missing: set[int]) -> str:
+    return "".join("?" if ord(c) in missing else c for c in text) if missing else text
+
+
+def draw_report(report: Report, path: str | os.PathLike | None = None, *, fmt: str | None = None, dpi: int = 110) -> bytes:
+    """Draw the report; return the file's bytes and, when ``path`` is given, write them there in
+    the format its extension names (``fmt`` overrides; default PNG)."""
+    fmt = fmt or (picture_format(path) if path is not None else "png")
+    fig = build_figure(report, dpi=dpi)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": "kohya-multiplier"})
+    metadata = {"Creator": "kohya-multiplier"} if fmt in ("svg", "pdf") else {"Software": "kohya-multiplier"}
+    fig.savefig(buffer, format=fmt, metadata=metadata)
     data = buffer.getvalue()
     if path is not None:
         try:
@@ -81,65 +102,101 @@ def draw_balance(stats_list: Sequence[Any], path: str | os.PathLike | None = Non
     return data
 
 
-def build_figure(stats_list: Sequence[Any], *, title: str | None = None, dpi: int = 110):
-    """The matplotlib Figure (not drawn yet) of :func:`draw_balance`."""
-    if not stats_list:
+def build_figure(report: Report, *, dpi: int = 110):
+    """The matplotlib Figure (not drawn yet) of :func:`draw_report`."""
+    if not report.datasets:
         raise UserError("nothing to draw: no dataset has planned epochs", key="--plot")
-    Figure, colors = _matplotlib()
-    prepared = [_arrays(stats, i) for i, stats in enumerate(stats_list)]
-    max_epochs = max(len(p[5]) for p in prepared)
-    max_label = max((len(n) for p in prepared for n in p[1]), default=8)
-    heights = [max(2.2, 0.32 * len(p[1]) + 1.4) for p in prepared]
-    panel_width = min(max(4.5, 0.42 * max_epochs + 1.5), 16.0)
-    label_width = min(0.075 * (max_label + 14), 5.0)
-    fig = Figure(figsize=(label_width + 2 * panel_width + 2.0, sum(heights) + (0.6 if title else 0.2)),
-                 dpi=dpi, layout="constrained")
-    grid = fig.add_gridspec(len(prepared), 2, height_ratios=heights, width_ratios=[1, 1])
-    count_cmap = colors.LinearSegmentedColormap.from_list(
-        "under_on_over", ["#2166ac", "#92c5de", "#f7f7f7", "#f4a582", "#b2182b"])
-    count_cmap = count_cmap.with_extremes(bad="#d9d9d9")
-    seen_cmap = colors.LinearSegmentedColormap.from_list("seen", ["#ffffff", "#a1d99b", "#238b45"])
+    Figure = _matplotlib()
+    from matplotlib import rc_context
 
-    for row, (dataset, names, expected, counts, coverage, epochs) in enumerate(prepared):
-        s, e = counts.shape
-        labels = [f"{name}  (target {_fmt(x)})" if x > 0 else f"{name}  (excluded)" for name, x in zip(names, expected)]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(expected[:, None] > 0, counts / expected[:, None], np.nan)
-        ratio = np.ma.masked_invalid(ratio)
-        annotate = s * e <= ANNOTATE_CELLS and e <= 40
+    names = [s.name for d in report.datasets for s in d.subsets] + [report.title]
+    families, missing = font_plan(names)
+    with rc_context({"font.family": families, "svg.fonttype": "none" if not missing else "path"}):
+        return _figure(Figure, report, dpi, missing)
+
+
+def _figure(Figure, report: Report, dpi: int, missing: set[int]):
+    heights = [max(2.0, ROW_INCHES * len(d.subsets) + 1.3) for d in report.datasets]
+    max_bins = max(len(d.bins()) for d in report.datasets)
+    label_chars = max(len(short_name(s.name)) for d in report.datasets for s in d.subsets)
+    fig = Figure(figsize=(min(2.6, 0.5 + 0.075 * label_chars) + 4.2 + max(2.5, 0.36 * max_bins) + 4.2,
+                          sum(heights) + 0.5), dpi=dpi, layout="constrained")
+    grid = fig.add_gridspec(len(report.datasets), 3, height_ratios=heights,
+                            width_ratios=[4.2, max(2.5, 0.36 * max_bins), 4.2])
+    for row, d in enumerate(report.datasets):
+        n = len(d.subsets)
+        labels = [_safe(short_name(s.name), missing) for s in d.subsets]
+        y = np.arange(n)
 
         ax = fig.add_subplot(grid[row, 0])
-        image = ax.imshow(ratio, aspect="auto", cmap=count_cmap, interpolation="nearest",
-                          norm=colors.TwoSlopeNorm(vmin=0.0, vcenter=1.0, vmax=2.0))
-        ax.set_title(f"Dataset {dataset}: images per epoch (colour: against target)", fontsize=10, loc="left")
-        ax.set_yticks(range(s), labels, fontsize=8)
-        ticks = _ticks(epochs)
-        ax.set_xticks(ticks, [str(epochs[t]) for t in ticks], fontsize=7)
-        ax.set_xlabel("epoch", fontsize=8)
-        if annotate:
-            for i in range(s):
-                for j in range(e):
-                    ax.text(j, i, _fmt(counts[i, j]), ha="center", va="center", fontsize=6.5, color="#111111")
-        bar = fig.colorbar(image, ax=ax, fraction=0.035, pad=0.015, ticks=[0, 0.5, 1, 1.5, 2])
-        bar.ax.set_yticklabels(["0", "½", "target", "1½×", "≥2×"], fontsize=7)
+        for i, s in enumerate(d.subsets):
+            if s.excluded or not s.counts.size:
+                ax.text(0, i, "  excluded" if s.excluded else "", va="center", fontsize=7, color="#888")
+                continue
+            status = s.overall_status
+            ax.barh(i, s.counts.mean(), height=0.5, color=FILL[status])
+            ax.plot([s.counts.min(), s.counts.max()], [i, i], color=MARK[status], lw=1.5)
+            ax.plot([s.counts.mean()], [i], "o", color=MARK[status], ms=3.5)
+            if s.target is not None:
+                ax.plot([s.target, s.target], [i - 0.35, i + 0.35], color="#111", lw=1.8)
+        ax.set_yticks(y, labels, fontsize=7)
+        ax.set_ylim(n - 0.5, -0.5)
+        ax.set_xlim(left=0)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_xlabel("images per epoch (bar: mean, line: range, black: target)", fontsize=7)
+        ax.set_title(f"Dataset {d.index}: balance", fontsize=9, loc="left")
+        ax.grid(axis="x", color="#e3e3e3")
 
-        ax2 = fig.add_subplot(grid[row, 1])
-        seen = ax2.imshow(np.clip(coverage, 0, 1) * 100, aspect="auto", cmap=seen_cmap, vmin=0, vmax=100,
-                          interpolation="nearest")
-        ax2.set_title(f"Dataset {dataset}: share of each subset's images seen so far", fontsize=10, loc="left")
-        ax2.set_yticks(range(s), names, fontsize=8)
-        ax2.set_xticks(ticks, [str(epochs[t]) for t in ticks], fontsize=7)
-        ax2.set_xlabel("epoch", fontsize=8)
-        if annotate:
-            for i in range(s):
-                for j in range(e):
-                    value = coverage[i, j] * 100
-                    ax2.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=6.5,
-                             color="white" if value > 70 else "#111111")
-        bar2 = fig.colorbar(seen, ax=ax2, fraction=0.035, pad=0.015)
-        bar2.set_label("% seen", fontsize=7)
-        bar2.ax.tick_params(labelsize=7)
+        bins = d.bins()
+        ax2 = fig.add_subplot(grid[row, 1], sharey=ax)
+        for i, s in enumerate(d.subsets):
+            for c, b in enumerate(bins):
+                status = s.bin_status(b)
+                ax2.add_patch(_rect(c, i, FILL[status]))
+                text = "–" if status == EXCLUDED else _short(s.counts[b.columns].mean())
+                ax2.text(c, i, text, ha="center", va="center", fontsize=6.5, color="#111")
+        ax2.set_xlim(-0.5, len(bins) - 0.5)
+        ax2.set_xticks(range(len(bins)), [b.label for b in bins], fontsize=6.5,
+                       rotation=45 if any(b.first != b.last for b in bins) else 0, ha="right" if len(bins) and bins[-1].first != bins[-1].last else "center")
+        ax2.tick_params(axis="y", labelleft=False, length=0)
+        ax2.set_title("per epoch" + (" (ranges: mean)" if any(b.first != b.last for b in bins) else ""), fontsize=9, loc="left")
+        for side in ("top", "right", "left"):
+            ax2.spines[side].set_visible(False)
 
-    if title:
-        fig.suptitle(title, fontsize=11)
+        ax3 = fig.add_subplot(grid[row, 2], sharey=ax)
+        first = d.epochs[0] if d.epochs else 1
+        for i, s in enumerate(d.subsets):
+            if s.excluded:
+                continue
+            done = s.all_seen_epoch is not None
+            until = (s.all_seen_epoch - first + 1) if done else len(d.epochs)
+            ax3.barh(i - 0.17, until, height=0.3, color="#3f7f4f" if done else "white", edgecolor="#3f7f4f", lw=0.8)
+            late = s.bound is not None and s.longest_gap > s.bound
+            ax3.barh(i + 0.17, s.longest_gap, height=0.3, color="#c0392b" if late else "#7f9cbf")
+            if s.bound is not None:
+                ax3.plot([s.bound, s.bound], [i, i + 0.4], color="#111", lw=1.5)
+        ax3.tick_params(axis="y", labelleft=False, length=0)
+        ax3.tick_params(axis="x", labelsize=7)
+        ax3.set_xlim(left=0)
+        ax3.set_xlabel("epochs (green: until all trained, blue: longest gap, black: bound)", fontsize=7)
+        ax3.set_title("rotation", fontsize=9, loc="left")
+        right = ax3.twinx()
+        right.set_ylim(ax.get_ylim())
+        right.set_yticks(y, ["" if s.excluded else f"{s.seen_text} · gap {s.gap_text}" for s in d.subsets], fontsize=6.5)
+        right.tick_params(axis="y", length=0)
+        ax3.grid(axis="x", color="#e3e3e3")
+    fig.suptitle(_safe(report.title, missing), fontsize=10)
     return fig
+
+
+def _rect(x: float, y: float, colour: str):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x - 0.48, y - 0.45), 0.96, 0.9, color=colour, lw=0)
+
+
+def _short(value: float) -> str:
+    value = float(value) + 0.0
+    if abs(value - round(value)) < 1e-9 or abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.1f}"

@@ -1,0 +1,87 @@
+"""`kohya-multiplier report SCHEDULE.jsonl [--config CONFIG] --html FILE [--plot FILE]`: the plan
+report drawn from a schedule file — the dry run's (`plan --schedule`) or what a training run
+recorded (`--multiplier_schedule`), so a user sees what was actually trained.
+
+Also the shared writer of the report for `plan --plot/--html` (:func:`write_report`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from kohya_multiplier.commands.dataset_options import add_dataset_arguments, options_from_args
+from kohya_multiplier.errors import UserError, warnings_given
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="draw the plan report (HTML page, picture) from a schedule file, e.g. what training recorded",
+        description="Read a schedule (JSON Lines, from `plan --schedule` or training's --multiplier_schedule) and "
+        "write the report: balance between subsets, rotation, the run, the per-subset table. With --config, images "
+        "are matched to the config's subsets (targets, multipliers); without, each image folder is a subset.",
+    )
+    parser.add_argument("schedule", metavar="SCHEDULE.jsonl", help="the schedule file")
+    parser.add_argument("--config", metavar="CONFIG", help="the dataset config the schedule was planned or trained from")
+    parser.add_argument("--html", metavar="FILE", help="write the report as one self-contained page")
+    parser.add_argument("--plot", metavar="FILE", help="draw the report as a picture: FILE.png, FILE.svg or FILE.pdf")
+    add_dataset_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def check_report_paths(plot: str | None, html: str | None) -> None:
+    """Before any work: the picture's format from its extension; neither output a directory."""
+    from kohya_multiplier.plot import picture_format
+
+    if plot is not None:
+        picture_format(plot)
+    for key, path in (("--plot", plot), ("--html", html)):
+        if path is not None and os.path.isdir(path):
+            raise UserError("is a directory; name a file", file=path, key=key)
+
+
+def write_report(report, plot: str | None, html: str | None) -> None:
+    if plot:
+        from kohya_multiplier import plot as picture
+
+        picture.draw_report(report, plot)
+    if html:
+        from kohya_multiplier import html_report
+
+        html_report.write_page(report, html)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.html and not args.plot:
+        raise UserError("say where to write the report: --html FILE and/or --plot FILE", key="--html")
+    check_report_paths(args.plot, args.html)
+    for key, path in (("--html", args.html), ("--plot", args.plot)):
+        if path is not None and os.path.abspath(path) in {os.path.abspath(args.schedule),
+                                                          os.path.abspath(args.config or args.schedule)}:
+            raise UserError("is an input of this command; name another file", file=path, key=key)
+    warnings_before = len(warnings_given())
+    from kohya_multiplier.plan_input import planner_seed
+    from kohya_multiplier.report_data import Report
+    from kohya_multiplier.report_sources import planner_versions, schedule_reports
+    from kohya_multiplier.schedule import read_schedule
+
+    records = read_schedule(args.schedule)
+    config = None
+    notes: list[str] = []
+    options = options_from_args(args)
+    if args.config is not None:
+        from kohya_multiplier.config import load_training_config
+
+        config = load_training_config(args.config, options)
+        notes = list(config.notes)
+        for note in notes:
+            print(note)
+    datasets = schedule_reports(records, args.schedule, config, planner_seed(options.seed))
+    facts = [("schedule", args.schedule), ("config", args.config or "none (targets unknown)"),
+             ("planner version", ", ".join(planner_versions(records)))]
+    report = Report(title=f"schedule {os.path.basename(args.schedule)}", datasets=datasets, notes=notes,
+                    warnings=warnings_given()[warnings_before:], facts=facts)
+    write_report(report, args.plot, args.html)
+    written = " and ".join(p for p in (args.html, args.plot) if p)
+    print(f"report of {sum(len(d.epochs) for d in datasets)} epochs ({len(records)} batches) written to {written}")
+    return 0

@@ -1,0 +1,369 @@
+"""What the plan report shows: the data model behind the picture (``plot``), the inline SVG charts
+(``svg_chart``) and the HTML page (``html_report``). Torch-free, matplotlib-free, pure numpy.
+
+A report is built from a stream of epochs per dataset, each epoch the image indices it trains —
+from the planner (``plan``) or from a schedule file (``report SCHEDULE.jsonl``) — plus the static
+per-subset columns (images, multiplier and where it came from, target per epoch, loss weight).
+
+Three questions, each answered per subset:
+- balance: images trained per epoch against the target, classified so that a rounding within the
+  sampling contract is ``ok`` and not an alarm (see :func:`balance_status`);
+- rotation: distinct images trained so far (as a count: "399 of 400", never a rounded "100 %"),
+  the epoch by which every image was trained, and the longest gap of any image between two of its
+  trainings (what the rotation bound 2 x ceil(1/f) + 2 is about);
+- the run: batches per epoch, epochs, steps, and every note and warning of the text output.
+Many epochs are aggregated into at most ``MAX_COLUMNS`` ranges (:func:`epoch_bins`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from kohya_multiplier.multipliers import split_multiplier
+
+MAX_COLUMNS = 20  # epoch columns of the per-epoch chart; more epochs are grouped into ranges
+
+# Balance classes, from harmless to alarming.
+OK, UNDER, OVER, FAR_UNDER, FAR_OVER, EXCLUDED, UNKNOWN = "ok", "under", "over", "far under", "far over", "excluded", "unknown"
+_SEVERITY = {OK: 0, UNKNOWN: 0, EXCLUDED: 0, UNDER: 1, OVER: 1, FAR_UNDER: 2, FAR_OVER: 2}
+
+
+def balance_status(count: float, target: float | None) -> str:
+    """How one epoch's count of a subset compares with its target.
+
+    ``ok``: within one image (the unavoidable rounding of a fractional target: 0 or 1 of a target
+    of 0.3 per epoch) or within 20 % (the contract's tolerance: +-5 of 25); ``under``/``over``:
+    within half the target (at least 2 images); beyond that ``far under``/``far over``.
+    """
+    if target is None:
+        return UNKNOWN
+    if target <= 0:
+        return OK if count == 0 else FAR_OVER
+    deviation = float(count) - float(target)
+    if abs(deviation) < 1.0 + 1e-9 or abs(deviation) <= 0.2 * target + 1e-9:
+        return OK
+    far = abs(deviation) > max(2.0, 0.5 * target) + 1e-9
+    if deviation < 0:
+        return FAR_UNDER if far else UNDER
+    return FAR_OVER if far else OVER
+
+
+def worst_status(statuses: Iterable[str]) -> str:
+    worst = OK
+    for status in statuses:
+        if _SEVERITY[status] > _SEVERITY[worst]:
+            worst = status
+    return worst
+
+
+def rotation_bound(multiplier: float) -> int | None:
+    """The contract's longest gap between two trainings of an image: 1 for whole multipliers,
+    2 x ceil(1/f) + 2 epochs with a fractional part f; None when excluded."""
+    if multiplier <= 0:
+        return None
+    whole, fraction = split_multiplier(multiplier)
+    if fraction <= 0:
+        return 1
+    return 2 * math.ceil(1 / fraction) + 2 if whole == 0 else 1
+
+
+@dataclass
+class EpochBin:
+    """A range of epochs shown as one column."""
+
+    first: int
+    last: int
+    columns: slice  # positions in the planned epochs
+
+    @property
+    def label(self) -> str:
+        return str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+
+
+def epoch_bins(epochs: Sequence[int], max_columns: int = MAX_COLUMNS) -> list[EpochBin]:
+    """At most ``max_columns`` consecutive ranges of the planned epochs, of equal size but the last."""
+    n = len(epochs)
+    if n == 0:
+        return []
+    size = max(1, math.ceil(n / max_columns))
+    return [EpochBin(int(epochs[i]), int(epochs[min(n, i + size) - 1]), slice(i, min(n, i + size))) for i in range(0, n, size)]
+
+
+@dataclass
+class SubsetReport:
+    name: str
+    images: int
+    multiplier: float | None  # None: unknown (a schedule read without its config)
+    multiplier_text: str  # "0.1 (subset)", "1-3 (sd-scripts' regularization rule)", "unknown"
+    target: float | None  # images per epoch the multiplier asks for; None: unknown
+    counts: np.ndarray  # (E,) images trained per planned epoch
+    seen: int  # distinct images trained in the planned epochs
+    all_seen_epoch: int | None  # the epoch by which every image was trained; None: not within them
+    longest_gap: int  # epochs between two trainings of one image (1: every epoch), the longest
+    gap_open: bool  # the longest gap has not ended: some image is still waiting (a lower bound)
+    is_reg: bool = False
+    loss_weight: str | None = None  # its value and origin, "2 (subset)"; None: no loss weight in the dataset
+    unused: int = 0  # images sd-scripts never registers (stock regularization)
+
+    @property
+    def excluded(self) -> bool:
+        return self.multiplier is not None and self.multiplier <= 0 and not self.unused
+
+    @property
+    def bound(self) -> int | None:
+        return rotation_bound(self.multiplier) if self.multiplier is not None else None
+
+    def status(self, column: int) -> str:
+        if self.excluded:
+            return EXCLUDED
+        return balance_status(self.counts[column], self.target)
+
+    def bin_status(self, b: EpochBin) -> str:
+        if self.excluded:
+            return EXCLUDED
+        return worst_status(balance_status(c, self.target) for c in self.counts[b.columns])
+
+    @property
+    def overall_status(self) -> str:
+        if self.excluded:
+            return EXCLUDED
+        return worst_status(balance_status(c, self.target) for c in self.counts)
+
+    @property
+    def seen_text(self) -> str:
+        """Counts, never a rounded percentage: "399 of 400"."""
+        return f"{self.seen} of {self.images}"
+
+    @property
+    def all_seen_text(self) -> str:
+        if self.excluded:
+            return "-"
+        if self.unused:
+            return f"never ({self.unused} unused)"
+        if self.all_seen_epoch is not None:
+            return f"epoch {self.all_seen_epoch}"
+        return f"not yet ({self.seen_text})"
+
+    @property
+    def gap_text(self) -> str:
+        if self.excluded or not self.counts.size:
+            return "-"
+        return f"{'≥ ' if self.gap_open else ''}{self.longest_gap}"
+
+
+@dataclass
+class DatasetReport:
+    index: int
+    epochs: list[int]
+    subsets: list[SubsetReport]
+    batches_per_epoch: list[int]  # (E,) batches of each planned epoch
+    batch_size: int | None = None
+    buckets: int | None = None
+    shape_line: str | None = None  # the text output's line about this dataset's epoch length
+
+    @property
+    def epoch_length(self) -> int | None:
+        """Batches per epoch when every epoch has the same number (the contract), else None."""
+        values = set(self.batches_per_epoch)
+        return values.pop() if len(values) == 1 else None
+
+    @property
+    def has_loss_weight(self) -> bool:
+        return any(s.loss_weight is not None for s in self.subsets)
+
+    @property
+    def has_targets(self) -> bool:
+        return any(s.target is not None for s in self.subsets)
+
+    def bins(self, max_columns: int = MAX_COLUMNS) -> list[EpochBin]:
+        return epoch_bins(self.epochs, max_columns)
+
+    def balance_verdict(self) -> str:
+        """One sentence: are the subsets balanced in every epoch?"""
+        if not self.has_targets:
+            return "targets unknown (the schedule was read without its config)"
+        off = [s for s in self.subsets if s.overall_status not in (OK, EXCLUDED, UNKNOWN)]
+        if not off:
+            return "balanced: every subset within the contract in every epoch"
+        shown = ", ".join(f"{s.name} ({s.overall_status})" for s in off[:5]) + (f" and {len(off) - 5} more" if len(off) > 5 else "")
+        return f"{len(off)} of {len(self.subsets)} subsets off target in some epoch: {shown}"
+
+    def rotation_verdict(self) -> str:
+        """One sentence: has every image been trained, and did any wait longer than the bound?"""
+        active = [s for s in self.subsets if not s.excluded]
+        waiting = [s for s in active if s.all_seen_epoch is None]
+        late = [s for s in active if s.bound is not None and s.longest_gap > s.bound]
+        parts = []
+        if not waiting:
+            last = max((s.all_seen_epoch for s in active), default=None)
+            parts.append(f"every image trained by epoch {last}" if last is not None else "nothing trained")
+        else:
+            shown = ", ".join(f"{s.name}: {s.seen_text}" for s in waiting[:3]) + (f" and {len(waiting) - 3} more" if len(waiting) > 3 else "")
+            parts.append(f"{len(waiting)} subset{'s' * (len(waiting) != 1)} not fully trained yet ({shown})")
+        if late:
+            parts.append(f"{len(late)} subset{'s' * (len(late) != 1)} with a gap beyond the rotation bound: "
+                         + ", ".join(s.name for s in late[:5]))
+        else:
+            parts.append("no image waited longer than the rotation bound")
+        return "; ".join(parts)
+
+
+@dataclass
+class Report:
+    title: str
+    datasets: list[DatasetReport]
+    notes: list[str] = field(default_factory=list)  # every note of the text output, in order
+    warnings: list[str] = field(default_factory=list)  # every warning given, in order
+    facts: list[tuple[str, str]] = field(default_factory=list)  # (label, value): seed, planner version, source
+    tables_text: list[str] = field(default_factory=list)  # the text output's tables, verbatim
+
+    @property
+    def epochs(self) -> list[int]:
+        return sorted({e for d in self.datasets for e in d.epochs})
+
+    @property
+    def batches_per_epoch(self) -> int | None:
+        """Batches (= optimizer steps on one GPU without gradient accumulation) per epoch, all datasets."""
+        lengths = [d.epoch_length for d in self.datasets]
+        return None if any(x is None for x in lengths) else sum(lengths)
+
+    @property
+    def total_batches(self) -> int:
+        return sum(sum(d.batches_per_epoch) for d in self.datasets)
+
+    def run_facts(self) -> list[tuple[str, str]]:
+        """The run at a glance, as (label, value) rows."""
+        epochs = self.epochs
+        rows = [("epochs", f"{epochs[0]}-{epochs[-1]} ({len(epochs)})" if len(epochs) > 1 else (str(epochs[0]) if epochs else "none"))]
+        per_epoch = self.batches_per_epoch
+        rows.append(("batches per epoch", str(per_epoch) if per_epoch is not None else "varies: "
+                     + ", ".join(f"dataset {d.index}: {min(d.batches_per_epoch, default=0)}-{max(d.batches_per_epoch, default=0)}" for d in self.datasets)))
+        rows.append(("steps over these epochs", f"{self.total_batches} (one GPU, no gradient accumulation)"))
+        for d in self.datasets:
+            trained = int(sum(int(s.counts.sum()) for s in d.subsets))
+            rows.append((f"dataset {d.index}", ", ".join(x for x in [
+                f"batch size {d.batch_size}" if d.batch_size else "",
+                f"{d.buckets} bucket{'s' * (d.buckets != 1)}" if d.buckets is not None else "",
+                f"{len(d.subsets)} subset{'s' * (len(d.subsets) != 1)}",
+                f"{trained} images trained"] if x)))
+        return self.facts + rows
+
+
+class EpochAccumulator:
+    """Counts, per subset, images trained per epoch, distinct images seen, and the longest gap
+    between two trainings of any image, fed one epoch at a time (epochs in increasing order).
+
+    ``starts_at_training_start``: the first epoch fed is epoch 1 of the run, so an image first
+    trained in epoch e waited e epochs (a closed gap); otherwise leading waits are lower bounds.
+    """
+
+    def __init__(self, subset_of_image: np.ndarray, n_subsets: int, first_epoch: int):
+        self.subset_of_image = np.asarray(subset_of_image, dtype=np.int64)
+        self.n_subsets = n_subsets
+        self.first_epoch = int(first_epoch)
+        self.closed_start = self.first_epoch == 1
+        n = len(self.subset_of_image)
+        self.last = np.full(n, self.first_epoch - 1, dtype=np.int64)
+        self.trained = np.zeros(n, dtype=bool)
+        self.max_gap = np.zeros(n_subsets, dtype=np.int64)
+        self.open_lead = np.zeros(n_subsets, dtype=np.int64)
+        self.epochs: list[int] = []
+        self.columns: list[np.ndarray] = []
+        self._all_seen = np.full(n_subsets, -1, dtype=np.int64)
+        self.sizes = np.bincount(self.subset_of_image, minlength=n_subsets)
+
+    @property
+    def all_seen(self) -> list[int | None]:
+        """Per subset, the epoch by which every image was trained; None: not within the epochs fed."""
+        return [None if e < 0 else int(e) for e in self._all_seen]
+
+    def add(self, epoch: int, image_indices) -> None:
+        epoch = int(epoch)
+        if self.epochs and epoch <= self.epochs[-1]:
+            raise ValueError(f"epochs must increase: {epoch} after {self.epochs[-1]}")
+        indices = np.asarray(image_indices, dtype=np.int64).reshape(-1)
+        self.columns.append(np.bincount(self.subset_of_image[indices], minlength=self.n_subsets))
+        unique = np.unique(indices)
+        gaps = epoch - self.last[unique]
+        subsets = self.subset_of_image[unique]
+        first_time = ~self.trained[unique]
+        if self.closed_start:
+            np.maximum.at(self.max_gap, subsets, gaps)
+        else:
+            np.maximum.at(self.max_gap, subsets[~first_time], gaps[~first_time])
+            np.maximum.at(self.open_lead, subsets[first_time], gaps[first_time])
+        self.last[unique] = epoch
+        self.trained[unique] = True
+        self.epochs.append(epoch)
+        seen = np.bincount(self.subset_of_image, weights=self.trained, minlength=self.n_subsets)
+        done = (self._all_seen < 0) & (self.sizes > 0) & (seen >= self.sizes)
+        self._all_seen[done] = epoch
+
+    def counts(self) -> np.ndarray:
+        if not self.columns:
+            return np.zeros((self.n_subsets, 0), dtype=np.int64)
+        return np.stack(self.columns, axis=1)
+
+    def seen(self) -> np.ndarray:
+        return np.bincount(self.subset_of_image, weights=self.trained, minlength=self.n_subsets).astype(np.int64)
+
+    def gaps(self) -> tuple[np.ndarray, np.ndarray]:
+        """(longest gap, open) per subset: open when the longest wait has not ended (an image
+        untrained since some epoch, or, not starting at epoch 1, before its first training)."""
+        if not self.epochs:
+            return np.zeros(self.n_subsets, dtype=np.int64), np.zeros(self.n_subsets, dtype=bool)
+        trailing = np.zeros(self.n_subsets, dtype=np.int64)
+        np.maximum.at(trailing, self.subset_of_image, self.epochs[-1] + 1 - self.last)
+        trailing[self.sizes == 0] = 0
+        # a trailing wait counts only once it is longer than an image has already waited
+        open_wait = np.maximum(trailing, self.open_lead)
+        longest = np.maximum(self.max_gap, open_wait)
+        return longest, open_wait > self.max_gap
+
+
+def dataset_report(
+    index: int,
+    accumulator: EpochAccumulator,
+    *,
+    names: Sequence[str],
+    multipliers: Sequence[float | None],
+    multiplier_texts: Sequence[str],
+    targets: Sequence[float | None],
+    batches_per_epoch: Sequence[int],
+    is_reg: Sequence[bool] | None = None,
+    loss_weights: Sequence[str | None] | None = None,
+    unused: Sequence[int] | None = None,
+    images: Sequence[int] | None = None,
+    batch_size: int | None = None,
+    buckets: int | None = None,
+    shape_line: str | None = None,
+) -> DatasetReport:
+    counts = accumulator.counts()
+    seen = accumulator.seen()
+    longest, open_ = accumulator.gaps()
+    all_seen = accumulator.all_seen
+    sizes = accumulator.sizes if images is None else np.asarray(images)
+    subsets = []
+    for s, name in enumerate(names):
+        subsets.append(SubsetReport(
+            name=str(name),
+            images=int(sizes[s]),
+            multiplier=multipliers[s],
+            multiplier_text=multiplier_texts[s],
+            target=targets[s],
+            counts=counts[s],
+            seen=int(seen[s]),
+            all_seen_epoch=all_seen[s],
+            longest_gap=int(longest[s]),
+            gap_open=bool(open_[s]),
+            is_reg=bool(is_reg[s]) if is_reg is not None else False,
+            loss_weight=loss_weights[s] if loss_weights is not None else None,
+            unused=int(unused[s]) if unused is not None else 0,
+        ))
+    return DatasetReport(index=index, epochs=list(accumulator.epochs), subsets=subsets,
+                         batches_per_epoch=[int(b) for b in batches_per_epoch], batch_size=batch_size,
+                         buckets=buckets, shape_line=shape_line)

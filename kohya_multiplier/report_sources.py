@@ -1,0 +1,145 @@
+"""Where a report's data comes from: the dry run's planner, or a schedule file (the dry run's, or
+what a training run recorded with ``--multiplier_schedule``), optionally with its dataset config.
+Builds ``report_data`` objects; draws nothing."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+
+from kohya_multiplier.config import DatasetSpec, TrainingConfig
+from kohya_multiplier.errors import UserError
+from kohya_multiplier.plan_input import PlanInput, planner_for_dataset
+from kohya_multiplier.report import DatasetStats, _multiplier_text, _origin_text, collect_stats, epoch_shape_line
+from kohya_multiplier.report_data import DatasetReport, EpochAccumulator, dataset_report
+
+
+def loss_weights_of(stats: DatasetStats) -> list[str] | None:
+    """Each subset's loss weight and its origin ("2 (subset)"), where some subset has one other
+    than sd-scripts' 1; else None (the report then has no loss weight column)."""
+    weights = getattr(stats, "loss_weights", None)
+    return None if weights is None else [str(w) for w in weights]
+
+
+def _texts(stats: DatasetStats) -> list[str]:
+    if stats.labels is not None:
+        return list(stats.labels)
+    return [f"{_multiplier_text(m)} ({_origin_text(o)})" if m > 0 else f"{_multiplier_text(m)} (excluded)"
+            for m, o in zip(stats.multipliers, stats.origins)]
+
+
+class PlanCollector:
+    """Feed it every planned epoch (``on_plan``), then :meth:`report` with the dataset's stats."""
+
+    def __init__(self, dataset: DatasetSpec, plan_input: PlanInput, first_epoch: int):
+        self.dataset = dataset
+        self.accumulator = EpochAccumulator(plan_input.subset_of_image, len(dataset.subsets), first_epoch)
+        self.batches: list[int] = []
+
+    def on_plan(self, plan) -> None:
+        self.accumulator.add(plan.epoch, plan.image_indices)
+        self.batches.append(len(plan))
+
+    def report(self, stats: DatasetStats) -> DatasetReport:
+        return _from_stats(stats, self.dataset, self.accumulator, self.batches, shape_line=epoch_shape_line(stats))
+
+
+def _from_stats(stats: DatasetStats, dataset: DatasetSpec, accumulator, batches, shape_line=None) -> DatasetReport:
+    return dataset_report(
+        stats.dataset, accumulator,
+        names=stats.subset_names,
+        multipliers=list(stats.multipliers),
+        multiplier_texts=_texts(stats),
+        targets=[float(x) for x in stats.expected_per_epoch],
+        batches_per_epoch=batches,
+        is_reg=[s.is_reg for s in dataset.subsets],
+        loss_weights=loss_weights_of(stats),
+        unused=list(stats.unused) if stats.unused is not None else None,
+        images=stats.subset_images,
+        batch_size=stats.batch_size,
+        buckets=stats.buckets,
+        shape_line=shape_line,
+    )
+
+
+def _group(records: list[dict], file: str) -> dict[int, dict[int, list[dict]]]:
+    by_dataset: dict[int, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for number, record in enumerate(records, start=1):
+        try:
+            dataset, epoch = int(record["dataset"]), int(record["epoch"])
+        except (TypeError, ValueError):
+            raise UserError(f"record {number}: epoch and dataset must be integers", file=file) from None
+        if not isinstance(record["images"], list):
+            raise UserError(f"record {number}: images must be a list of paths", file=file)
+        by_dataset[dataset][epoch].append(record)
+    return by_dataset
+
+
+def schedule_reports(records: list[dict], file: str, config: TrainingConfig | None, seed: int = 0) -> list[DatasetReport]:
+    """One report per dataset of a schedule. With the config, images are mapped to its subsets
+    (targets, multipliers, loss weights); without, each image folder is a subset of unknown target."""
+    if not records:
+        raise UserError("the schedule holds no batches", file=file)
+    by_dataset = _group(records, file)
+    reports = []
+    for index in sorted(by_dataset):
+        epochs = by_dataset[index]
+        order = sorted(epochs)
+        dataset = None
+        if config is not None:
+            if index >= len(config.datasets):
+                raise UserError(f"the schedule has dataset {index}; the config has {len(config.datasets)}",
+                                file=file, key="dataset")
+            dataset = config.datasets[index]
+        if dataset is not None:
+            planner, plan_input = planner_for_dataset(dataset, seed)
+            stats = collect_stats(dataset, planner, plan_input, [])
+            position = {key: i for i, key in enumerate(plan_input.image_keys)}
+            position.update({os.path.normpath(key): i for i, key in enumerate(plan_input.image_keys)})
+            subset_of_image = plan_input.subset_of_image
+            accumulator = EpochAccumulator(subset_of_image, len(dataset.subsets), order[0])
+        else:
+            folders = sorted({os.path.dirname(str(p)) for e in order for r in epochs[e] for p in r["images"]})
+            folder_index = {f: i for i, f in enumerate(folders)}
+            keys = sorted({str(p) for e in order for r in epochs[e] for p in r["images"]})
+            position = {key: i for i, key in enumerate(keys)}
+            subset_of_image = np.array([folder_index[os.path.dirname(k)] for k in keys], dtype=np.int64)
+            accumulator = EpochAccumulator(subset_of_image, len(folders), order[0])
+        batches = []
+        for epoch in order:
+            indices = []
+            for record in epochs[epoch]:
+                for path in record["images"]:
+                    i = position.get(str(path), position.get(os.path.normpath(str(path))))
+                    if i is None:
+                        raise UserError(f"epoch {epoch}, batch {record.get('batch')}: image {path} is in no subset of "
+                                        f"dataset {index} of the config", file=file)
+                    indices.append(i)
+            accumulator.add(epoch, indices)
+            batches.append(len(epochs[epoch]))
+        if dataset is not None:
+            reports.append(_from_stats(stats, dataset, accumulator, batches))
+        else:
+            names = [_folder_name(f, folders) for f in folders]
+            reports.append(dataset_report(
+                index, accumulator, names=names, multipliers=[None] * len(folders),
+                multiplier_texts=["unknown (give --config)"] * len(folders), targets=[None] * len(folders),
+                batches_per_epoch=batches))
+    return reports
+
+
+def _folder_name(folder: str, folders: Sequence[str]) -> str:
+    """The folder's own name, or more of its path where two folders share a name."""
+    base = os.path.basename(folder) or folder
+    if sum(os.path.basename(f) == base for f in folders) > 1:
+        parent = os.path.basename(os.path.dirname(folder))
+        return f"{parent}/{base}" if parent else folder
+    return base
+
+
+def planner_versions(records: list[dict]) -> list[str]:
+    versions = sorted({str(r.get("planner_version", "1 (not recorded)")) for r in records})
+    return versions
