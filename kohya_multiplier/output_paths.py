@@ -104,3 +104,12 @@ def check_outputs(outputs: dict[str, Any], inputs: InputPaths) -> None:
         if real in seen:
             raise UserError(f"is also given to {seen[real]}; give each output its own file", file=str(path), key=key)
         seen[real] = key
+
+
+def check_training_output(path: str | None, options: Any, *, key: str = "--multiplier_schedule") -> None:
+    """Training's ``--multiplier_schedule FILE``, checked against the run's dataset options
+    (``dataset_config``, ``train_data_dir``, ``reg_data_dir`` of a ``CommandLineOptions``) before
+    the recorder opens (and truncates) the file."""
+    inputs = input_paths(getattr(options, "dataset_config", None), train_data_dir=getattr(options, "train_data_dir", None),
+                         reg_data_dir=getattr(options, "reg_data_dir", None))
+    check_output_path(path, key=key, inputs=inputs)

@@ -78,8 +78,7 @@ def install(session: _session.Session) -> None:
     collator = train_util.collator_class  # every revision re-exports it there
     hooks.append(hookpoints.everywhere("the epoch collator", "collator_class", collator, dataset.epoch_collator_class(collator)))
     if session.record:
-        recorder.start(session.schedule_path, truncate=_session.is_main_rank())
-        recorder.install_dataloader_hook()
+        recorder.install_dataloader_hook()  # the file opens once checked, in read_dataset_config
 
 
 # --- schema ----------------------------------------------------------------------------------
@@ -120,9 +119,13 @@ def _hook_prepare_dataset_args(original, session: _session.Session):
 
 def read_dataset_config(args: Any, session: _session.Session) -> None:
     from kohya_multiplier.config import load_training_config
+    from kohya_multiplier.output_paths import check_training_output
     from kohya_multiplier.plan_input import planner_seed
 
     session.config_read = True
+    if session.record:  # never over an input (the config, an image folder), checked before the file opens
+        check_training_output(session.schedule_path, _session.options_from_sd_args(args))
+        recorder.start(session.schedule_path, truncate=_session.is_main_rank())
     if getattr(args, "dataset_class", None):
         return  # the user's own dataset class: nothing to plan
     options = _session.options_from_sd_args(args)
