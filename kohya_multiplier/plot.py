@@ -72,6 +72,8 @@ def font_plan(texts: list[str]) -> tuple[list[str], set[int]]:
     families = ["DejaVu Sans"]
     if missing:
         for entry in font_manager.fontManager.ttflist:
+            if "last resort" in entry.name.lower():
+                continue  # its "glyphs" are the boxes this avoids (matplotlib >= 3.10 ships it)
             has = missing & _coverage(entry.fname)
             if has and entry.name not in families:
                 families.append(entry.name)

@@ -114,8 +114,11 @@ def _many_subsets(subsets=200, epochs=300) -> Report:
 def test_two_hundred_subsets_and_300_epochs_fit_the_window(tmp_path, width):
     report = _many_subsets()
     probe = _browse(html_report.render_page(report), tmp_path, width)
+    assert abs(probe["width"] - width) <= 20, probe  # the browser really had this window width
     assert probe["scroll"] <= probe["width"], probe
     assert probe["rows"] == 200 and probe["minFont"] >= 12
+    if width == 900:  # the per-epoch chart is wider than the window: it scrolls in its own box, not the page
+        assert max(probe["svgWidths"]) > width
     text = probe["text"]
     assert "subject_199" in text and "subject_000" in text and "猫" in text
     assert "286-300" in text  # 300 epochs in 20 ranges of 15

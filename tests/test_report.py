@@ -298,6 +298,7 @@ def test_picture_of_unicode_names_without_matplotlib_warnings():
     families, missing = plot.font_plan(["猫_café", "Ωmega_α"])
     labels = [t.get_text() for ax in plot.build_figure(Report(title="t", datasets=[d])).axes for t in ax.get_yticklabels()]
     assert "Ωmega_α" in labels  # DejaVu has Greek
+    assert not any("last resort" in f.lower() for f in families)  # a font of boxes is no fallback
     if ord("猫") in missing:  # no installed font has it: drawn as "?", never a box and a warning
         assert "?_café" in labels
     else:
