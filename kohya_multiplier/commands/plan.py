@@ -9,6 +9,9 @@ from kohya_multiplier.commands.dataset_options import add_dataset_arguments, opt
 from kohya_multiplier.config import load_training_config
 from kohya_multiplier.commands.report import check_report_paths, write_report
 from kohya_multiplier.errors import UserError, warnings_given
+from kohya_multiplier.distortion import warn_distortions
+from kohya_multiplier.limits import check_epoch_length, check_epoch_range
+from kohya_multiplier.output_paths import check_outputs, input_paths
 from kohya_multiplier.plan_input import planner_for_dataset, planner_seed
 from kohya_multiplier.progress import track
 from kohya_multiplier.planner import PLANNER_VERSION
@@ -46,7 +49,14 @@ def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     if args.config is None and options.train_data_dir is None:
         raise UserError("give a dataset config file or --train_data_dir", key="config")
+    check_epoch_range(args.from_epoch, args.epochs)
+    inputs = input_paths(args.config, train_data_dir=options.train_data_dir, reg_data_dir=options.reg_data_dir)
+    outputs = {"--schedule": args.schedule, "--plot": args.plot, "--html": args.html}
+    check_outputs(outputs, inputs)  # before any work
     config = load_training_config(args.config, options)
+    image_dirs = [s.image_dir for d in config.datasets for s in d.subsets]
+    check_outputs(outputs, input_paths(args.config, image_dirs=image_dirs, train_data_dir=options.train_data_dir,
+                                       reg_data_dir=options.reg_data_dir))
     seed = planner_seed(options.seed)
     epochs = range(args.from_epoch, args.from_epoch + args.epochs)
 
@@ -60,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         for dataset in config.datasets:
             planner, plan_input = planner_for_dataset(dataset, seed)
+            check_epoch_length(dataset.index, planner.epoch_length, file=args.config)
             hooks = []
             if schedule is not None:
                 hooks.append(lambda plan, d=dataset.index, p=plan_input: write_records(schedule, epoch_records(d, plan, p)))
@@ -72,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
             stats = collect_stats(dataset, planner, plan_input, track(epochs, len(epochs), label), on_plan)
             if collector is not None:
                 reports.append(collector.report(stats))
+            warn_distortions(stats)  # once, before the tables
             tables.append(format_table(stats))
     finally:
         if schedule is not None and schedule is not sys.stdout:
