@@ -65,6 +65,8 @@ from kohya_multiplier.buckets import BucketLayout
 from kohya_multiplier.errors import UserError, warn_once
 from kohya_multiplier.images import ImageEntry
 from kohya_multiplier.limits import check_dataset
+from kohya_multiplier.loss_weights import DEFAULT as DEFAULT_LOSS_WEIGHT
+from kohya_multiplier.loss_weights import LossWeight, check_loss_weight, resolve_loss_weight
 from kohya_multiplier.multipliers import (
     MULTIPLY_TXT,
     RegularizationInput,
@@ -123,6 +125,7 @@ class SubsetSpec:
     num_repeats: int
     effective_multiplier: float  # what the planner uses; <= 0 means excluded
     effective_origin: str  # "multiplier (subset)", "auto (regularization)", "num_repeats", ...
+    loss_weight: LossWeight = DEFAULT_LOSS_WEIGHT  # factor on each example's loss (loss_weights.py)
     listing_order: int | None = None  # DreamBooth folders: sd-scripts' (file-system) order; None: config order
 
     @property
@@ -146,6 +149,11 @@ class DatasetSpec:
     uses_multiplier: bool
     layout: BucketLayout | None = None  # the validated bucket rules of this dataset
     table: str = ""  # "datasets[0]"
+
+    @property
+    def uses_loss_weight(self) -> bool:
+        """Some subset that trains has a loss weight other than sd-scripts' 1."""
+        return any(not s.excluded and not s.loss_weight.is_default for s in self.subsets)
 
     def bucket_layout(self) -> BucketLayout:
         if self.layout is None:
@@ -265,6 +273,7 @@ SUBSET_ASCENDABLE = {
     "custom_attributes": "dict",
     "resize_interpolation": "str",
     "multiplier": "multiplier",
+    "loss_weight": "loss_weight",  # kohya-multiplier; checked by loss_weights.py
 }
 DROPOUT_ASCENDABLE = {
     "caption_dropout_every_n_epochs": "int",
@@ -484,6 +493,8 @@ class _Reader:
                 check_multiplier(value, file=self.file, where=where)
             elif kind == "num_repeats":
                 check_num_repeats(value, file=self.file, where=where)
+            elif kind == "loss_weight":
+                check_loss_weight(value, file=self.file, where=where)
             elif kind in _KINDS:
                 test, wanted = _KINDS[kind]
                 if not test(value):
@@ -663,8 +674,9 @@ class _Reader:
         is_reg = bool(table.get("is_reg", False))
 
         default_repeats = self.options.dataset_repeats if self.options.dataset_repeats is not None else 1
+        levels = [("subset", table, where), ("dataset", dataset, f"datasets[{dataset_index}]"), ("general", general, "general")]
         setting = resolve_repeat_setting(
-            [("subset", table, where), ("dataset", dataset, f"datasets[{dataset_index}]"), ("general", general, "general")],
+            levels,
             file=self.file,
             default_num_repeats=default_repeats,
         )
@@ -696,6 +708,7 @@ class _Reader:
             effective, effective_origin = multiplier, f"multiplier ({origin})"
         else:
             effective, effective_origin = float(num_repeats), "num_repeats"
+        loss_weight = resolve_loss_weight(levels, image_dir, shown_dir=image_dir_raw, file=self.file)
         return SubsetSpec(
             image_dir=image_dir,
             name=name,
@@ -708,6 +721,7 @@ class _Reader:
             effective_multiplier=effective,
             effective_origin=effective_origin,
             listing_order=folder.listing_order if folder is not None else None,
+            loss_weight=loss_weight,
         )
 
     # -- regularization ------------------------------------------------------------------------

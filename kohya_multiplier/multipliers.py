@@ -234,9 +234,13 @@ def read_multiply_txt(image_dir: str, *, file_for_errors: str | None = None) -> 
     excludes the folder.
     """
     path = os.path.join(image_dir, MULTIPLY_TXT)
+    return read_number_file(path, shown=file_for_errors or path)
+
+
+def read_number_file(path: str, *, shown: str) -> float | None:
+    """A file holding one finite number (EveryDream2's multiply.txt, loss_scale.txt); None if absent."""
     if not os.path.isfile(path):
         return None
-    shown = file_for_errors or path
     try:
         with open(path, "rb") as handle:
             raw = handle.read(4096)

@@ -9,6 +9,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from kohya_multiplier.config import DatasetSpec
+from kohya_multiplier.loss_weights import describe as describe_loss_weight
 from kohya_multiplier.multipliers import format_number, split_multiplier
 from kohya_multiplier.plan_input import PlanInput
 from kohya_multiplier.regularization import STOCK_REGULARIZATION
@@ -32,6 +33,7 @@ class DatasetStats:
     stock: bool = False  # a dataset without multipliers: sd-scripts' own repeats
     unused: np.ndarray | None = None  # (S,) images sd-scripts never registers (stock regularization)
     labels: list[str] | None = None  # (S,) text of the multiplier column, when not the multiplier itself
+    loss_weights: list[str] | None = None  # (S,) loss weight and its origin, when a subset has one other than 1
 
 
 def collect_stats(
@@ -80,6 +82,7 @@ def collect_stats(
         stock=plan_input.stock,
         unused=unused,
         labels=labels,
+        loss_weights=[describe_loss_weight(s.loss_weight) for s in dataset.subsets] if dataset.uses_loss_weight else None,
     )
 
 
@@ -211,8 +214,12 @@ def format_table(stats: DatasetStats) -> str:
             "",
         ]
     )
+    if stats.loss_weights is not None:  # only where some subset has a loss weight other than 1
+        header.append("loss weight")
+        for row, weight in zip(rows, stats.loss_weights + [""]):
+            row.append(weight)
     widths = [max(len(r[c]) for r in rows + [header]) for c in range(len(header))]
-    left = {0, 2}
+    left = {0, 2, 8}
     lines = [epoch_shape_line(stats)]
     lines.append(
         f"images per epoch over epochs {stats.epochs[0]}..{stats.epochs[-1]}:" if stats.epochs else "no epochs planned"

@@ -21,6 +21,8 @@ import contextlib
 import logging
 import os
 
+import torch
+
 from library import config_util, train_util
 
 from kohya_multiplier.errors import warn_once
@@ -109,6 +111,7 @@ class MultiplierDreamBoothDataset(_SdDreamBoothDataset):
         self._km_subset_of_dir: dict[str, int] = {}
         self._km_spec = None
         self._km_epoch_value = None
+        self._km_loss_weights: dict[str, float] | None = None  # subset folder -> loss_weight, when some is not 1
         session = _session.current()
         is_training = bool(kwargs.get("is_training_dataset", True))
         planned = False
@@ -117,7 +120,10 @@ class MultiplierDreamBoothDataset(_SdDreamBoothDataset):
             session.training_datasets_built += 1
             session.live_datasets.append(self)
             self._km_record = session.record
-            spec = session.dataset_spec(self._km_index) if session.planned else None
+            spec = session.dataset_spec(self._km_index)
+            if spec is not None and spec.uses_loss_weight:
+                self._km_loss_weights = {os.path.normcase(s.image_dir): s.loss_weight.value for s in spec.subsets}
+                self._km_seed = session.seed
             # A dataset without multipliers stays stock sd-scripts, also in a config where others
             # have them: its own registration of regularization images, repeats and shuffle.
             if spec is not None and spec.uses_multiplier:
@@ -191,6 +197,8 @@ class MultiplierDreamBoothDataset(_SdDreamBoothDataset):
     def make_buckets(self):
         super().make_buckets()  # sd-scripts' own bucket of every image (then shuffle_buckets: a no-op)
         if self._km_spec is None:
+            if self._km_loss_weights is not None and self.bucket_info is not None:
+                self.bucket_info[METADATA_KEY] = self._km_metadata()
             return
         entries, sd_key_of = [], {}
         for key, info in self.image_data.items():
@@ -254,7 +262,19 @@ class MultiplierDreamBoothDataset(_SdDreamBoothDataset):
             }
             # LoRA metadata (ss_datasets[i].bucket_info, ss_bucket_info): which planner made this plan,
             # so a resume under another planner version can be detected
-            self.bucket_info[METADATA_KEY] = {PLANNER_VERSION_KEY: PLANNER_VERSION, "seed": self._km_seed}
+            self.bucket_info[METADATA_KEY] = self._km_metadata()
+
+    def _km_metadata(self) -> dict:
+        entry: dict = {}
+        if self._km_spec is not None:
+            entry = {PLANNER_VERSION_KEY: PLANNER_VERSION, "seed": self._km_seed}
+        if self._km_loss_weights is not None:  # next to the multipliers (n_repeats), by folder name
+            entry["loss_weights"] = {
+                os.path.basename(os.path.normpath(s.image_dir)): _plain_number(self._km_loss_weights[os.path.normcase(s.image_dir)])
+                for s in self.subsets
+                if os.path.normcase(os.path.abspath(s.image_dir)) in self._km_loss_weights
+            }
+        return entry
 
     def _epoch_now(self) -> int:
         value = self._km_epoch_value.value if self._km_epoch_value is not None else self.current_epoch
@@ -262,6 +282,9 @@ class MultiplierDreamBoothDataset(_SdDreamBoothDataset):
 
     def km_plan_state(self) -> _PlanState | None:
         return self._km_plan
+
+    def km_loss_weights(self) -> dict[str, float] | None:
+        return self._km_loss_weights
 
     def km_attach_epoch_value(self, value) -> None:
         self._km_epoch_value = value
@@ -284,22 +307,33 @@ class MultiplierDreamBoothDataset(_SdDreamBoothDataset):
             if epoch != self._km_plan.applied_epoch:
                 self._apply_epoch(epoch)
         example = super().__getitem__(index)
+        if self._km_loss_weights is not None and training and isinstance(example, dict) and "loss_weights" in example:
+            weights = example["loss_weights"]
+            factors = [self._km_loss_weights.get(os.path.normcase(os.path.abspath(self.image_to_subset[k].image_dir)), 1.0)
+                       for k in self._batch_image_keys(index)]
+            example["loss_weights"] = weights * torch.tensor(factors, dtype=weights.dtype)
         if self._km_record and training and isinstance(example, dict):
             example[BATCH_RECORD_KEY] = self._batch_record(index)
         return example
 
+    def _batch_image_keys(self, index: int) -> list:
+        """sd-scripts' image keys of batch ``index``, in the order its __getitem__ reads them."""
+        if self._km_plan is not None:
+            return self.bucket_manager.buckets[index]
+        entry = self.buckets_indices[index]
+        bucket = self.bucket_manager.buckets[entry.bucket_index]
+        start = entry.batch_index * entry.bucket_batch_size
+        return bucket[start : start + entry.bucket_batch_size]
+
     def _batch_record(self, index: int) -> dict:
+        images = self._batch_image_keys(index)
         if self._km_plan is not None:
             state = self._km_plan
             bucket = int(state.plan.batch_bucket[index])
             width, height = state.plan_input.bucket_resolutions[bucket]
-            images = self.bucket_manager.buckets[index]
             epoch = state.applied_epoch
         else:  # stock sd-scripts order, recorded for --multiplier_schedule
             entry = self.buckets_indices[index]
-            bucket = self.bucket_manager.buckets[entry.bucket_index]
-            start = entry.batch_index * entry.bucket_batch_size
-            images = bucket[start : start + entry.bucket_batch_size]
             width, height = self.bucket_manager.resos[entry.bucket_index]
             epoch = self._epoch_now()
         record = {

@@ -92,11 +92,13 @@ def _extend_schema(config_util, session: _session.Session) -> None:
         from voluptuous import Invalid
 
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise Invalid("multiplier must be a number")
+            raise Invalid("must be a number")
         session.multiplier_requested = True
         return value
 
-    config_util.ConfigSanitizer.SUBSET_ASCENDABLE_SCHEMA["multiplier"] = multiplier_value
+    schema = config_util.ConfigSanitizer.SUBSET_ASCENDABLE_SCHEMA
+    schema["multiplier"] = multiplier_value
+    schema["loss_weight"] = multiplier_value  # the same: a number, checked by the core, that asks for us
 
 
 # --- the dataset config, read by the core before any model loads --------------------------------
@@ -142,8 +144,23 @@ def read_dataset_config(args: Any, session: _session.Session) -> None:
         return
     session.config = config
     session.planned = any(d.uses_multiplier for d in config.datasets)
-    if (session.planned or session.record) and _session.is_main_rank():
+    session.weighted = any(d.uses_loss_weight for d in config.datasets)
+    if session.weighted:
+        _require_script_applies_loss_weights(session)
+    if (session.planned or session.weighted or session.record) and _session.is_main_rank():
         _print_balance(config, session.seed, args, seed_given=getattr(args, "seed", None) is not None)
+
+
+def _require_script_applies_loss_weights(session: _session.Session) -> None:
+    from kohya_multiplier.sdscripts.scripts import applies_loss_weights
+
+    script = session.script_path
+    if script and os.path.isfile(script) and not applies_loss_weights(Path(script)):
+        raise UserError(
+            f"{os.path.basename(script)} ignores per-example loss weights, so loss_weight (or loss_scale.txt) other than 1 "
+            "cannot be applied; remove it, or train with a script that applies them (e.g. train_network.py, train_db.py)",
+            file=session.config.source,
+        )
 
 
 def _asks_for_multipliers(options) -> bool:

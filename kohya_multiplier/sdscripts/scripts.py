@@ -74,6 +74,17 @@ def discover(root: Path) -> list[Script]:
     return found
 
 
+def applies_loss_weights(path: Path) -> bool:
+    """Whether the script multiplies each example's loss by ``batch["loss_weights"]`` (itself or
+    through the sibling script it builds on); sdxl_train.py and fine_tune.py do not."""
+    path = Path(path)
+    text = _read(path)
+    if "loss_weights" in text:
+        return True
+    siblings = [m for m in _IMPORTS_SIBLING.findall(text) if (path.parent / f"{m}.py").is_file() and m != path.stem]
+    return any("loss_weights" in _read(path.parent / f"{m}.py") for m in siblings)
+
+
 def looks_like_script_name(word: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.py)?", word)) and bool(_TRAINING_NAME.search(word))
 

@@ -8,7 +8,8 @@ it loads a model, this module verifies what the hooks were for:
 - the core read the dataset config (or the config asks for no multiplier at all);
 - the schema accepts ``multiplier``;
 - every dataset with multipliers is our planned dataset, has its plan, and its ``len()`` is the
-  plan's epoch length; all its regularization images are registered;
+  plan's epoch length; all its regularization images are registered; every dataset with loss
+  weights is ours and applies them;
 - every place a script can look up ``collator_class`` (or any other hooked name) holds ours;
 - the schedule recorder is attached when ``--multiplier_schedule`` asked for it.
 
@@ -55,7 +56,7 @@ def checked_build(build, session: _session.Session):
 
 
 def require_verified(session: _session.Session) -> None:
-    if session.verified or not (session.planned or session.multiplier_requested):
+    if session.verified or not (session.planned or session.weighted or session.multiplier_requested):
         return
     stop(session, "the datasets were built without the check of generate_dataset_group_by_blueprint (its hook was bypassed)")
 
@@ -72,7 +73,7 @@ def problems(session: _session.Session, train_group: Any, blueprint: Any = None)
         missing = hook.missing_in()
         if missing:
             found.append(f"{hook.name} ({hook.purpose}) is not ours in {', '.join(missing[:3])}")
-    if session.planned:
+    if session.planned or session.weighted:
         found += _dataset_problems(session, train_group)
     if session.record:
         from kohya_multiplier.sdscripts import recorder
@@ -95,15 +96,19 @@ def _dataset_problems(session: _session.Session, train_group: Any) -> list[str]:
     found = []
     datasets = list(getattr(train_group, "datasets", []))
     for index, spec in enumerate(session.config.datasets):
-        if not spec.uses_multiplier:
+        if not (spec.uses_multiplier or spec.uses_loss_weight):
             continue
         if index >= len(datasets):
-            found.append(f"dataset {index} has multipliers but sd-scripts built only {len(datasets)} datasets")
+            found.append(f"dataset {index} has multipliers or loss weights but sd-scripts built only {len(datasets)} datasets")
             continue
         dataset = datasets[index]
         if not isinstance(dataset, MultiplierDreamBoothDataset):
             kind = type(dataset)
             found.append(f"dataset {index} is sd-scripts' {kind.__module__}.{kind.__qualname__}, not the planned dataset")
+            continue
+        if spec.uses_loss_weight and dataset.km_loss_weights() is None:
+            found.append(f"dataset {index} has loss weights but does not apply them")
+        if not spec.uses_multiplier:
             continue
         plan = dataset.km_plan_state()
         if plan is None:

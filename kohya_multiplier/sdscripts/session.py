@@ -29,6 +29,8 @@ class Session:
     training_datasets_built: int = 0  # DreamBooth training datasets constructed so far
     live_datasets: list[Any] = field(default_factory=list)  # our dataset instances, for the collator
     revision: str = "unknown revision"  # the checkout's revision verdict, for the self-check's message
+    script_path: str | None = None  # the training script that runs (its use of loss weights is checked)
+    weighted: bool = False  # some subset has a loss_weight other than 1
     hooks: list[Any] = field(default_factory=list)  # hookpoints.Hook of every installed hook
     config_read: bool = False  # the prepare_dataset_args hook ran (the core read the config)
     multiplier_requested: bool = False  # sd-scripts' own config reading met a multiplier (schema, folder)
@@ -47,9 +49,11 @@ class Session:
 _current: Session | None = None
 
 
-def start(schedule_path: str | None, revision: str = "unknown revision") -> Session:
+def start(schedule_path: str | None, revision: str = "unknown revision", script_path: str | None = None) -> Session:
     global _current
-    _current = Session(schedule_path=os.path.abspath(schedule_path) if schedule_path else None, revision=revision)
+    _current = Session(
+        schedule_path=os.path.abspath(schedule_path) if schedule_path else None, revision=revision, script_path=script_path
+    )
     return _current
 
 
