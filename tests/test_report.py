@@ -323,3 +323,13 @@ def test_verdicts_say_at_a_glance_what_is_off():
     d = _report([[0], [0], [0], [0], [0], [0], [0]], [0, 0], multipliers=[0.5], targets=[1.0])
     verdict = d.rotation_verdict()
     assert "not fully trained yet (s0: 1 of 2)" in verdict and "beyond the rotation bound: s0" in verdict
+
+
+def test_report_draws_the_picture_from_a_schedule_alone(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    config = _tree(tmp_path, {"alice": (6, 0.5)})
+    schedule = tmp_path / "s.jsonl"
+    assert main(["plan", str(config), "--epochs", "3", "--schedule", str(schedule)]) == 0
+    picture = tmp_path / "trained.pdf"
+    assert main(["report", str(schedule), "--config", str(config), "--plot", str(picture)]) == 0
+    assert picture.read_bytes().startswith(b"%PDF") and "report of 3 epochs (6 batches)" in capsys.readouterr().out
