@@ -108,6 +108,7 @@ class SubsetReport:
     is_reg: bool = False
     loss_weight: str | None = None  # its value and origin, "2 (subset)"; None: no loss weight in the dataset
     unused: int = 0  # images sd-scripts never registers (stock regularization)
+    stock: bool = False  # a dataset without multipliers: sd-scripts' integer repeats, no rotation bound
 
     @property
     def excluded(self) -> bool:
@@ -115,7 +116,7 @@ class SubsetReport:
 
     @property
     def bound(self) -> int | None:
-        return rotation_bound(self.multiplier) if self.multiplier is not None else None
+        return rotation_bound(self.multiplier) if self.multiplier is not None and not self.stock else None
 
     def status(self, column: int) -> str:
         if self.excluded:
@@ -152,6 +153,8 @@ class SubsetReport:
     def gap_text(self) -> str:
         if self.excluded or not self.counts.size:
             return "-"
+        if self.unused:
+            return f"never ({self.unused} unused)"
         return f"{'≥ ' if self.gap_open else ''}{self.longest_gap}"
 
 
@@ -341,6 +344,7 @@ def dataset_report(
     batch_size: int | None = None,
     buckets: int | None = None,
     shape_line: str | None = None,
+    stock: bool = False,
 ) -> DatasetReport:
     counts = accumulator.counts()
     seen = accumulator.seen()
@@ -363,6 +367,7 @@ def dataset_report(
             is_reg=bool(is_reg[s]) if is_reg is not None else False,
             loss_weight=loss_weights[s] if loss_weights is not None else None,
             unused=int(unused[s]) if unused is not None else 0,
+            stock=stock,
         ))
     return DatasetReport(index=index, epochs=list(accumulator.epochs), subsets=subsets,
                          batches_per_epoch=[int(b) for b in batches_per_epoch], batch_size=batch_size,

@@ -62,6 +62,7 @@ def _from_stats(stats: DatasetStats, dataset: DatasetSpec, accumulator, batches,
         batch_size=stats.batch_size,
         buckets=stats.buckets,
         shape_line=shape_line,
+        stock=stats.stock,
     )
 
 

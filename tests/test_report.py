@@ -333,3 +333,14 @@ def test_report_draws_the_picture_from_a_schedule_alone(tmp_path, capsys):
     picture = tmp_path / "trained.pdf"
     assert main(["report", str(schedule), "--config", str(config), "--plot", str(picture)]) == 0
     assert picture.read_bytes().startswith(b"%PDF") and "report of 3 epochs (6 batches)" in capsys.readouterr().out
+
+
+def test_stock_regularization_shows_its_unused_images_and_no_rotation_bound(tmp_path):
+    make_folder(tmp_path / "img" / "2_alice", [(512, 512)] * 5)
+    make_folder(tmp_path / "reg" / "1_person", [(512, 512)] * 30)
+    page = tmp_path / "p.html"
+    assert main(["plan", "--train_data_dir", str(tmp_path / "img"), "--reg_data_dir", str(tmp_path / "reg"),
+                 "--epochs", "4", "--resolution", "512", "--html", str(page)]) == 0
+    text = page.read_text(encoding="utf-8")
+    assert "10 of 30" in text and "never (20 unused)" in text
+    assert "beyond the rotation bound" not in text and " (1)</td>" not in text  # no contract bound on stock repeats
