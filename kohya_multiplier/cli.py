@@ -25,6 +25,7 @@ COMMAND_MODULES = {
     "unpatch": "patch",
     "status": "patch",
     "scripts": "scripts",
+    "check": "check",
     "report": "report",
 }
 

@@ -35,6 +35,9 @@ def register(subparsers) -> None:
     parser.add_argument("--schedule", metavar="FILE", help="write the planned batches as JSON Lines ('-' for stdout)")
     parser.add_argument("--plot", metavar="FILE", help="draw the report as a picture: FILE.png, FILE.svg or FILE.pdf")
     parser.add_argument("--html", metavar="FILE", help="write the report as one self-contained page (works offline)")
+    parser.add_argument("--verify-images", "--verify_images", dest="verify_images", action="store_true",
+                        help="first decode every image with Pillow (as `kohya-multiplier check`); stop with status 1 "
+                        "if any is unreadable or implausible")
     add_dataset_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -57,6 +60,11 @@ def run(args: argparse.Namespace) -> int:
     image_dirs = [s.image_dir for d in config.datasets for s in d.subsets]
     check_outputs(outputs, input_paths(args.config, image_dirs=image_dirs, train_data_dir=options.train_data_dir,
                                        reg_data_dir=options.reg_data_dir))
+    if args.verify_images:
+        from kohya_multiplier.commands.check import verify
+
+        if verify(config, stream=sys.stderr):
+            return 1
     seed = planner_seed(options.seed)
     epochs = range(args.from_epoch, args.from_epoch + args.epochs)
 
