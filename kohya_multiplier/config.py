@@ -62,8 +62,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from kohya_multiplier.buckets import BucketLayout
-from kohya_multiplier.errors import UserError, warn_once
+from kohya_multiplier.errors import UserError
 from kohya_multiplier.images import ImageEntry
+from kohya_multiplier import ignored as ignored_notes
 from kohya_multiplier.limits import check_dataset
 from kohya_multiplier.loss_weights import DEFAULT as DEFAULT_LOSS_WEIGHT
 from kohya_multiplier.loss_weights import LossWeight, check_loss_weight, resolve_loss_weight
@@ -329,6 +330,7 @@ def load_training_config(config_path: str | None, options: CommandLineOptions | 
         raw = read_config_file(config_path)
         reader = _Reader(file=str(config_path), options=options, notes=notes)
         datasets = reader.read(raw)
+        notes.extend(ignored_notes.overridden_options(raw, options, reader.prefix()))
         return TrainingConfig(source=str(config_path), datasets=datasets, notes=notes)
     if options.in_json is not None:
         raise UserError(
@@ -338,7 +340,7 @@ def load_training_config(config_path: str | None, options: CommandLineOptions | 
         )
     if options.train_data_dir is None:
         raise UserError("no dataset: give a dataset config file or --train_data_dir")
-    raw, folder_info = _config_from_folders(options)
+    raw, folder_info = _config_from_folders(options, notes)
     reader = _Reader(file=None, options=options, notes=notes, folder_info=folder_info)
     datasets = reader.read(raw)
     source = f"--train_data_dir {options.train_data_dir}"
@@ -426,7 +428,7 @@ class _FolderInfo:
     listing_order: int  # position in sd-scripts' own listing of the base folder (file-system order)
 
 
-def _config_from_folders(options: CommandLineOptions) -> tuple[dict, list[_FolderInfo]]:
+def _config_from_folders(options: CommandLineOptions, notes: list[str]) -> tuple[dict, list[_FolderInfo]]:
     subsets: list[dict] = []
     info: list[_FolderInfo] = []
     for option, base, is_reg in (("train_data_dir", options.train_data_dir, False), ("reg_data_dir", options.reg_data_dir, True)):
@@ -444,15 +446,10 @@ def _config_from_folders(options: CommandLineOptions) -> tuple[dict, list[_Folde
             if not os.path.isdir(path):
                 continue
             parsed = parse_folder_name(name)
-            if parsed is None:
-                warn_once(
-                    f"{path}: ignored: the folder name has no repeat prefix such as 10_name or 0.25_name "
-                    "(sd-scripts ignores it too)"
-                )
+            if parsed is None or (parsed[0] is not None and parsed[0] < 1):
+                notes.append(ignored_notes.dropped_folder(path, None if parsed is None else parsed[0]))  # listed, as sd-scripts drops it
                 continue
             repeats, multiplier, class_tokens = parsed
-            if repeats is not None and repeats < 1:
-                continue  # sd-scripts skips it without a word
             table: dict[str, Any] = {"image_dir": path, "is_reg": is_reg, "class_tokens": class_tokens}
             if multiplier is not None:
                 table["multiplier"] = multiplier
@@ -690,6 +687,10 @@ class _Reader:
             from_file = read_multiply_txt(image_dir, file_for_errors=shown)
             if from_file is not None:
                 multiplier, origin = from_file, "multiply.txt"
+        elif os.path.isfile(os.path.join(image_dir, MULTIPLY_TXT)):
+            self.notes.append(ignored_notes.lost_multiply_txt(self.prefix(), where, origin, multiplier, num_repeats))
+        if is_reg and multiplier is not None and origin in ("dataset", "general"):
+            self.notes.append(ignored_notes.inherited_regularization(self.prefix(), where, origin, multiplier))
 
         excluded = (multiplier is not None and multiplier <= 0) or (multiplier is None and num_repeats < 1)
         if not excluded:

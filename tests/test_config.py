@@ -289,11 +289,15 @@ def test_folder_mode(capsys):
         # T = 0.25*8 + 0.5*4 + 10*3 + 0.2*5 = 35 training images per epoch over 20 regularization images
         ("dbreg/1_person", "1_person", 20, pytest.approx(35 / 20), "auto (regularization)", True),
     ]
-    # "0_zero" (repeats < 1) is skipped silently and "nope" with a warning, as sd-scripts does
-    assert capsys.readouterr().err.splitlines() == [
-        "kohya-multiplier: warning: db/nope: ignored: the folder name has no repeat prefix such as 10_name or 0.25_name "
-        "(sd-scripts ignores it too)"
+    # "0_zero" (repeats < 1) and "nope" are dropped, as sd-scripts drops them, and both are listed in the notes;
+    # multiply.txt of 0.5_dave loses to the fraction in its name, and says so
+    assert [n for n in config.notes if "ignored" in n] == [
+        "db/0_zero: ignored: its repeat prefix 0 is below 1 (sd-scripts ignores it too)",
+        "db/nope: ignored: the folder name has no repeat prefix sd-scripts accepts, such as 10_name or 0.25_name "
+        "(sd-scripts ignores it too)",
+        "db/0.5_dave: multiply.txt ignored: multiplier 0.5 from its folder name wins",
     ]
+    assert capsys.readouterr().err == ""
 
 
 def test_folder_mode_values():
