@@ -344,3 +344,16 @@ def test_stock_regularization_shows_its_unused_images_and_no_rotation_bound(tmp_
     text = page.read_text(encoding="utf-8")
     assert "10 of 30" in text and "never (20 unused)" in text
     assert "beyond the rotation bound" not in text and " (1)</td>" not in text  # no contract bound on stock repeats
+
+
+def test_a_run_cut_short_names_its_short_epoch(tmp_path):
+    config = _tree(tmp_path, {"alice": (8, 0.5)})
+    schedule = tmp_path / "s.jsonl"
+    assert main(["plan", str(config), "--epochs", "3", "--schedule", str(schedule)]) == 0
+    lines = schedule.read_text().splitlines()
+    schedule.write_text("\n".join(lines[:-1]) + "\n")  # the last batch of epoch 3 never trained
+    page = tmp_path / "r.html"
+    assert main(["report", str(schedule), "--config", str(config), "--html", str(page)]) == 0
+    text = page.read_text(encoding="utf-8")
+    assert "1 epoch with fewer batches than the others (cut short, or recorded in part): epoch 3 (1 of 2)" in text
+    assert "varies: dataset 0: 1-2" in text

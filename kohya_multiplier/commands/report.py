@@ -51,6 +51,21 @@ def write_report(report, plot: str | None, html: str | None) -> None:
         html_report.write_page(report, html)
 
 
+def partial_epoch_notes(datasets) -> list[str]:
+    """A schedule whose epochs differ in length (a run cut short by --max_train_steps, a crash):
+    name the short epochs, so their low counts are not read as imbalance."""
+    notes = []
+    for d in datasets:
+        if d.epoch_length is not None or not d.batches_per_epoch:
+            continue
+        full = max(d.batches_per_epoch)
+        short = [(e, b) for e, b in zip(d.epochs, d.batches_per_epoch) if b < full]
+        shown = ", ".join(f"epoch {e} ({b} of {full})" for e, b in short[:5]) + (f" and {len(short) - 5} more" if len(short) > 5 else "")
+        notes.append(f"dataset {d.index}: {len(short)} epoch{'s' * (len(short) != 1)} with fewer batches than the others "
+                     f"(cut short, or recorded in part): {shown}; their counts are low for that reason")
+    return notes
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.html and not args.plot:
         raise UserError("say where to write the report: --html FILE and/or --plot FILE", key="--html")
@@ -77,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         for note in notes:
             print(note)
     datasets = schedule_reports(records, args.schedule, config, planner_seed(options.seed))
+    notes += partial_epoch_notes(datasets)
     facts = [("schedule", args.schedule), ("config", args.config or "none (targets unknown)"),
              ("planner version", ", ".join(planner_versions(records)))]
     report = Report(title=f"schedule {os.path.basename(args.schedule)}", datasets=datasets, notes=notes,
