@@ -38,8 +38,8 @@ def lost_multiply_txt(prefix: str, where: str, origin: str, multiplier: float | 
 def inherited_regularization(prefix: str, where: str, origin: str, multiplier: float) -> str:
     level = "[general]" if origin == "general" else "its [[datasets]] table"
     return (f"{prefix}{where}: regularization subset takes multiplier {format_number(multiplier)} from {level}, not the "
-            "automatic regularization rule (which applies only to regularization subsets without any multiplier; set "
-            "num_repeats or multiplier in its own table to choose)")
+            "automatic regularization rule (which applies only to regularization subsets without any multiplier; "
+            "num_repeats = 1 in its own table brings the rule back)")
 
 
 # sd-scripts' command-line option -> the config key that overrides it, and the levels that can set it.
