@@ -206,6 +206,7 @@ def _read_text(path: str) -> str:
 def _print_balance(config, seed: int, args: Any, *, seed_given: bool) -> None:
     """The dry run's notes and per-subset balance table, printed once at start."""
     from kohya_multiplier.plan_input import planner_for_dataset
+    from kohya_multiplier.distortion import warn_distortions
     from kohya_multiplier.report import collect_stats, format_table
 
     epochs = getattr(args, "max_train_epochs", None) or DEFAULT_TABLE_EPOCHS
@@ -215,7 +216,9 @@ def _print_balance(config, seed: int, args: Any, *, seed_given: bool) -> None:
     print(f"kohya-multiplier: seed {seed}{'' if seed_given else ' (no --seed given)'}; balance of epochs 1-{epochs}:")
     for dataset in config.datasets:
         planner, plan_input = planner_for_dataset(dataset, seed)
-        print(format_table(collect_stats(dataset, planner, plan_input, range(1, epochs + 1))))
+        stats = collect_stats(dataset, planner, plan_input, range(1, epochs + 1))
+        warn_distortions(stats)  # once, before its table (kohya_multiplier.distortion)
+        print(format_table(stats))
     sys.stdout.flush()
 
 
