@@ -59,8 +59,15 @@ _OVERRIDES = (
 )
 
 
+# sd-scripts' argparse defaults: training sees them as values even when the user gave none, so an
+# option at its default (or a flag that is off) is not named as overridden.
+_SD_DEFAULTS = {"train_batch_size": 1, "min_bucket_reso": 256, "max_bucket_reso": 1024, "bucket_reso_steps": 64,
+                "validation_split": 0.0, "caption_extension": ".caption"}
+
+
 def overridden_options(raw: Any, options: Any, prefix: str) -> list[str]:
-    """One note naming every command-line option that the config overrides, and where."""
+    """One note naming every command-line option that the config overrides, and where (options at
+    sd-scripts' default value, and flags that are off, count as not given)."""
     if not isinstance(raw, Mapping):
         return []
     general = raw.get("general") if isinstance(raw.get("general"), Mapping) else {}
@@ -68,7 +75,7 @@ def overridden_options(raw: Any, options: Any, prefix: str) -> list[str]:
     found = []
     for option, key, levels in _OVERRIDES:
         value = getattr(options, option, None)
-        if value is None:
+        if value is None or value is False or (option in _SD_DEFAULTS and value == _SD_DEFAULTS[option]):
             continue
         places = []
         if "general" in levels and general.get(key) is not None:

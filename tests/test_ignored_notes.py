@@ -101,3 +101,17 @@ def test_warnings_come_before_the_table(tmp_path, capsys):
     warning = next(i for i, l in enumerate(lines) if "warning:" in l)
     table = next(i for i, l in enumerate(lines) if l.startswith("dataset 0:"))
     assert warning < table
+
+
+def test_sd_scripts_defaults_are_not_named_as_overridden():
+    """Training hands the core sd-scripts' parsed args, defaults included: they were not given."""
+    from kohya_multiplier.config import CommandLineOptions
+    from kohya_multiplier.ignored import overridden_options
+
+    raw = {"general": {"batch_size": 4, "enable_bucket": True, "min_bucket_reso": 128}, "datasets": [{"subsets": []}]}
+    defaults = CommandLineOptions(train_batch_size=1, enable_bucket=False, min_bucket_reso=256, caption_extension=".caption")
+    assert overridden_options(raw, defaults, "") == []
+    given = CommandLineOptions(train_batch_size=2, enable_bucket=True)
+    assert overridden_options(raw, given, "") == [
+        "the config overrides --train_batch_size 2 (by batch_size in [general]); --enable_bucket on (by enable_bucket in "
+        "[general]) (as in sd-scripts, a value in the config wins)"]
