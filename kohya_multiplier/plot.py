@@ -91,10 +91,15 @@ def draw_report(report: Report, path: str | os.PathLike | None = None, *, fmt: s
     """Draw the report; return the file's bytes and, when ``path`` is given, write them there in
     the format its extension names (``fmt`` overrides; default PNG)."""
     fmt = fmt or (picture_format(path) if path is not None else "png")
-    fig = build_figure(report, dpi=dpi)
-    buffer = io.BytesIO()
-    metadata = {"Creator": "kohya-multiplier"} if fmt in ("svg", "pdf") else {"Software": "kohya-multiplier"}
-    fig.savefig(buffer, format=fmt, metadata=metadata)
+    from kohya_multiplier.progress import Progress
+
+    with Progress(total=2, label=f"drawing {path if path is not None else 'the picture'}") as bar:
+        fig = build_figure(report, dpi=dpi)
+        bar.advance()
+        buffer = io.BytesIO()
+        metadata = {"Creator": "kohya-multiplier"} if fmt in ("svg", "pdf") else {"Software": "kohya-multiplier"}
+        fig.savefig(buffer, format=fmt, metadata=metadata)
+        bar.advance()
     data = buffer.getvalue()
     if path is not None:
         try:
