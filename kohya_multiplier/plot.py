@@ -158,7 +158,8 @@ def _figure(Figure, report: Report, dpi: int, missing: set[int]):
         ax.set_xlim(left=0)
         ax.tick_params(axis="x", labelsize=7)
         ax.set_xlabel("images per epoch (bar: mean, line: range, black: target)", fontsize=7)
-        ax.set_title(f"Dataset {d.index}: balance", fontsize=9, loc="left")
+        balance_words, rotation_words = d.short_verdicts()
+        ax.set_title(f"Dataset {d.index}: balance ({balance_words})", fontsize=9, loc="left")
         ax.grid(axis="x", color="#e3e3e3")
 
         bins = d.bins()
@@ -200,7 +201,7 @@ def _figure(Figure, report: Report, dpi: int, missing: set[int]):
         ax3.tick_params(axis="x", labelsize=7)
         ax3.set_xlim(left=0)
         ax3.set_xlabel("epochs (green: until all trained, blue: longest gap, black: bound)", fontsize=7)
-        ax3.set_title("rotation", fontsize=9, loc="left")
+        ax3.set_title(f"rotation ({rotation_words})", fontsize=9, loc="left")
         right = ax3.twinx()
         right.set_ylim(ax.get_ylim())
         right.set_yticks(y, ["" if s.excluded else f"{s.seen_text} · gap {s.gap_text}" for s in d.subsets], fontsize=6.5)

@@ -195,6 +195,19 @@ class DatasetReport:
         shown = ", ".join(f"{s.name} ({s.overall_status})" for s in off[:5]) + (f" and {len(off) - 5} more" if len(off) > 5 else "")
         return f"{len(off)} of {len(self.subsets)} subsets off target in some epoch: {shown}"
 
+    def short_verdicts(self) -> tuple[str, str]:
+        """(balance, rotation) in a few words, for the picture's panel titles."""
+        off = sum(s.overall_status not in (OK, EXCLUDED, UNKNOWN) for s in self.subsets)
+        balance = ("targets unknown" if not self.has_targets else
+                   "all within the contract" if not off else f"{off} subset{'s' * (off != 1)} off target")
+        active = [s for s in self.subsets if not s.excluded]
+        waiting = sum(s.all_seen_epoch is None for s in active)
+        late = sum(s.bound is not None and s.longest_gap > s.bound for s in active)
+        rotation = (f"{waiting} subset{'s' * (waiting != 1)} not fully trained" if waiting else "every image trained")
+        if late:
+            rotation += f", {late} beyond the bound"
+        return balance, rotation
+
     def rotation_verdict(self) -> str:
         """One sentence: has every image been trained, and did any wait longer than the bound?"""
         active = [s for s in self.subsets if not s.excluded]

@@ -357,3 +357,13 @@ def test_a_run_cut_short_names_its_short_epoch(tmp_path):
     text = page.read_text(encoding="utf-8")
     assert "1 epoch with fewer batches than the others (cut short, or recorded in part): epoch 3 (1 of 2)" in text
     assert "varies: dataset 0: 1-2" in text
+
+
+def test_the_pictures_panel_titles_carry_the_verdicts():
+    pytest.importorskip("matplotlib")
+    from kohya_multiplier import plot
+
+    d = _report([[0, 1, 2, 3], [0]], [0, 0, 0, 0], targets=[2.0])
+    titles = [ax.get_title(loc="left") for ax in plot.build_figure(Report(title="t", datasets=[d])).axes]
+    assert "Dataset 0: balance (1 subset off target)" in titles
+    assert "rotation (every image trained)" in titles
