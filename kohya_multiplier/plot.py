@@ -170,6 +170,8 @@ def _figure(Figure, report: Report, dpi: int, missing: set[int]):
 
         ax2.imshow(codes, cmap=ListedColormap([FILL[k] for k in statuses]), vmin=-0.5, vmax=len(statuses) - 0.5,
                    aspect="auto", interpolation="nearest")
+        ax2.vlines(np.arange(-0.5, len(bins)), -0.5, n - 0.5, colors="white", lw=1.5)  # cell borders
+        ax2.hlines(np.arange(-0.5, n), -0.5, len(bins) - 0.5, colors="white", lw=1.5)
         for i, s in enumerate(d.subsets):
             for c, b in enumerate(bins):
                 text = "–" if s.excluded else _short(s.counts[b.columns].mean())
