@@ -18,6 +18,9 @@ from kohya_multiplier.planner import PLANNER_VERSION
 from kohya_multiplier.report import collect_stats, format_table, stock_order_note
 from kohya_multiplier.report_data import Report
 from kohya_multiplier.report_sources import PlanCollector
+from kohya_multiplier.run_arithmetic import compute as compute_run
+from kohya_multiplier.run_arithmetic import format_run
+from kohya_multiplier.training_config import apply_defaults, read_training_config
 from kohya_multiplier.schedule import epoch_records, write_records
 
 
@@ -29,7 +32,8 @@ def register(subparsers) -> None:
         "Takes sd-scripts' own dataset options; a value in the config wins over the command line, as in sd-scripts.",
     )
     parser.add_argument("config", nargs="?", help="sd-scripts dataset config (.toml); or give --train_data_dir")
-    parser.add_argument("--epochs", type=int, default=10, metavar="N", help="epochs to plan (default 10)")
+    parser.add_argument("--epochs", type=int, default=None, metavar="N",
+                        help="epochs to plan (default: the run's epochs when --max_train_epochs/--max_train_steps say, else 10)")
     parser.add_argument("--from-epoch", "--from_epoch", dest="from_epoch", type=int, default=1, metavar="K",
                         help="plan epochs K..K+N-1 directly, as a resumed run would (default 1)")
     parser.add_argument("--schedule", metavar="FILE", help="write the planned batches as JSON Lines ('-' for stdout)")
@@ -39,10 +43,29 @@ def register(subparsers) -> None:
                         help="first decode every image with Pillow (as `kohya-multiplier check`); stop with status 1 "
                         "if any is unreadable or implausible")
     add_dataset_arguments(parser)
+    run_options = parser.add_argument_group("sd-scripts run options: print the run's step arithmetic as sd-scripts will")
+    run_options.add_argument("--config_file", "--config-file", dest="config_file", metavar="FILE",
+                             help="sd-scripts' training config (the kohya_ss GUI writes one per run): its dataset_config "
+                             "and options, as sd-scripts reads them (the command line wins)")
+    run_options.add_argument("--max_train_epochs", "--max-train-epochs", dest="max_train_epochs", type=int, metavar="N", default=None)
+    run_options.add_argument("--max_train_steps", "--max-train-steps", dest="max_train_steps", type=int, metavar="N", default=None,
+                             help="(sd-scripts default 1600; --max_train_epochs wins)")
+    run_options.add_argument("--gradient_accumulation_steps", "--gradient-accumulation-steps", dest="gradient_accumulation_steps",
+                             type=int, metavar="N", default=None, help="(default 1)")
+    run_options.add_argument("--num_processes", "--num-processes", dest="num_processes", type=int, metavar="N", default=None,
+                             help="processes (GPUs) of the run, as accelerate launch --num_processes (default 1)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.config_file:
+        apply_defaults(args, read_training_config(args.config_file))
+    asks_for_run = any(getattr(args, k) is not None for k in
+                       ("config_file", "max_train_epochs", "max_train_steps", "gradient_accumulation_steps", "num_processes"))
+    check_run_options(args)
+    epochs_given = args.epochs is not None
+    if not epochs_given:
+        args.epochs = 10
     if args.epochs < 1:
         raise UserError(f"must be at least 1, got {args.epochs}", key="--epochs")
     if args.from_epoch < 1:
@@ -66,6 +89,21 @@ def run(args: argparse.Namespace) -> int:
         if verify(config, stream=sys.stderr):
             return 1
     seed = planner_seed(options.seed)
+    planners = [planner_for_dataset(dataset, seed) for dataset in config.datasets]
+    for dataset, (planner, _) in zip(config.datasets, planners):
+        check_epoch_length(dataset.index, planner.epoch_length, file=args.config)
+    run_figures = None
+    if asks_for_run:
+        run_figures = compute_run(
+            sum(planner.epoch_length for planner, _ in planners),
+            processes=args.num_processes or 1,
+            gradient_accumulation_steps=args.gradient_accumulation_steps or 1,
+            max_train_epochs=args.max_train_epochs,
+            max_train_steps=args.max_train_steps,
+        )
+        if not epochs_given and args.from_epoch == 1:
+            args.epochs = run_figures.num_epochs  # plan the run's own epochs
+            check_epoch_range(args.from_epoch, args.epochs)
     epochs = range(args.from_epoch, args.from_epoch + args.epochs)
 
     for note in config.notes:
@@ -74,11 +112,9 @@ def run(args: argparse.Namespace) -> int:
     if order_note:
         print(order_note)
     schedule = _open_schedule(args.schedule)
-    reports, tables = [], []
+    reports, tables, all_stats = [], [], []
     try:
-        for dataset in config.datasets:
-            planner, plan_input = planner_for_dataset(dataset, seed)
-            check_epoch_length(dataset.index, planner.epoch_length, file=args.config)
+        for dataset, (planner, plan_input) in zip(config.datasets, planners):
             hooks = []
             if schedule is not None:
                 hooks.append(lambda plan, d=dataset.index, p=plan_input: write_records(schedule, epoch_records(d, plan, p)))
@@ -93,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
                 reports.append(collector.report(stats))
             warn_distortions(stats)  # once, before the tables
             tables.append(format_table(stats))
+            all_stats.append(stats)
     finally:
         if schedule is not None and schedule is not sys.stdout:
             schedule.close()
@@ -101,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
     for table in tables:
         print("", file=out)
         print(table, file=out)
+    if run_figures is not None:
+        print("", file=out)
+        for line in format_run(run_figures) + _times_per_image(run_figures, all_stats, list(epochs)):
+            print(line, file=out)
     if args.plot or args.html:
         facts = [("config", str(config.source)), ("seed", f"{seed}{'' if options.seed is not None else ' (no --seed given)'}"),
                  ("planner version", str(PLANNER_VERSION))]
@@ -109,6 +150,32 @@ def run(args: argparse.Namespace) -> int:
                         warnings=warnings_given()[warnings_before:], facts=facts, tables_text=tables)
         write_report(report, args.plot, args.html)
     return 0
+
+
+def check_run_options(args: argparse.Namespace) -> None:
+    for key in ("max_train_epochs", "max_train_steps", "gradient_accumulation_steps", "num_processes"):
+        value = getattr(args, key)
+        if value is not None and value < 1:
+            raise UserError(f"must be at least 1, got {value}", key=f"--{key}")
+    if args.max_train_epochs is not None:
+        check_epoch_range(1, args.max_train_epochs)
+
+
+def _times_per_image(run, all_stats, epochs: list[int]) -> list[str]:
+    """Per subset, how many times each image is trained over the whole run, on average (steps per
+    image, as DreamBooth studies count them); only when the planned epochs are the run's."""
+    if epochs != list(range(1, run.num_epochs + 1)):
+        return ["  (plan epochs 1.. of the run, without --epochs/--from-epoch, to see times per image over the run)"]
+    shares = run.epoch_fractions()
+    lines = ["  times each image is trained over the run (average):"]
+    for stats in all_stats:
+        for s, name in enumerate(stats.subset_names):
+            images = int(stats.subset_images[s])
+            if images == 0 or stats.multipliers[s] <= 0 and not stats.stock:
+                continue
+            trained = sum(float(stats.counts[s][e]) * share for e, share in enumerate(shares))
+            lines.append(f"    dataset {stats.dataset} {name}: {trained / images:.2f}")
+    return lines
 
 
 def _open_schedule(path: str | None):
