@@ -367,3 +367,18 @@ def test_the_pictures_panel_titles_carry_the_verdicts():
     titles = [ax.get_title(loc="left") for ax in plot.build_figure(Report(title="t", datasets=[d])).axes]
     assert "Dataset 0: balance (1 subset off target)" in titles
     assert "rotation (every image trained)" in titles
+
+
+def test_the_page_repeats_every_warning_and_note_of_the_text_output(tmp_path, capsys):
+    config = _tree(tmp_path, {"alice": (4, 0.5), "gone": (3, 0)})
+    (tmp_path / "alice" / "broken.png").write_bytes(b"")  # skipped with a warning
+    page = tmp_path / "p.html"
+    assert main(["plan", str(config), "--epochs", "2", "--html", str(page)]) == 0
+    captured = capsys.readouterr()
+    warning_lines = [line.split("warning: ", 1)[1] for line in captured.err.splitlines() if "warning: " in line]
+    note_lines = [line for line in captured.out.splitlines() if "excluded" in line]
+    assert warning_lines and note_lines
+    text = html_report.html.unescape(page.read_text(encoding="utf-8"))
+    for line in warning_lines + note_lines:
+        assert line in text, line
+    assert "<td class=name>gone</td>" in page.read_text(encoding="utf-8") and "excluded" in text
