@@ -103,7 +103,8 @@ def test_rotation_bound_holds_under_a_targeted_search(data):
 
 
 def test_the_issue_counterexample():
-    """Issue 8: image 38, the only bucket-0 image of the 0.2 subset, went 12 epochs unseen (window 11... 12)."""
+    """Issue 8 (planner version 1): image 38, the only bucket-0 image of the 0.2 subset, went 12
+    epochs unseen around epoch 460, where the bound allows 11."""
     subset_of_image = np.array([0] * 12 + [1] * 15 + [2] + [3] * 11)
     bucket_of_image = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 1, 2, 2, 1, 1, 1, 2, 2, 2,
                                 2, 2, 2, 2, 2, 2, 2, 0])

@@ -16,9 +16,9 @@ is *due* once a whole image of credit is there. Each epoch:
    early; only where nothing is left to split does each take one pick, from the cell closest to
    due: a pick due next epoch, else a forced one (the rounding up of K, reported at start).
 
-Picks taken early are charged, so amounts stay right; over-service from the rounding up of K is
-forgiven in whole epochs to every cell alike once every cell is that far ahead, so the credits
-stay bounded and long runs neither drift nor slow down. The allocation depends only on the
+Picks taken early are charged, so amounts stay right; what forced picks put cells beyond one
+epoch ahead is handed out again to all cells in proportion to their rates, so the credits stay
+bounded and long runs neither drift nor slow down. The allocation depends only on the
 layout and the previous credits, never on which images were picked: replaying it costs O(cells)
 per epoch.
 """
@@ -128,6 +128,13 @@ def _closest_to_due(credit, rate, caps, wanted: int) -> np.ndarray:
     extra = np.zeros(caps.size, dtype=np.int64)
     if wanted == 0:
         return extra
+    if wanted <= 8:  # a few: the greedy itself, one argmax per pick
+        priority = np.where(caps > 0, credit / rate, -np.inf)
+        for _ in range(wanted):
+            c = int(np.argmax(priority))  # ties: lowest cell index
+            extra[c] += 1
+            priority[c] = (credit[c] - extra[c] * Q) / rate[c] if extra[c] < caps[c] else -np.inf
+        return extra
     # Cells due within an epoch (priority >= -1) outrank all others: look only at them if enough.
     eligible = np.flatnonzero((caps > 0) & (credit + rate >= 0))
     if eligible.size < wanted:
@@ -235,15 +242,13 @@ def allocate_epoch(layout: DatasetLayout, state: CreditState) -> tuple[EpochAllo
         served_b = served_b + extra_b
     picks = served + extra
     free_picks = np.minimum(free, served_b - batches)
-    # Credits: every pick is charged. Forced picks (the rounding up of K) put cells ahead; once
-    # every cell is a whole epoch or more ahead, that many epochs of demand are forgiven to all of
-    # them alike, so credits stay bounded and forced picks stay spread in proportion to the rates.
+    # Credits: every pick is charged. A forced pick (the rounding up of K) may put a cell more than
+    # one epoch ahead; it keeps that debt (it waits its turn, so forced picks spread), and the
+    # total beyond one epoch is handed out to all cells in proportion to their rates, so credits
+    # do not drift however long the run: the rounding up works as if every rate were a bit higher.
     left = x - picks * Q
-    if extra.any():
-        paced = rho > 0
-        if paced.any():
-            ahead = int(np.floor(np.min((PHASE - left[paced]) / rho[paced])))
-            if ahead >= 1:
-                left = left + ahead * rho
+    beyond = int(np.maximum(-rho - left, 0).sum())
+    if beyond:
+        left = left + (rho * (beyond / max(int(rho.sum()), 1))).astype(np.int64)
     allocation = EpochAllocation(free_picks, batches, served_b - free_picks, picks)
     return allocation, CreditState(left)
