@@ -65,7 +65,7 @@ from kohya_multiplier.buckets import BucketLayout
 from kohya_multiplier.errors import UserError
 from kohya_multiplier.images import ImageEntry
 from kohya_multiplier import ignored as ignored_notes
-from kohya_multiplier.limits import check_dataset
+from kohya_multiplier.limits import check_dataset, check_sizes
 from kohya_multiplier.loss_weights import DEFAULT as DEFAULT_LOSS_WEIGHT
 from kohya_multiplier.loss_weights import LossWeight, check_loss_weight, resolve_loss_weight
 from kohya_multiplier.multipliers import (
@@ -574,6 +574,8 @@ class _Reader:
         max_reso = self.lookup("max_bucket_reso", levels, opts.max_bucket_reso)
         steps = self.lookup("bucket_reso_steps", levels, opts.bucket_reso_steps)
         no_upscale = bool(self.lookup("bucket_no_upscale", levels, opts.bucket_no_upscale))
+        check_sizes({"batch_size": batch_size, "resolution": resolution, "min_bucket_reso": min_reso, "max_bucket_reso": max_reso,
+                     "bucket_reso_steps": steps}, file=self.file, where_of=lambda key: self.where_of(key, table, general, where))
         layout = BucketLayout.create(
             resolution=resolution,
             enable_bucket=enable_bucket,

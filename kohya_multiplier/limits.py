@@ -15,6 +15,10 @@ something no GPU would ever train. The limits (documented in the README's refere
   integer and fractional parts): 10,000,000, ten times a large real run (a day of an epoch on a
   fast GPU is about a million images). The planner holds about 8 bytes per appearance, so this
   also bounds its memory (under 200 MB).
+* ``MAX_BATCH_SIZE``: 4,096 images per batch (per GPU); ``MAX_SIDE``: 16,384 pixels for a side of
+  ``resolution`` and for ``min_bucket_reso``/``max_bucket_reso``/``bucket_reso_steps``, four times
+  the largest training resolution in use (and what enumerating the buckets costs: a bound on
+  ``max_bucket_reso`` keeps it under a second or two).
 * ``MIN_FRACTIONAL_IMAGES``: a subset's fractional part must ask for at least 2^-10 images per
   epoch (f x N >= 1/1024, one image in 1024 epochs). The planner counts credit in 2^-20 image
   units (``planner.layout.UNITS_PER_IMAGE``); from 2^-10 images on, that quantises the request by
@@ -38,6 +42,22 @@ MAX_PLANNED_EPOCHS = 10_000
 MAX_MULTIPLIER = 10_000.0
 MAX_IMAGES_PER_EPOCH = 10_000_000
 MIN_FRACTIONAL_IMAGES = 2.0 ** -10
+MAX_BATCH_SIZE = 4096
+MAX_SIDE = 16384
+
+
+def check_sizes(values: dict, *, file: str | None, where_of) -> None:
+    """Batch size and bucket numbers of a dataset (``{key: value}``; ``where_of(key)`` names the
+    table that set it, None for the command line) within the limits, before buckets are built."""
+    for key, value in values.items():
+        limit = MAX_BATCH_SIZE if key == "batch_size" else MAX_SIDE
+        numbers = value if isinstance(value, (tuple, list)) else (value,)
+        if any(isinstance(v, (int, float)) and not isinstance(v, bool) and v > limit for v in numbers):
+            what = "images per batch" if key == "batch_size" else "pixels"
+            where = where_of(key)
+            shown = key if where else ("--train_batch_size" if key == "batch_size" else f"--{key}")  # from the command line
+            value = list(value) if isinstance(value, tuple) else value
+            raise UserError(f"must be at most {limit:,} {what}, not {value!r}", file=file, where=where, key=shown)
 
 
 def check_epoch_range(first: int, count: int) -> None:
@@ -110,5 +130,5 @@ def check_epoch_length(dataset_index: int, epoch_length: int, *, file: str | Non
 
 __all__ = [
     "MAX_EPOCH", "MAX_PLANNED_EPOCHS", "MAX_MULTIPLIER", "MAX_IMAGES_PER_EPOCH", "MIN_FRACTIONAL_IMAGES",
-    "check_epoch_range", "check_multiplier_bound", "check_dataset", "check_epoch_length",
+    "MAX_BATCH_SIZE", "MAX_SIDE", "check_sizes", "check_epoch_range", "check_multiplier_bound", "check_dataset", "check_epoch_length",
 ]

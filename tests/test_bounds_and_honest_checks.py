@@ -192,3 +192,19 @@ def test_balance_targets_must_be_positive_and_bounded(tmp_path, capsys, target):
     assert main(["balance", str(config), f"--per-epoch={target}"]) == 2
     err = one_line_error(capsys)
     assert "--per-epoch: must be" in err
+
+
+@pytest.mark.parametrize("edit,argv,message", [
+    (("batch_size = 1\n", ""), ["--train_batch_size", "100000"],
+     "ds.toml: --train_batch_size: must be at most 4,096 images per batch, not 100000"),
+    (("batch_size = 1\n", "batch_size = 5000\n"), [], "ds.toml: datasets[0]: batch_size: must be at most 4,096 images per batch, not 5000"),
+    (("resolution = 512\n", "resolution = [512, 100000]\n"), [],
+     "ds.toml: general: resolution: must be at most 16,384 pixels, not [512, 100000]"),
+    (("resolution = 512\n", "resolution = 512\nenable_bucket = true\nmax_bucket_reso = 1000000000000\n"), [],
+     "ds.toml: general: max_bucket_reso: must be at most 16,384 pixels, not 1000000000000"),
+    (("", ""), ["--enable_bucket", "--max_bucket_reso", "99999"], "ds.toml: --max_bucket_reso: must be at most 16,384 pixels"),
+])
+def test_batch_and_bucket_sizes_beyond_a_gpu_are_refused_at_once(tmp_path, capsys, edit, argv, message):
+    config = make_config(tmp_path, [("a", 4, "multiplier = 0.5")])
+    config.write_text(config.read_text().replace(*edit, 1) if edit[0] else config.read_text())
+    assert message in _fast_and_small(["plan", str(config), *argv], capsys)
