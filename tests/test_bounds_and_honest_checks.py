@@ -208,3 +208,22 @@ def test_batch_and_bucket_sizes_beyond_a_gpu_are_refused_at_once(tmp_path, capsy
     config = make_config(tmp_path, [("a", 4, "multiplier = 0.5")])
     config.write_text(config.read_text().replace(*edit, 1) if edit[0] else config.read_text())
     assert message in _fast_and_small(["plan", str(config), *argv], capsys)
+
+
+def test_a_long_jump_shows_progress(monkeypatch, capsys):
+    from kohya_multiplier.jump import jump_to
+
+    class SlowPlanner:
+        planned = []
+
+        def plan_epoch(self, epoch):
+            time.sleep(0.9)
+            self.planned.append(epoch)
+
+    monkeypatch.setenv("KOHYA_MULTIPLIER_PROGRESS", "1")
+    planner = SlowPlanner()
+    jump_to(planner, 5000, "dataset 0: replaying epochs 1-4999")
+    assert planner.planned == [5000]
+    assert "dataset 0: replaying epochs 1-4999" in capsys.readouterr().err
+    jump_to(planner, 1, "nothing to replay")
+    assert planner.planned == [5000]

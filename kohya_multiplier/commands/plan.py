@@ -10,6 +10,7 @@ from kohya_multiplier.config import load_training_config
 from kohya_multiplier.commands.report import check_report_paths, write_report
 from kohya_multiplier.errors import UserError, warnings_given
 from kohya_multiplier.distortion import warn_distortions
+from kohya_multiplier.jump import jump_to
 from kohya_multiplier.limits import check_epoch_length, check_epoch_range
 from kohya_multiplier.output_paths import check_outputs, input_paths
 from kohya_multiplier.plan_input import planner_for_dataset, planner_seed
@@ -92,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     planners = [planner_for_dataset(dataset, seed) for dataset in config.datasets]
     for dataset, (planner, _) in zip(config.datasets, planners):
         check_epoch_length(dataset.index, planner.epoch_length, file=args.config)
+        jump_to(planner, args.from_epoch, f"dataset {dataset.index}: replaying epochs 1-{args.from_epoch - 1}")
     run_figures = None
     if asks_for_run:
         run_figures = compute_run(
