@@ -16,9 +16,9 @@ is *due* once a whole image of credit is there. Each epoch:
    early; only where nothing is left to split does each take one pick, from the cell closest to
    due: a pick due next epoch, else a forced one (the rounding up of K, reported at start).
 
-Picks taken early are charged, so amounts stay right; what forced picks put cells beyond one
-epoch ahead is handed out again to all cells in proportion to their rates, so the credits stay
-bounded and long runs neither drift nor slow down. The allocation depends only on the
+Picks taken early are charged, so amounts stay right; the over-service of a rounded-up K is
+handed back to all cells in proportion to their rates, so the credits stay bounded and long runs
+neither drift nor slow down. The allocation depends only on the
 layout and the previous credits, never on which images were picked: replaying it costs O(cells)
 per epoch.
 """
@@ -242,13 +242,17 @@ def allocate_epoch(layout: DatasetLayout, state: CreditState) -> tuple[EpochAllo
         served_b = served_b + extra_b
     picks = served + extra
     free_picks = np.minimum(free, served_b - batches)
-    # Credits: every pick is charged. A forced pick (the rounding up of K) may put a cell more than
-    # one epoch ahead; it keeps that debt (it waits its turn, so forced picks spread), and the
-    # total beyond one epoch is handed out to all cells in proportion to their rates, so credits
-    # do not drift however long the run: the rounding up works as if every rate were a bit higher.
+    # Credits: every pick is charged. Where K is rounded up, its spare batches over-serve a little
+    # every epoch; the credit that takes below the cells' starting total is handed out again to all
+    # cells in proportion to their rates, so the rounding up works as if every rate were a bit
+    # higher and the credits cannot drift ahead however long the run (nor the spare picks grow).
+    # Otherwise only what forced picks put beyond one epoch ahead is handed out so.
     left = x - picks * Q
-    beyond = int(np.maximum(-rho - left, 0).sum())
-    if beyond:
-        left = left + (rho * (beyond / max(int(rho.sum()), 1))).astype(np.int64)
+    if layout.extra_batches_exact:
+        deficit = int(np.maximum(-rho - left, 0).sum())
+    else:
+        deficit = int(PHASE) * left.size - int(left.sum())
+    if deficit > 0:
+        left = left + (rho * (deficit / max(int(rho.sum()), 1))).astype(np.int64)
     allocation = EpochAllocation(free_picks, batches, served_b - free_picks, picks)
     return allocation, CreditState(left)
