@@ -61,6 +61,12 @@ def _legend_balance() -> str:
 def _run_section(report: Report) -> str:
     rows = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in report.run_facts())
     parts = [f"<h2>The run</h2>\n<dl class=run>{rows}</dl>\n"]
+    if report.run_lines:  # sd-scripts' own figures, from the dry run's arithmetic
+        head, *lines = report.run_lines
+        pairs = [line.strip().split(": ", 1) for line in lines]
+        items = "".join(f"<dt>{_e(p[0])}</dt><dd>{_e(p[1])}</dd>" if len(p) == 2 else f"<dt></dt><dd>{_e(p[0])}</dd>"
+                        for p in pairs)
+        parts.append(f"<h3>{_e(head.rstrip(':'))}</h3>\n<dl class=run>{items}</dl>\n")
     if report.warnings:
         parts.append("<h3>Warnings</h3>\n<ul class=warnings>" + "".join(f"<li>{_e(w)}</li>" for w in report.warnings) + "</ul>\n")
     notes = list(report.notes) + [d.shape_line for d in report.datasets if d.shape_line]

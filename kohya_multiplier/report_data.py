@@ -236,6 +236,7 @@ class Report:
     warnings: list[str] = field(default_factory=list)  # every warning given, in order
     facts: list[tuple[str, str]] = field(default_factory=list)  # (label, value): seed, planner version, source
     tables_text: list[str] = field(default_factory=list)  # the text output's tables, verbatim
+    run_lines: list[str] = field(default_factory=list)  # the run's step arithmetic as `plan` prints it, when asked for
 
     @property
     def epochs(self) -> list[int]:

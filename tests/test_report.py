@@ -382,3 +382,15 @@ def test_the_page_repeats_every_warning_and_note_of_the_text_output(tmp_path, ca
     for line in warning_lines + note_lines:
         assert line in text, line
     assert "<td class=name>gone</td>" in page.read_text(encoding="utf-8") and "excluded" in text
+
+
+def test_the_page_shows_the_runs_step_arithmetic_when_plan_computes_it(example, tmp_path, capsys):
+    config, _ = example
+    page = tmp_path / "p.html"
+    assert main(["plan", str(config), "--max_train_epochs", "3", "--gradient_accumulation_steps", "2",
+                 "--html", str(page)]) == 0
+    out = capsys.readouterr().out
+    text = html_report.html.unescape(page.read_text(encoding="utf-8"))
+    for label in ("num batches per epoch", "optimizer steps per epoch", "num epochs", "total optimization steps"):
+        line = next(line for line in out.splitlines() if line.strip().startswith(label + ":"))
+        assert f"<dt>{label}</dt><dd>{line.split(': ', 1)[1]}</dd>" in text

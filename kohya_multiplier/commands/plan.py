@@ -140,16 +140,18 @@ def run(args: argparse.Namespace) -> int:
     for table in tables:
         print("", file=out)
         print(table, file=out)
+    run_lines = []
     if run_figures is not None:
+        run_lines = format_run(run_figures) + _times_per_image(run_figures, all_stats, list(epochs))
         print("", file=out)
-        for line in format_run(run_figures) + _times_per_image(run_figures, all_stats, list(epochs)):
+        for line in run_lines:
             print(line, file=out)
     if args.plot or args.html:
         facts = [("config", str(config.source)), ("seed", f"{seed}{'' if options.seed is not None else ' (no --seed given)'}"),
                  ("planner version", str(PLANNER_VERSION))]
         notes = list(config.notes) + ([order_note] if order_note else [])
         report = Report(title=f"plan of {config.source}", datasets=reports, notes=notes,
-                        warnings=warnings_given()[warnings_before:], facts=facts, tables_text=tables)
+                        warnings=warnings_given()[warnings_before:], facts=facts, tables_text=tables, run_lines=run_lines)
         write_report(report, args.plot, args.html)
     return 0
 
