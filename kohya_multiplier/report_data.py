@@ -259,7 +259,7 @@ class Report:
         per_epoch = self.batches_per_epoch
         rows.append(("batches per epoch", str(per_epoch) if per_epoch is not None else "varies: "
                      + ", ".join(f"dataset {d.index}: {min(d.batches_per_epoch, default=0)}-{max(d.batches_per_epoch, default=0)}" for d in self.datasets)))
-        rows.append(("steps over these epochs", f"{self.total_batches} (one GPU, no gradient accumulation)"))
+        rows.append(("batches over these epochs", f"{self.total_batches} (= optimizer steps on one GPU without gradient accumulation)"))
         for d in self.datasets:
             trained = int(sum(int(s.counts.sum()) for s in d.subsets))
             rows.append((f"dataset {d.index}", ", ".join(x for x in [

@@ -83,7 +83,7 @@ def test_example_page_shows_every_subset_figure_and_note(example_page, tmp_path,
     text = probe["text"]
     for name in ["alice", "bob", "carol", "watercolor_style", "reg_person"]:
         assert text.count(name) >= 4, name  # three charts and the table
-    assert "batches per epoch" in text and "steps over these epochs" in text
+    assert "batches per epoch" in text and "batches over these epochs" in text
     assert "regularization subsets without a multiplier get 0.3" in text  # the text output's note
     assert re.search(r"\d+ of 300", text) and "all 60 by epoch" in text  # rotation, as counts
     assert "100 %" not in text

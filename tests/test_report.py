@@ -158,7 +158,7 @@ def test_plan_writes_the_page_and_the_picture_in_the_named_format(example):
     assert not re.search(r'(src|href)="', page)  # nothing fetched: no CDN, no network
     for name in ["alice", "bob", "carol", "watercolor_style", "reg_person"]:
         assert f"<td class=name>{name}" in page
-    assert "batches per epoch" in page and "steps over these epochs" in page
+    assert "batches per epoch" in page and "batches over these epochs" in page
     assert "loss weight" not in page
 
 
