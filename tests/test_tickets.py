@@ -40,3 +40,21 @@ def test_a_slow_receiver_with_one_image_of_credit_beats_a_fast_one_with_more():
     got = take_most_overdue(np.array([16, 32]), np.array([0.03 * 16, 3.5 * 16]), 16, np.array([1, 5]),
                             np.array([0, 0]), np.array([1]))
     assert got.tolist() == [1, 0]
+
+
+def test_least_overdue_leaves_what_the_greedy_leaves():
+    """credits._least_overdue (contention at batch size 1) equals taking the others greedily."""
+    from kohya_multiplier.planner import credits
+
+    Q = credits.Q
+    gen = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(gen.integers(1, 30))
+        x = gen.integers(-Q, 6 * Q, n)
+        rate = gen.integers(1, 4 * Q, n).astype(float) + np.arange(n) * 1e-3
+        due = np.clip(x // Q, 0, None)
+        in_free = np.minimum(due, gen.integers(0, 2, n))
+        caps = due - in_free
+        wanted = int(gen.integers(0, caps.sum() + 1))
+        greedy = take_most_overdue(x - (in_free + 1) * Q, rate, Q, caps, np.zeros(n, dtype=np.int64), np.array([wanted]))
+        assert np.array_equal(caps - credits._least_overdue(x, rate, due, caps, int(caps.sum()) - wanted), greedy)

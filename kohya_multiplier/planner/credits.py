@@ -110,8 +110,7 @@ def _contended(layout: DatasetLayout, x, rate, due, due_b, K):
             spare -= 1
     elif (fill == 1).all():
         in_free = _most_overdue_per_bucket(layout, x - Q, due, np.minimum(due_b, free))
-        rest = take_most_overdue(x - (in_free + 1) * Q, rate, Q, due - in_free, np.zeros(due.size, dtype=np.int64), np.array([K]))
-        return in_free + rest
+        return due - _least_overdue(x, rate, due, due - in_free, int((due - in_free).sum()) - K)
     else:
         # K full batches shared in proportion to the buckets' full batches (largest remainder)
         exact = full * (K / full.sum())
@@ -119,6 +118,31 @@ def _contended(layout: DatasetLayout, x, rate, due, due_b, K):
         short = K - int(batches.sum())
         batches[np.lexsort((np.arange(B), -(exact - batches)))[:short]] += 1
     return _most_overdue_per_bucket(layout, x - Q, due, np.minimum(due_b, free + batches * fill))
+
+
+def _least_overdue(x, rate, due, caps, dropped: int) -> np.ndarray:
+    """The ``dropped`` least overdue of the cells' last ``caps`` due picks (the k-th due pick of a
+    cell has priority (x - (k + 1) Q) / rate): what the greedy, taking the others first, leaves.
+    ``dropped`` is small next to the due picks, so the tickets below the ``dropped``-th lowest last
+    ticket are few: sort those (ties: the higher cell index is left, as the greedy does)."""
+    left = np.zeros(x.size, dtype=np.int64)
+    if dropped <= 0:
+        return left
+    cells = np.flatnonzero(caps > 0)
+    last = (x[cells] - due[cells] * Q) / rate[cells]
+    if dropped > cells.size:
+        bound = np.inf
+    else:
+        bound = np.partition(last, dropped - 1)[dropped - 1]  # the answer's highest is <= this
+    count = np.floor((bound - last) * rate[cells] / Q).astype(np.int64) + 1 if np.isfinite(bound) else caps[cells]
+    count = np.where(last <= bound, np.maximum(count, 1), count)  # float rounding at the bound
+    count = np.clip(count, 0, caps[cells])
+    owner = np.repeat(cells, count)
+    j = np.arange(owner.size) - np.repeat(np.cumsum(count) - count, count)  # j-th from the last
+    priority = (x[owner] - (due[owner] - j) * Q) / rate[owner]
+    worst = np.lexsort((-owner, priority))[:dropped]
+    np.add.at(left, owner[worst], 1)
+    return left
 
 
 def _closest_to_due(credit, rate, caps, wanted: int) -> np.ndarray:
