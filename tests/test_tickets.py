@@ -58,3 +58,24 @@ def test_least_overdue_leaves_what_the_greedy_leaves():
         wanted = int(gen.integers(0, caps.sum() + 1))
         greedy = take_most_overdue(x - (in_free + 1) * Q, rate, Q, caps, np.zeros(n, dtype=np.int64), np.array([wanted]))
         assert np.array_equal(caps - credits._least_overdue(x, rate, due, caps, int(caps.sum()) - wanted), greedy)
+
+
+def test_most_overdue_per_bucket_equals_the_greedy_per_bucket():
+    from types import SimpleNamespace
+
+    from kohya_multiplier.planner import credits
+
+    Q = credits.Q
+    gen = np.random.default_rng(1)
+    for _ in range(300):
+        n = int(gen.integers(1, 25))
+        n_buckets = int(gen.integers(1, 5))
+        bucket = np.sort(gen.integers(0, n_buckets, n))
+        rate = gen.integers(1, 4 * Q, n).astype(float) + np.arange(n) * 1e-3
+        credit = gen.integers(-2 * Q, 6 * Q, n)
+        caps = gen.integers(0, 6, n)
+        caps_b = np.bincount(bucket, weights=caps, minlength=n_buckets).astype(int)
+        wanted = np.array([int(gen.integers(0, c + 1)) for c in caps_b])
+        layout = SimpleNamespace(cell_bucket=bucket, n_buckets=n_buckets, cell_rate=rate)
+        greedy = take_most_overdue(credit, rate, Q, caps, bucket, wanted)
+        assert np.array_equal(credits._most_overdue_per_bucket(layout, credit, caps, wanted), greedy)

@@ -70,18 +70,48 @@ def _batches_for(picks, free, fill):
 
 
 def _most_overdue_per_bucket(layout: DatasetLayout, credit, caps, wanted) -> np.ndarray:
-    """take_most_overdue per bucket (``wanted[b]`` of the cells' ``caps`` tickets), searching only
-    the buckets that cannot simply take every ticket."""
+    """take_most_overdue per bucket: ``wanted[b]`` of the cells' ``caps`` tickets, the k-th ticket of
+    a cell having priority (credit - k Q) / rate. Buckets that take every ticket need no search;
+    where only a few are left out, the few least overdue are found directly (a sort of the cells
+    and of the tickets near the cut); otherwise the ticket search."""
     bucket = layout.cell_bucket
-    caps_b = np.bincount(bucket, weights=caps, minlength=layout.n_buckets).astype(np.int64)
+    B = layout.n_buckets
+    caps_b = np.bincount(bucket, weights=caps, minlength=B).astype(np.int64)
     whole = wanted >= caps_b
     taken = np.where(whole[bucket], caps, 0)
     searched = ~whole & (wanted > 0)
-    if searched.any():
-        cells = np.flatnonzero(searched[bucket])
-        taken[cells] = take_most_overdue(
-            credit[cells], layout.cell_rate[cells], Q, caps[cells], bucket[cells], np.where(searched, wanted, 0)
-        )
+    if not searched.any():
+        return taken
+    cells = np.flatnonzero(searched[bucket] & (caps > 0))
+    rate = layout.cell_rate[cells]
+    last = (credit[cells] - (caps[cells] - 1) * Q) / rate  # each cell's least overdue ticket
+    dropped = np.where(searched, caps_b - wanted, 0)
+    order = np.lexsort((last, bucket[cells]))
+    first = np.searchsorted(bucket[cells][order], np.arange(B))
+    n_in = np.diff(np.r_[first, cells.size])
+    if (dropped[searched] <= n_in[searched]).all():
+        # bound_b: the dropped_b-th lowest last ticket of the bucket; the answer's highest is <= it
+        pick = first + np.maximum(dropped, 1) - 1
+        bound = np.full(B, -np.inf)
+        bound[searched] = last[order][pick[searched]]
+        cell_bound = bound[bucket[cells]]
+        count = np.floor((cell_bound - last) * rate / Q).astype(np.int64) + 1
+        count = np.where(last <= cell_bound, np.maximum(count, 1), 0)
+        count = np.clip(count, 0, caps[cells])
+        if int(count.sum()) <= 64 * int(dropped.sum()) + 4096:
+            owner = np.repeat(np.arange(cells.size), count)
+            j = np.arange(owner.size) - np.repeat(np.cumsum(count) - count, count)  # j-th from the last
+            priority = last[owner] + j * Q / rate[owner]
+            group = bucket[cells][owner]
+            ranked = np.lexsort((-owner, priority, group))  # ties: the higher cell index is left out
+            start = np.searchsorted(group[ranked], np.arange(B))
+            rank = np.arange(ranked.size) - start[group[ranked]]
+            out = ranked[rank < dropped[group[ranked]]]
+            left = np.zeros(cells.size, dtype=np.int64)
+            np.add.at(left, owner[out], 1)
+            taken[cells] = caps[cells] - left
+            return taken
+    taken[cells] = take_most_overdue(credit[cells], rate, Q, caps[cells], bucket[cells], np.where(searched, wanted, 0))
     return taken
 
 
