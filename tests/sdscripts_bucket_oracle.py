@@ -35,6 +35,23 @@ import types
 import typing
 
 
+# Where sd-scripts defines its dataset classes: train_util.py up to v0.10, dataset.py from v0.11 on.
+DATASET_MODULES = ("library/train_util.py", "library/dataset.py")
+
+
+def top_level_class(checkout: str, name: str) -> ast.ClassDef:
+    for rel in DATASET_MODULES:
+        path = os.path.join(checkout, rel)
+        if not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8") as handle:
+            tree = ast.parse(handle.read())
+        found = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name), None)
+        if found is not None:
+            return found
+    raise LookupError(f"no {name} in {', '.join(DATASET_MODULES)} of {checkout}")
+
+
 def load_extract(checkout: str):
     def read(rel):
         with open(os.path.join(checkout, rel), encoding="utf-8") as handle:
@@ -44,7 +61,6 @@ def load_extract(checkout: str):
 
     namespace = {"np": np, "math": math, "random": random, "logger": logging.getLogger("sd-scripts")}
     namespace.update({name: getattr(typing, name) for name in ("Tuple", "List", "Optional", "Dict", "Union", "Any", "Sequence")})
-    train_util = read("library/train_util.py")
     model_util = read("library/model_util.py")
 
     mbr = next(n for n in model_util.body if isinstance(n, ast.FunctionDef) and n.name == "make_bucket_resolutions")
@@ -52,8 +68,8 @@ def load_extract(checkout: str):
     exec(compile(ast.Module(body=[mbr], type_ignores=[]), "model_util.py", "exec"), model_ns)
     namespace["model_util"] = types.SimpleNamespace(make_bucket_resolutions=model_ns["make_bucket_resolutions"])
 
-    bucket_manager = next(n for n in train_util.body if isinstance(n, ast.ClassDef) and n.name == "BucketManager")
-    base_dataset = next(n for n in train_util.body if isinstance(n, ast.ClassDef) and n.name == "BaseDataset")
+    bucket_manager = top_level_class(checkout, "BucketManager")
+    base_dataset = top_level_class(checkout, "BaseDataset")
     adjust = next(n for n in base_dataset.body if isinstance(n, ast.FunctionDef) and n.name == "adjust_min_max_bucket_reso_by_steps")
     holder = ast.ClassDef(name="AdjustHolder", bases=[], keywords=[], body=[adjust], decorator_list=[])
     module = ast.Module(body=[bucket_manager, holder], type_ignores=[])
@@ -86,9 +102,7 @@ def load_get_image_size(checkout: str):
     import imagesize
     from PIL import Image
 
-    with open(os.path.join(checkout, "library/train_util.py"), encoding="utf-8") as handle:
-        tree = ast.parse(handle.read())
-    base_dataset = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "BaseDataset")
+    base_dataset = top_level_class(checkout, "BaseDataset")
     method = next(n for n in base_dataset.body if isinstance(n, ast.FunctionDef) and n.name == "get_image_size")
     holder = ast.ClassDef(name="SizeHolder", bases=[], keywords=[], body=[method], decorator_list=[])
     module = ast.Module(body=[holder], type_ignores=[])
