@@ -5,7 +5,8 @@ nearly uses up its fractional images each epoch cannot: its batches split at epo
 needs more batches than demand / fill; cells sharing a small bucket may also fall due together.
 Simulating the credits for two periods of the slowest cell (cheap: no images are picked) finds
 the K at which no cell falls behind: none owes a pick for longer than one epoch plus one period
-1/r of its own (credit of two images plus one epoch's demand). The rotation bound leaves a cell
+1/r of its own, nor more than three images (credit of two images plus one epoch's demand, at
+most one image), so subsets do not lag either. The rotation bound leaves a cell
 that much room: 2 x ceil(1/f) + 2 epochs is two periods of its stream, plus two epochs, plus one
 period of the cell.
 """
@@ -33,7 +34,7 @@ def simulation_epochs(layout: DatasetLayout) -> int:
 def keeps_up(layout: DatasetLayout, epochs: int) -> bool:
     """Whether no cell falls behind (see above) in the first ``epochs`` epochs."""
     state = CreditState.initial(layout)
-    deadline = 2 * Q + layout.cell_demand  # credit left: a pick owed one epoch and one period
+    deadline = 2 * Q + np.minimum(layout.cell_demand, Q)  # owed: a pick for one epoch and one period, at most two
     for _ in range(epochs):
         _, state = allocate_epoch(layout, state)
         if (state.cell_credit >= deadline).any():
