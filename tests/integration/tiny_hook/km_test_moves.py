@@ -7,8 +7,6 @@ looks like. NAME "recorder" detaches the --multiplier_schedule recorder instead.
 tests use it to prove the self-check stops such a run before the model loads.
 """
 
-import importlib.abc
-import importlib.machinery
 import os
 import sys
 
@@ -39,22 +37,7 @@ def _move_after_install(module):
     module.install = install
 
 
-class _MoveNameFinder(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != _INJECT:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return None
-        real_exec = spec.loader.exec_module
-
-        def exec_module(module):
-            real_exec(module)
-            _move_after_install(module)
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
 if MOVE:
-    sys.meta_path.insert(0, _MoveNameFinder())
+    from sitecustomize import AfterImportFinder
+
+    sys.meta_path.insert(0, AfterImportFinder({_INJECT: [_move_after_install]}))

@@ -142,8 +142,9 @@ def _shrinks() -> dict:
     return wanted
 
 
-class _ShrinkFinder(importlib.abc.MetaPathFinder):
-    """Runs the real module, then applies its shrinks before anyone uses it."""
+class AfterImportFinder(importlib.abc.MetaPathFinder):
+    """Runs the real module, then the functions given for it (shrinks, test-only moves) before
+    anyone uses it."""
 
     def __init__(self, shrinks: dict):
         self.shrinks = shrinks
@@ -167,7 +168,7 @@ class _ShrinkFinder(importlib.abc.MetaPathFinder):
 
 _WANTED = _shrinks()
 if _WANTED:
-    sys.meta_path.insert(0, _ShrinkFinder(_WANTED))
+    sys.meta_path.insert(0, AfterImportFinder(_WANTED))
 # KOHYA_MULTIPLIER_TEST_NO_COMPAT: the spawn tests prove the product's own work-around instead.
 if _WANTED and not os.environ.get("KOHYA_MULTIPLIER_TEST_NO_COMPAT"):
     try:
