@@ -51,3 +51,27 @@ def test_state_walk_equals_explicit_orders(data):
             assert np.unique(got).size == got.size  # no image twice in an epoch
         state = rotation.advance(3, subset, bucket, n, state, windows[e])
         assert sum(t.size for t in state.tails.values()) <= int(n.sum())  # bounded, whatever the epoch
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_a_walk_over_many_epochs_equals_advancing_epoch_by_epoch(data):
+    """Walk (a replay: epochs taken in chunks) leaves the states advance() leaves, explicit tails
+    included; windows up to the whole cell, so crossings whose head reaches the tail are common."""
+    cells = data.draw(st.integers(1, 6))
+    n = np.array(data.draw(st.lists(st.integers(1, 12), min_size=cells, max_size=cells)))
+    subset, bucket = np.arange(cells), np.array(data.draw(st.lists(st.integers(0, 3), min_size=cells, max_size=cells)))
+    epochs = data.draw(st.integers(1, 80))
+    windows = np.array([[data.draw(st.integers(0, int(k))) for k in n] for _ in range(epochs)])
+    stops = sorted(set(data.draw(st.lists(st.integers(1, epochs), max_size=3))) | {epochs})
+    state = rotation.RotationState.initial(cells)
+    walk = rotation.Walk(state, 3, subset, bucket, n)
+    for e in range(epochs):
+        state = rotation.advance(3, subset, bucket, n, state, windows[e])
+        walk.step(windows[e])
+        if e + 1 in stops:
+            got = walk.state()
+            for name in ("cycle", "offset", "entry_tail", "entry_head"):
+                assert np.array_equal(getattr(got, name), getattr(state, name)), name
+            assert got.tails.keys() == state.tails.keys()
+            assert all(np.array_equal(got.tails[c], state.tails[c]) for c in state.tails)

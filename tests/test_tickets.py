@@ -79,3 +79,45 @@ def test_most_overdue_per_bucket_equals_the_greedy_per_bucket():
         layout = SimpleNamespace(cell_bucket=bucket, n_buckets=n_buckets, cell_rate=rate)
         greedy = take_most_overdue(credit, rate, Q, caps, bucket, wanted)
         assert np.array_equal(credits._most_overdue_per_bucket(layout, credit, caps, wanted), greedy)
+
+
+def test_lowest_few_finds_the_kth_lowest_and_every_value_below_it():
+    from kohya_multiplier.planner.tickets import lowest_few
+
+    gen = np.random.default_rng(3)
+    for _ in range(300):
+        size = int(gen.integers(1, 5000))
+        values = gen.choice([gen.random(size), np.round(gen.random(size) * 20)])  # with and without ties
+        values[gen.random(size) < gen.random()] = np.inf  # absent
+        k = int(gen.integers(1, max(2, size // 20)))
+        few = lowest_few(values, k)
+        finite = np.sort(values[np.isfinite(values)])
+        if few is None:
+            continue
+        below, cut, bound = few
+        assert bound == finite[k - 1] and cut >= bound
+        assert np.array_equal(below, np.flatnonzero(values <= cut))
+
+
+def test_the_few_picks_of_many_cells_equal_the_greedy():
+    """_least_overdue and _closest_to_due at thousands of cells (where they look only near the cut)."""
+    from kohya_multiplier.planner import credits
+
+    Q = credits.Q
+    gen = np.random.default_rng(4)
+    for _ in range(40):
+        n = int(gen.integers(500, 6000))
+        rate = gen.integers(1, 4 * Q, n).astype(float) + np.arange(n) * 1e-3
+        if gen.random() < 0.3:
+            rate = np.round(rate / Q) * Q + Q  # ties
+        x = gen.integers(-Q, 6 * Q, n)
+        due = np.clip(x // Q, 0, None)
+        dropped = int(gen.integers(1, max(2, n // 40)))
+        dropped = min(dropped, int(due.sum()))
+        greedy = take_most_overdue(x - Q, rate, Q, due, np.zeros(n, dtype=np.int64), np.array([int(due.sum()) - dropped]))
+        assert np.array_equal(due - credits._least_overdue(x, rate, due, due, dropped), greedy)
+        credit = gen.integers(-2 * Q, Q, n)
+        caps = gen.integers(0, 3, n)
+        wanted = min(int(gen.integers(9, max(10, n // 40))), int(caps.sum()))
+        greedy = take_most_overdue(credit, rate, Q, caps, np.zeros(n, dtype=np.int64), np.array([wanted]))
+        assert np.array_equal(credits._closest_to_due(credit, rate, caps, wanted), greedy)

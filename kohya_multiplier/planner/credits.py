@@ -30,9 +30,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from kohya_multiplier.planner.layout import UNITS_PER_IMAGE, DatasetLayout
-from kohya_multiplier.planner.tickets import take_most_overdue
+from kohya_multiplier.planner.tickets import lowest_few, take_most_overdue
 
 Q = UNITS_PER_IMAGE
+_Q_BITS = Q.bit_length() - 1
+assert Q == 1 << _Q_BITS  # credits // Q as a shift
 
 
 # Every cell starts with half an image of credit: a cell's count by epoch e is then e x r rounded
@@ -139,8 +141,12 @@ def _contended(layout: DatasetLayout, x, rate, due, due_b, K):
             batches[b] += 1
             spare -= 1
     elif (fill == 1).all():
-        in_free = _most_overdue_per_bucket(layout, x - Q, due, np.minimum(due_b, free))
-        return due - _least_overdue(x, rate, due, due - in_free, int((due - in_free).sum()) - K)
+        in_free = np.minimum(due_b, free)
+        if in_free.any():
+            caps = due - _most_overdue_per_bucket(layout, x - Q, due, in_free)
+        else:
+            caps = due  # no free slots (batch size 1): nothing placed there
+        return due - _least_overdue(x, rate, due, caps, int(caps.sum()) - K)
     else:
         # K full batches shared in proportion to the buckets' full batches (largest remainder)
         exact = full * (K / full.sum())
@@ -158,13 +164,17 @@ def _least_overdue(x, rate, due, caps, dropped: int) -> np.ndarray:
     left = np.zeros(x.size, dtype=np.int64)
     if dropped <= 0:
         return left
-    cells = np.flatnonzero(caps > 0)
-    last = (x[cells] - due[cells] * Q) / rate[cells]
-    if dropped > cells.size:
-        bound = np.inf
+    last_of = np.where(caps > 0, (x - due * Q) / rate, np.inf)
+    few = lowest_few(last_of, dropped)
+    if few is not None:
+        # Cells whose last ticket is above the cut are above the bound: they have no ticket below it.
+        cells, _, bound = few
     else:
-        bound = np.partition(last, dropped - 1)[dropped - 1]  # the answer's highest is <= this
-    count = np.floor((bound - last) * rate[cells] / Q).astype(np.int64) + 1 if np.isfinite(bound) else caps[cells]
+        cells = np.flatnonzero(caps > 0)
+        bound = np.inf if dropped > cells.size else np.partition(last_of[cells], dropped - 1)[dropped - 1]
+    last = last_of[cells]
+    cell_rate = rate[cells]
+    count = np.floor((bound - last) * cell_rate / Q).astype(np.int64) + 1 if np.isfinite(bound) else caps[cells]
     count = np.where(last <= bound, np.maximum(count, 1), count)  # float rounding at the bound
     count = np.clip(count, 0, caps[cells])
     owner = np.repeat(cells, count)
@@ -190,12 +200,21 @@ def _closest_to_due(credit, rate, caps, wanted: int) -> np.ndarray:
             priority[c] = (credit[c] - extra[c] * Q) / rate[c] if extra[c] < caps[c] else -np.inf
         return extra
     # Cells due within an epoch (priority >= -1) outrank all others: look only at them if enough.
-    eligible = np.flatnonzero((caps > 0) & (credit + rate >= 0))
-    if eligible.size < wanted:
-        eligible = np.flatnonzero(caps > 0)
+    is_eligible = (caps > 0) & (credit + rate >= 0)
+    if np.count_nonzero(is_eligible) < wanted:
+        is_eligible = caps > 0
+    first_of = credit / rate
+    few = lowest_few(np.where(is_eligible, -first_of, np.inf), wanted)
+    # Below the cut, with a margin for the float rounding of room: no ticket above the bound.
+    if few is not None and -few[1] < -few[2] - 1e-9 * abs(few[2]):
+        eligible, bound = few[0], -few[2]
+    else:
+        eligible = np.flatnonzero(is_eligible)
+        bound = None
     if wanted <= eligible.size:
-        first = credit[eligible] / rate[eligible]
-        bound = np.partition(first, eligible.size - wanted)[eligible.size - wanted]  # the answer's lowest is >= this
+        first = first_of[eligible]
+        if bound is None:
+            bound = np.partition(first, eligible.size - wanted)[eligible.size - wanted]  # the answer's lowest is >= this
         room = np.floor((credit[eligible] - bound * rate[eligible]) / Q).astype(np.int64) + 1
         room = np.where(first >= bound, np.maximum(room, 1), room)  # float rounding at the bound
         count = np.clip(room, 0, caps[eligible])
@@ -230,19 +249,21 @@ def _fill_room(layout: DatasetLayout, x, served, left_due, room, batches, per_bu
 
 def allocate_epoch(layout: DatasetLayout, state: CreditState) -> tuple[EpochAllocation, CreditState]:
     """One epoch's allocation from the credits left by the previous epoch."""
+    # A replay runs this once per epoch on every cell: the common path keeps to few numpy calls
+    # (each costs a few microseconds whatever its size), the rare ones branch off.
     rho = layout.cell_demand
     rate = layout.cell_rate
     n = layout.cell_size
-    bucket = layout.cell_bucket
-    starts = layout.cell_bucket_starts
     B = layout.n_buckets
     free, fill = layout.free_slots, layout.fill
     K = layout.extra_batches
     x = state.cell_credit + rho
-    due = np.minimum(np.maximum(x // Q, 0), n)
+    due = x >> _Q_BITS  # x // Q, credits being integers
+    np.maximum(due, 0, out=due)
+    np.minimum(due, n, out=due)
 
     present = layout.bucket_has_cells
-    first = starts[present]
+    first = layout.bucket_first_cells
 
     def per_bucket(values):
         out = np.zeros(B, dtype=np.int64)
@@ -251,15 +272,20 @@ def allocate_epoch(layout: DatasetLayout, state: CreditState) -> tuple[EpochAllo
         return out
 
     due_b = per_bucket(due)
-    served = due if _batches_for(due_b, free, fill).sum() <= K else _contended(layout, x, rate, due, due_b, K)
-    served_b = per_bucket(served)
-    batches = _batches_for(served_b, free, fill)
+    batches = _batches_for(due_b, free, fill)
+    contended = int(batches.sum()) > K
+    if contended:
+        served = _contended(layout, x, rate, due, due_b, K)
+        served_b = per_bucket(served)
+        batches = _batches_for(served_b, free, fill)
+    else:
+        served, served_b = due, due_b
     spare = K - int(batches.sum())
 
     # Due picks left by contention: spare batches to the buckets with the most overdue ones.
-    left_due = due - served
+    left_due = due - served if contended else None  # none left otherwise
     room = free + batches * fill - served_b
-    if left_due.any():
+    if contended and left_due.any():
         waiting = per_bucket(left_due) - room
         if spare > 0 and (waiting > 0).any():
             priority = np.where(left_due > 0, (x - (served + 1) * Q) / rate, -np.inf)
@@ -274,10 +300,12 @@ def allocate_epoch(layout: DatasetLayout, state: CreditState) -> tuple[EpochAllo
                     room[b] += more * fill[b]
                     spare -= more
     if room.any():
+        if left_due is None:
+            left_due = np.zeros_like(due)
         served = _fill_room(layout, x, served, left_due, room, batches, per_bucket)
         served_b = per_bucket(served)
 
-    extra = np.zeros_like(served)
+    picks = served
     if spare > 0:
         # Spare batches split batches first (at least one pick each): no pick is taken early.
         splittable = served_b - batches
@@ -294,7 +322,7 @@ def allocate_epoch(layout: DatasetLayout, state: CreditState) -> tuple[EpochAllo
         extra_b = per_bucket(extra)
         batches += extra_b
         served_b = served_b + extra_b
-    picks = served + extra
+        picks = served + extra
     free_picks = np.minimum(free, served_b - batches)
     # Credits: every pick is charged. Where K is rounded up, its spare batches over-serve a little
     # every epoch; the credit that takes below the cells' starting total is handed out again to all
@@ -307,6 +335,6 @@ def allocate_epoch(layout: DatasetLayout, state: CreditState) -> tuple[EpochAllo
     else:
         deficit = int(PHASE) * left.size - int(left.sum())
     if deficit > 0:
-        left = left + (rho * (deficit / max(int(rho.sum()), 1))).astype(np.int64)
+        left += (layout.demand_float * (deficit / layout.demand_divisor)).astype(np.int64)
     allocation = EpochAllocation(free_picks, batches, served_b - free_picks, picks)
     return allocation, CreditState(left)

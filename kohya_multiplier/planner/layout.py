@@ -68,6 +68,31 @@ class DatasetLayout:
         return np.diff(np.r_[self.cell_bucket_starts, self.cell_size.size]) > 0
 
     @functools.cached_property
+    def bucket_first_cells(self) -> np.ndarray:
+        """First cell of each bucket that has cells (where per-bucket sums start)."""
+        return self.cell_bucket_starts[self.bucket_has_cells]
+
+    @functools.cached_property
+    def window_sign(self) -> np.ndarray:
+        """(C,) a cell's rotation window is window_sign x picks + window_base: picks, or n - picks
+        where it walks the images it leaves out."""
+        return np.where(self.cell_excludes, -1, 1).astype(np.int64)
+
+    @functools.cached_property
+    def window_base(self) -> np.ndarray:
+        return np.where(self.cell_excludes, self.cell_size, 0).astype(np.int64)
+
+    @functools.cached_property
+    def demand_float(self) -> np.ndarray:
+        """(C,) cell_demand as floats (the hand-back of a rounded-up K scales it every epoch)."""
+        return self.cell_demand.astype(np.float64)
+
+    @functools.cached_property
+    def demand_divisor(self) -> int:
+        """Total demand in units, at least 1 (a divisor)."""
+        return max(int(self.cell_demand.sum()), 1)
+
+    @functools.cached_property
     def extra_batches_exact(self) -> bool:
         """Whether K equals the fractional demand in batches (no spare capacity on average)."""
         return Fraction(self.extra_batches) == self.fractional_batches

@@ -11,7 +11,7 @@ import numpy as np
 from kohya_multiplier.planner.assemble import EpochPlan, assemble_epoch
 from kohya_multiplier.planner.credits import CreditState, EpochAllocation, allocate_epoch
 from kohya_multiplier.planner.layout import DatasetLayout, build_layout
-from kohya_multiplier.planner.rotation import RotationState, advance, take
+from kohya_multiplier.planner.rotation import RotationState, Walk, take
 from kohya_multiplier.planner.sizing import with_enough_extra_batches
 
 # Plans of the same (seed, dataset, epoch) differ between versions; recorded with every schedule.
@@ -81,22 +81,32 @@ class DatasetPlanner:
             self._ahead = (self._epoch + 1, *allocate_epoch(self.layout, self._credit))
         return self._ahead[1], self._ahead[2]
 
-    def _windows(self, allocation: EpochAllocation) -> np.ndarray:
+    def _windows(self, allocation: EpochAllocation, out=None) -> np.ndarray:
         layout = self.layout
-        return np.where(layout.cell_excludes, layout.cell_size - allocation.cell_picks, allocation.cell_picks)
+        # picks, or n - picks where the cell walks the images it leaves out (arithmetic: no masked copy)
+        windows = np.multiply(layout.window_sign, allocation.cell_picks, out=out)
+        windows += layout.window_base
+        return windows
 
     def _replay(self, epoch: int) -> None:
         """Bring the state to the end of ``epoch``."""
         if self._epoch > epoch:
             self._restart()
+        if self._epoch == epoch:
+            return
         layout = self.layout
-        while self._epoch < epoch:
-            allocation, credit = self._allocation()
-            self._rotation = advance(
-                self.seed, layout.cell_subset, layout.cell_bucket, layout.cell_size, self._rotation, self._windows(allocation)
-            )
-            self._credit = credit
-            self._epoch += 1
+        walk = Walk(self._rotation, self.seed, layout.cell_subset, layout.cell_bucket, layout.cell_size)
+        windows = np.empty_like(layout.cell_size)
+        try:
+            while self._epoch < epoch:
+                allocation, credit = self._allocation()
+                walk.step(self._windows(allocation, windows))
+                self._credit = credit
+                self._epoch += 1
+        except BaseException:
+            self._restart()  # interrupted in the middle of a step: start over next time
+            raise
+        self._rotation = walk.state()
 
     def plan_epoch(self, epoch: int) -> EpochPlan:
         if epoch < 1:

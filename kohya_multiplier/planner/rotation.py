@@ -14,8 +14,9 @@ current cycle. T is then the last t positions of cycle c's permutation, unless c
 reordering reached that far (its tail started before its ``scanned``; only when a cycle is about
 two windows long); then T is kept explicitly, at most w numbers, until the cell leaves the cycle.
 Replaying an epoch moves positions (and looks at permutations only in that rare case), so a jump
-to epoch E costs O(cells) per earlier epoch; planning an epoch evaluates the permutations at the
-positions it takes, so its cost follows the picks.
+to epoch E costs O(cells) per earlier epoch, and ``Walk`` adds up a chunk of epochs' windows before
+it looks at cycles; planning an epoch evaluates the permutations at the positions it takes, so its
+cost follows the picks.
 
 Cells whose fraction is above 1/2 rotate the images they leave out instead (``w = n - picks``),
 so their cycles stay long. Either way, image counts within a cell never differ by more than one
@@ -160,27 +161,132 @@ def take(seed, cell_subset, cell_bucket, cell_size, state: RotationState, window
     return np.concatenate([cells[v], c[hv]]), np.concatenate([first, second])
 
 
+class Walk:
+    """A RotationState advanced over many epochs (a replay), the same states as advance() gives.
+
+    A replay moves positions only, so the epochs are taken in chunks: each epoch adds its windows
+    to a running position (one numpy call), and once per chunk the positions give each cell's
+    cycle, offset and the crossing that entered its cycle (the last one in the chunk). Explicit
+    tails can only arise where two windows together exceed the cycle; those few cells' crossings
+    are found in the chunk's positions and resolved in order.
+    """
+
+    CHUNK = 32  # epochs per chunk: its positions, 32 x 8 bytes per cell, stay in cache
+
+    def __init__(self, state: RotationState, seed, cell_subset, cell_bucket, cell_size):
+        self.seed, self.cell_subset, self.cell_bucket, self.n = seed, cell_subset, cell_bucket, cell_size
+        self.cycle = state.cycle.copy()
+        self.offset = state.offset.copy()
+        self.window = state.entry_tail + state.entry_head  # the crossing's window (t + h), 0: none
+        self.head = state.entry_head.copy()  # h: the offset right after that crossing
+        self.tails = dict(state.tails)
+        self._positions = np.empty((self.CHUNK, cell_size.size), dtype=np.int64)  # from the cycle's start
+        self._widest = np.zeros(cell_size.size, dtype=np.int64)
+        self._rows = 0
+
+    def step(self, windows) -> None:
+        """Take ``windows[c]`` stream positions of each cell."""
+        before = self._positions[self._rows - 1] if self._rows else self.offset
+        np.add(before, windows, out=self._positions[self._rows])
+        np.maximum(self._widest, windows, out=self._widest)
+        self._rows += 1
+        if self._rows == self.CHUNK:
+            self._flush()
+
+    def state(self) -> RotationState:
+        self._flush()
+        return RotationState(self.cycle.copy(), self.offset.copy(), self.window - self.head, self.head.copy(), dict(self.tails))
+
+    def _flush(self) -> None:
+        rows, self._rows = self._rows, 0
+        if rows == 0:
+            return
+        n = self.n
+        positions = self._positions[:rows]
+        # Windows are at most n and offsets below n: an epoch enters at most the next cycle.
+        entered = positions[-1] // n
+        # Two crossings can only make an explicit tail if their windows together exceed n.
+        risky = np.flatnonzero((self._widest >= 2) & (self._widest + np.maximum(self._widest, self.window) > n))
+        found = self._risky_tails(risky, positions) if risky.size else {}
+        self._widest[:] = 0
+        moved = np.flatnonzero(entered)
+        if moved.size:
+            # The last entering epoch: the first whose end reaches the start of the final cycle.
+            start = entered * n
+            row = np.count_nonzero(positions < start, axis=0)[moved]
+            end = positions[row, moved]
+            begin = np.where(row > 0, positions[row - 1, moved], self.offset[moved])
+            m = n[moved]
+            base = start[moved] - m
+            crossing = (begin > base) & (end - base > m)  # in the middle of the epoch's window
+            self.window[moved] = np.where(crossing, end - begin, 0)
+            self.head[moved] = np.where(crossing, end - base - m, 0)
+            if self.tails:
+                self.tails = {c: images for c, images in self.tails.items() if not entered[c]}
+        self.tails.update(found)
+        self.cycle += entered
+        np.subtract(positions[-1], entered * n, out=self.offset)
+
+    def _risky_tails(self, risky, positions) -> dict[int, np.ndarray]:
+        """The explicit tails the chunk leaves to the risky cells: their entering epochs found in
+        the positions, the crossings whose head reordering reaches the tail resolved in order."""
+        n = self.n[risky]
+        at = np.vstack([self.offset[risky][None, :], positions[:, risky]])  # at epoch starts, then the end
+        cycles = at // n
+        cell, epoch = np.nonzero((cycles[1:] > cycles[:-1]).T)  # cell by cell, epochs in order
+        if cell.size == 0:
+            return {}
+        begin, end = at[epoch, cell], at[epoch + 1, cell]
+        base = (cycles[epoch + 1, cell] - 1) * n[cell]
+        offset = begin - base
+        crossing = (offset > 0) & (end - base > n[cell])
+        window = np.where(crossing, end - begin, 0)
+        head = np.where(crossing, end - base - n[cell], 0)
+        first = np.r_[True, cell[1:] != cell[:-1]]  # the cell's first entering epoch in the chunk
+        entry_window = np.r_[0, window[:-1]]
+        entry_head = np.r_[0, head[:-1]]
+        entry_window[first] = self.window[risky[cell[first]]]
+        entry_head[first] = self.head[risky[cell[first]]]
+        doubtful = np.flatnonzero(crossing & (offset < entry_window))
+        if doubtful.size == 0:
+            return {}
+        tail_of: dict[int, np.ndarray] = {}  # entering epoch (index) -> explicit tail it leaves
+        for e in np.unique(epoch[doubtful]):
+            events = doubtful[epoch[doubtful] == e]
+            c = risky[cell[events]]
+            local = {}
+            for k, i in enumerate(events):  # the tail the cycle was entered with
+                entry = self.tails.get(int(c[k])) if first[i] else tail_of.get(int(i) - 1)
+                if entry is not None:
+                    local[k] = entry
+            state = RotationState(self.cycle[c] + cycles[epoch[events], cell[events]], offset[events],
+                                  entry_window[events] - entry_head[events], entry_head[events], local)
+            for k, images in _explicit_tails(self.seed, self.cell_subset[c], self.cell_bucket[c], self.n[c], state,
+                                             np.arange(c.size)).items():
+                tail_of[int(events[k])] = images
+        last = np.flatnonzero(np.r_[cell[1:] != cell[:-1], True])  # each cell's last entering epoch
+        return {int(risky[cell[i]]): tail_of[int(i)] for i in last if int(i) in tail_of}
+
+
+def _explicit_tails(seed, cell_subset, cell_bucket, cell_size, state: RotationState, doubtful) -> dict[int, np.ndarray]:
+    """T of the crossing ``doubtful`` cells (at their offsets in ``state``) whose current walking
+    order differs from the permutation there: the rest of the cycle, in that order."""
+    offset = state.offset
+    views = _current_views(seed, cell_subset, cell_bucket, cell_size, state, doubtful, offset[doubtful])
+    explicit = np.flatnonzero(offset[doubtful] < views.scanned)
+    found = {}
+    if explicit.size:
+        count = cell_size[doubtful[explicit]] - offset[doubtful[explicit]]
+        v, j = _ranges(offset[doubtful[explicit]], count)
+        images = views.at(explicit[v], j)
+        bounds = np.r_[0, np.cumsum(count)]
+        for k, c in enumerate(doubtful[explicit]):
+            found[int(c)] = images[bounds[k] : bounds[k + 1]]
+    return found
+
+
 def advance(seed, cell_subset, cell_bucket, cell_size, state: RotationState, windows) -> RotationState:
     """The state after an epoch that takes ``windows[c]`` stream positions of each cell."""
-    n = cell_size
-    offset = state.offset
-    end = offset + windows
-    entering = end >= n  # windows are at most n: the stream enters the next cycle
-    entering &= windows > 0
-    crossing = entering & (offset > 0) & (end > n)  # ... in the middle of the epoch's window
-    tail = np.where(crossing, n - offset, np.where(entering, 0, state.entry_tail))
-    head = np.where(crossing, end - n, np.where(entering, 0, state.entry_head))
-    tails = {c: e for c, e in state.tails.items() if not entering[c]} if state.tails else {}
-    # T is the raw tail of the current cycle unless its head reordering reaches the tail.
-    doubtful = np.flatnonzero(crossing & (state.entry_tail > 0) & (offset < state.entry_tail + state.entry_head))
-    if doubtful.size:
-        views = _current_views(seed, cell_subset, cell_bucket, cell_size, state, doubtful, offset[doubtful])
-        explicit = np.flatnonzero(offset[doubtful] < views.scanned)
-        if explicit.size:
-            count = n[doubtful[explicit]] - offset[doubtful[explicit]]
-            v, j = _ranges(offset[doubtful[explicit]], count)
-            images = views.at(explicit[v], j)
-            bounds = np.r_[0, np.cumsum(count)]
-            for k, c in enumerate(doubtful[explicit]):
-                tails[int(c)] = images[bounds[k] : bounds[k + 1]]
-    return RotationState(state.cycle + entering, np.where(entering, end - n, end), tail, head, tails)
+    walk = Walk(state, seed, cell_subset, cell_bucket, cell_size)
+    walk.step(windows)
+    return walk.state()
