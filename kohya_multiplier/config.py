@@ -42,8 +42,14 @@ sd-scripts' own rules, read from ``library/config_util.py`` and ``library/train_
   so and all images are planned. ``skip_image_resolution`` (sd-scripts v0.11.1; dataset or general
   level, or the command line) skips images of at most that area (:mod:`kohya_multiplier.subset_images`).
 
-Fine-tuning subsets (``metadata_file``) and ControlNet subsets (``conditioning_data_dir``) are not
-supported yet: they raise a UserError saying so.
+* **Fine-tuning subsets** (``metadata_file``; every subset of the dataset has one, as sd-scripts
+  requires): the images and sizes of the metadata file (:mod:`kohya_multiplier.finetune_metadata`,
+  whose rules depend on ``options.sd_scripts_layout``); a later subset with the same
+  ``metadata_file`` is ignored, as sd-scripts ignores it; no regularization, no validation split
+  (sd-scripts ignores it there), no ``multiply.txt``; ``loss_scale.txt`` is read from ``image_dir`` (the metadata file's folder
+  when there is none).
+
+ControlNet subsets (``conditioning_data_dir``) are not supported yet: they raise a UserError saying so.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ else:  # pragma: no cover
 
 from kohya_multiplier.buckets import BucketLayout
 from kohya_multiplier.errors import UserError
+from kohya_multiplier.finetune_metadata import read_metadata_images, rules_for_layout
 from kohya_multiplier.images import ImageEntry
 from kohya_multiplier import ignored as ignored_notes
 from kohya_multiplier.limits import check_dataset, check_sizes
@@ -81,7 +88,7 @@ from kohya_multiplier.multipliers import (
     resolve_repeat_setting,
 )
 from kohya_multiplier.regularization import stock_regularization_note
-from kohya_multiplier.subset_images import DatasetFilters, read_subset_images
+from kohya_multiplier.subset_images import DatasetFilters, read_subset_images, skip_small_images
 
 __all__ = [
     "ImageEntry",
@@ -128,6 +135,12 @@ class SubsetSpec:
     effective_origin: str  # "multiplier (subset)", "auto (regularization)", "num_repeats", ...
     loss_weight: LossWeight = DEFAULT_LOSS_WEIGHT  # factor on each example's loss (loss_weights.py)
     listing_order: int | None = None  # DreamBooth folders: sd-scripts' (file-system) order; None: config order
+    metadata_file: str | None = None  # fine-tuning subsets: the metadata file (absolute); image_dir may then be its folder
+
+    @property
+    def source(self) -> str:
+        """What identifies the subset in sd-scripts: its metadata file, else its image folder."""
+        return self.metadata_file or self.image_dir
 
     @property
     def excluded(self) -> bool:
@@ -150,6 +163,8 @@ class DatasetSpec:
     uses_multiplier: bool
     layout: BucketLayout | None = None  # the validated bucket rules of this dataset
     table: str = ""  # "datasets[0]"
+    fine_tuning: bool = False  # subsets with metadata_file (sd-scripts' FineTuningDataset)
+    predefined_buckets: bool = False  # sd-scripts <= v0.9: each image's train_resolution is its bucket
 
     @property
     def uses_loss_weight(self) -> bool:
@@ -202,6 +217,7 @@ class CommandLineOptions:
     validation_seed: int | None = None
     skip_image_resolution: Any = None  # sd-scripts v0.11.1: "size", "w,h", an int or (w, h)
     seed: int | None = None
+    sd_scripts_layout: str | None = None  # code layout of the sd-scripts that trains (fine-tuning metadata rules)
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,6 +299,7 @@ DROPOUT_ASCENDABLE = {
 }
 DREAMBOOTH_ASCENDABLE = {"caption_extension": "str", "class_tokens": "str", "cache_info": "bool"}
 DREAMBOOTH_SUBSET_ONLY = {"image_dir": "str", "is_reg": "bool", "alpha_mask": "bool"}
+FINE_TUNING_SUBSET_ONLY = {"metadata_file": "str", "image_dir": "str", "alpha_mask": "bool"}
 DATASET_ASCENDABLE = {
     "batch_size": "int",
     "bucket_no_upscale": "bool",
@@ -301,9 +318,10 @@ DATASET_ASCENDABLE = {
 SUBSET_KEYS = {**SUBSET_ASCENDABLE, **DREAMBOOTH_SUBSET_ONLY, **DREAMBOOTH_ASCENDABLE, **DROPOUT_ASCENDABLE}
 DATASET_KEYS = {**DATASET_ASCENDABLE, **SUBSET_ASCENDABLE, **DREAMBOOTH_ASCENDABLE, **DROPOUT_ASCENDABLE, "subsets": "subsets"}
 GENERAL_KEYS = {**DATASET_ASCENDABLE, **SUBSET_ASCENDABLE, **DREAMBOOTH_ASCENDABLE, **DROPOUT_ASCENDABLE}
+FINE_TUNING_SUBSET_KEYS = {**SUBSET_ASCENDABLE, **FINE_TUNING_SUBSET_ONLY, **DROPOUT_ASCENDABLE}
+FINE_TUNING_DATASET_KEYS = {**DATASET_ASCENDABLE, **SUBSET_ASCENDABLE, **DROPOUT_ASCENDABLE, "subsets": "subsets"}
 TOP_KEYS = {"general": "general", "datasets": "datasets"}
 # Keys of other subset kinds, named in a clearer message than "unknown key".
-_FINE_TUNING_KEYS = {"metadata_file"}
 _CONTROLNET_KEYS = {"conditioning_data_dir"}
 
 
@@ -332,12 +350,15 @@ def load_training_config(config_path: str | None, options: CommandLineOptions | 
         datasets = reader.read(raw)
         notes.extend(ignored_notes.overridden_options(raw, options, reader.prefix()))
         return TrainingConfig(source=str(config_path), datasets=datasets, notes=notes)
-    if options.in_json is not None:
-        raise UserError(
-            "fine-tuning datasets (metadata JSON) are not supported by kohya-multiplier yet; "
-            "use DreamBooth-style image folders (image_dir subsets)",
-            key="in_json",
-        )
+    if options.in_json is not None:  # sd-scripts' own config of --in_json (train_network.py, fine_tune.py)
+        if not os.path.isfile(options.in_json):
+            raise UserError(f"metadata file not found: {os.path.abspath(options.in_json)}", key="in_json")
+        subset: dict[str, Any] = {"metadata_file": options.in_json}
+        if options.train_data_dir is not None:
+            subset["image_dir"] = options.train_data_dir
+        reader = _Reader(file=None, options=options, notes=notes)
+        datasets = reader.read({"datasets": [{"subsets": [subset]}]})
+        return TrainingConfig(source=f"--in_json {options.in_json}", datasets=datasets, notes=notes)
     if options.train_data_dir is None:
         raise UserError("no dataset: give a dataset config file or --train_data_dir")
     raw, folder_info = _config_from_folders(options, notes)
@@ -500,8 +521,10 @@ class _Reader:
     def unknown_key_message(self, key: str, level: str) -> str:
         if key == "images_per_epoch":
             return "is read only by `kohya-multiplier balance`; run `kohya-multiplier balance CONFIG --write` to turn it into a multiplier"
-        if key in _FINE_TUNING_KEYS:
-            return "fine-tuning subsets (metadata_file) are not supported by kohya-multiplier yet; use image_dir subsets"
+        if level == "[[datasets.subsets]]" and key in SUBSET_KEYS:
+            return "not allowed in a fine-tuning subset (one with metadata_file); sd-scripts accepts it only in DreamBooth subsets"
+        if level == "[[datasets]]" and key in DATASET_KEYS:
+            return "not allowed in a dataset of fine-tuning subsets (metadata_file); sd-scripts accepts it only for DreamBooth subsets"
         if key in _CONTROLNET_KEYS:
             return "ControlNet subsets (conditioning_data_dir) are not supported by kohya-multiplier yet"
         elsewhere = [name for name, keys in (("[[datasets.subsets]]", SUBSET_KEYS), ("[[datasets]]", DATASET_KEYS), ("[general]", GENERAL_KEYS)) if key in keys and key != "subsets"]
@@ -528,8 +551,16 @@ class _Reader:
         # Validate every table first (as sd-scripts' schema does), then interpret.
         for index, table in enumerate(datasets_raw):
             where = f"datasets[{index}]"
-            self.check_table(table, DATASET_KEYS, where, "[[datasets]]")
+            if not isinstance(table, Mapping):
+                raise self.error(f"must be a table, not {describe_value(table)}", where=where)
             subsets_raw = table.get("subsets")
+            fine_tuning = _is_fine_tuning(subsets_raw)
+            if fine_tuning is None:
+                raise self.error(
+                    "DreamBooth subsets (image_dir only) and fine-tuning subsets (metadata_file) cannot be mixed in one dataset "
+                    "(sd-scripts refuses it); split them into two [[datasets]]", where=where, key="subsets",
+                )
+            self.check_table(table, FINE_TUNING_DATASET_KEYS if fine_tuning else DATASET_KEYS, where, "[[datasets]]")
             if subsets_raw is None or (isinstance(subsets_raw, list) and not subsets_raw):
                 raise self.error("no subsets: add at least one [[datasets.subsets]] with an image_dir", where=where, key="subsets")
             if not isinstance(subsets_raw, list):
@@ -538,8 +569,8 @@ class _Reader:
                 )
             for sub_index, sub_table in enumerate(subsets_raw):
                 sub_where = self.subset_where(index, sub_index, sub_table)
-                self.check_table(sub_table, SUBSET_KEYS, sub_where, "[[datasets.subsets]]")
-                if "image_dir" not in sub_table:
+                self.check_table(sub_table, FINE_TUNING_SUBSET_KEYS if fine_tuning else SUBSET_KEYS, sub_where, "[[datasets.subsets]]")
+                if not fine_tuning and "image_dir" not in sub_table:
                     raise self.error("missing: every subset needs the folder of its images", where=sub_where, key="image_dir")
         return [self.read_dataset(index, table, general) for index, table in enumerate(datasets_raw)]
 
@@ -547,8 +578,9 @@ class _Reader:
         if self.folder_info is not None:
             return self.folder_info[index].where
         base = f"datasets[{dataset_index}].subsets[{index}]"
-        if isinstance(table, Mapping) and isinstance(table.get("image_dir"), str):
-            return f"{base} ({table['image_dir']})"
+        for key in ("metadata_file", "image_dir"):
+            if isinstance(table, Mapping) and isinstance(table.get(key), str):
+                return f"{base} ({table[key]})"
         return base
 
     def lookup(self, key: str, tables: list[Mapping[str, Any]], cli_value: Any = None) -> Any:
@@ -597,12 +629,23 @@ class _Reader:
             skip = parse_resolution_option(opts.skip_image_resolution, key="--skip_image_resolution")
         filters = DatasetFilters(float(validation_split), validation_seed, skip)
 
+        fine_tuning = bool(_is_fine_tuning(subsets_raw))
+        if fine_tuning:  # sd-scripts' FineTuningDataset accepts validation_split and ignores it
+            filters = DatasetFilters(0.0, None, skip)
         subsets: list[SubsetSpec] = []
         seen_dirs: set[str] = set()
+        predefined: list[bool] = []
         for sub_index, sub_table in enumerate(subsets_raw):
-            spec = self.read_subset(index, sub_index, sub_table, table, general, filters, seen_dirs)
+            spec = self.read_subset(index, sub_index, sub_table, table, general, filters, seen_dirs, predefined)
             if spec is not None:
                 subsets.append(spec)
+        predefined_buckets = bool(predefined) and all(predefined)
+        if predefined_buckets and no_upscale:
+            raise self.error(
+                "cannot be used when every image of the metadata has train_resolution (sd-scripts <= v0.9 then asserts); "
+                "remove it or the train_resolution entries", where=self.where_of("bucket_no_upscale", table, general, where) or where,
+                key="bucket_no_upscale",
+            )
 
         uses_multiplier = any(s.multiplier is not None for s in subsets)
         self.apply_regularization(subsets, uses_multiplier, where)
@@ -624,6 +667,8 @@ class _Reader:
             uses_multiplier=uses_multiplier,
             layout=layout,
             table=where,
+            fine_tuning=fine_tuning,
+            predefined_buckets=predefined_buckets,
         )
         check_dataset(spec, file=self.file)  # bounded before any planning (kohya_multiplier.limits)
         return spec
@@ -664,12 +709,20 @@ class _Reader:
         general: Mapping[str, Any],
         filters: DatasetFilters,
         seen_dirs: set[str],
+        predefined: list[bool],
     ) -> SubsetSpec | None:
         folder = self.folder_info[index] if self.folder_info is not None else None
         where = self.subset_where(dataset_index, index, table)
-        image_dir_raw: str = table["image_dir"]
+        metadata_raw: str | None = table.get("metadata_file")
+        metadata_file = os.path.abspath(metadata_raw) if metadata_raw is not None else None
+        image_dir_raw: str | None = table.get("image_dir")
+        if image_dir_raw is None:  # a fine-tuning subset of absolute keys: its folder stands in for display and loss_scale.txt
+            image_dir_raw = os.path.dirname(metadata_raw)
+            image_dir_given = None
+        else:
+            image_dir_given = os.path.abspath(image_dir_raw)
         image_dir = os.path.abspath(image_dir_raw)
-        name = os.path.basename(os.path.normpath(image_dir))
+        name = os.path.basename(metadata_file) if metadata_file else os.path.basename(os.path.normpath(image_dir))
         is_reg = bool(table.get("is_reg", False))
 
         default_repeats = self.options.dataset_repeats if self.options.dataset_repeats is not None else 1
@@ -684,7 +737,9 @@ class _Reader:
             origin = "folder name"
         # multiply.txt: applies unless the subset's own table sets a key or a multiplier is inherited.
         own_table_sets = origin in ("subset",) or (folder is not None and folder.from_fraction)
-        if not own_table_sets and multiplier is None and os.path.isdir(image_dir):
+        if metadata_file is not None:
+            pass  # EveryDream2's multiply.txt belongs to image folders, not to metadata datasets
+        elif not own_table_sets and multiplier is None and os.path.isdir(image_dir):
             shown = os.path.join(image_dir_raw, MULTIPLY_TXT)
             from_file = read_multiply_txt(image_dir, file_for_errors=shown)
             if from_file is not None:
@@ -695,17 +750,28 @@ class _Reader:
             self.notes.append(ignored_notes.inherited_regularization(self.prefix(), where, origin, multiplier))
 
         excluded = (multiplier is not None and multiplier <= 0) or (multiplier is None and num_repeats < 1)
+        same = metadata_raw if metadata_raw is not None else image_dir_raw  # sd-scripts' subset equality
         if not excluded:
-            if image_dir_raw in seen_dirs:
+            if same in seen_dirs:
+                key = "metadata_file" if metadata_raw is not None else "image_dir"
                 self.notes.append(
-                    f"{self.prefix()}{where}: ignored: the same image_dir as an earlier subset of this dataset (as sd-scripts does)"
+                    f"{self.prefix()}{where}: ignored: the same {key} as an earlier subset of this dataset (as sd-scripts does)"
                 )
                 return None
-            seen_dirs.add(image_dir_raw)
-        images = read_subset_images(
-            image_dir, file=self.file, where=where, is_reg=is_reg, filters=filters, notes=self.notes, lenient=excluded,
-            cache_info=bool(self.lookup("cache_info", [table, dataset, general], self.options.cache_info)),
-        )
+            seen_dirs.add(same)
+        if metadata_file is not None:
+            found = read_metadata_images(
+                metadata_file, image_dir_given, rules=rules_for_layout(self.options.sd_scripts_layout), file=self.file,
+                where=where, shown_file=metadata_raw,
+            )
+            images = skip_small_images(found.images, filters, where=f"{self.prefix()}{where}", notes=self.notes)
+            if not excluded:
+                predefined.append(found.from_train_resolution)
+        else:
+            images = read_subset_images(
+                image_dir, file=self.file, where=where, is_reg=is_reg, filters=filters, notes=self.notes, lenient=excluded,
+                cache_info=bool(self.lookup("cache_info", [table, dataset, general], self.options.cache_info)),
+            )
 
         if multiplier is not None:
             effective, effective_origin = multiplier, f"multiplier ({origin})"
@@ -725,6 +791,7 @@ class _Reader:
             effective_origin=effective_origin,
             listing_order=folder.listing_order if folder is not None else None,
             loss_weight=loss_weight,
+            metadata_file=metadata_file,
         )
 
     # -- regularization ------------------------------------------------------------------------
@@ -753,6 +820,16 @@ class _Reader:
                 "so that regularization images per epoch match training images per epoch"
             )
 
+
+
+def _is_fine_tuning(subsets_raw: Any) -> bool | None:
+    """sd-scripts' test: a dataset is fine-tuning when every subset has metadata_file, DreamBooth
+    when none has; None when mixed."""
+    tables = [t for t in subsets_raw if isinstance(t, Mapping)] if isinstance(subsets_raw, list) else []
+    with_metadata = sum("metadata_file" in t for t in tables)
+    if with_metadata and with_metadata < len(tables):
+        return None
+    return bool(tables) and with_metadata == len(tables)
 
 
 def _exclusion_reason(s: SubsetSpec) -> str:

@@ -90,7 +90,12 @@ def plan_input_for_dataset(dataset: "DatasetSpec") -> PlanInput:
         return build_plan_input([]) if per_subset is None else _empty_stock_input()
     widths = np.array([image.width for image in images])
     heights = np.array([image.height for image in images])
-    bucket_of_image, resolutions = dataset.bucket_layout().assign_ids(widths, heights, paths=[image.path for image in images])
+    if dataset.predefined_buckets:  # sd-scripts <= v0.9 fine-tuning: train_resolution is the bucket
+        resolutions = sorted({(image.width, image.height) for image in images})
+        bucket_id = {r: i for i, r in enumerate(resolutions)}
+        bucket_of_image = [bucket_id[(image.width, image.height)] for image in images]
+    else:
+        bucket_of_image, resolutions = dataset.bucket_layout().assign_ids(widths, heights, paths=[image.path for image in images])
     return build_plan_input(
         (entry[0], entry[1], tuple(resolutions[b]), *entry[2:]) for entry, b in zip(entries, bucket_of_image)
     )

@@ -80,14 +80,7 @@ def read_subset_images(
             return load_images(image_dir, file=file, where=where)  # raises "no images found"
     if skip_image_resolution is not None and paths:
         entries = images_with_sizes(paths, file=file, where=where, folder=image_dir, known_sizes=sizes)
-        area = skip_image_resolution[0] * skip_image_resolution[1]
-        kept = [e for e in entries if e.width * e.height > area]
-        if len(kept) < len(paths):
-            w, h = skip_image_resolution
-            notes.append(
-                f"{prefix}{where}: skip_image_resolution {w}x{h}: {len(paths) - len(kept)} of {len(paths)} images "
-                f"are not larger than {w * h} pixels and are not trained (as sd-scripts v0.11.1 skips them)"
-            )
+        kept = skip_small_images(entries, filters, where=f"{prefix}{where}", notes=notes)
         paths = [e.path for e in kept]
         sizes = {e.path: (e.width, e.height) for e in kept}
     if validation_split > 0 and not is_reg and paths:
@@ -105,6 +98,20 @@ def read_subset_images(
     entries = images_with_sizes(paths, file=file, where=where, folder=image_dir, known_sizes=sizes)
     entries.sort(key=lambda e: e.path)
     return entries
+
+
+def skip_small_images(entries: list[ImageEntry], filters: DatasetFilters, *, where: str, notes: list[str]) -> list[ImageEntry]:
+    """The images sd-scripts v0.11.1 keeps under ``skip_image_resolution`` (area larger than w x h)."""
+    if filters.skip_image_resolution is None or not entries:
+        return entries
+    w, h = filters.skip_image_resolution
+    kept = [e for e in entries if e.width * e.height > w * h]
+    if len(kept) < len(entries):
+        notes.append(
+            f"{where}: skip_image_resolution {w}x{h}: {len(entries) - len(kept)} of {len(entries)} images "
+            f"are not larger than {w * h} pixels and are not trained (as sd-scripts v0.11.1 skips them)"
+        )
+    return kept
 
 
 def read_info_cache(image_dir: str) -> dict[str, Any] | None:

@@ -321,8 +321,7 @@ def test_folder_mode_values():
         (CommandLineOptions(train_data_dir="flat", resolution="512"),
          "train_data_dir: no subset folders named <repeats>_<name> (such as 10_alice or 0.25_alice) in {cwd}/flat"),
         (CommandLineOptions(train_data_dir="db", reg_data_dir="r.png", resolution="512"), "reg_data_dir: not a directory: {cwd}/r.png"),
-        (CommandLineOptions(in_json="meta.json", train_data_dir="db"),
-         "in_json: fine-tuning datasets (metadata JSON) are not supported by kohya-multiplier yet; use DreamBooth-style image folders (image_dir subsets)"),
+        (CommandLineOptions(in_json="meta.json", train_data_dir="db"), "in_json: metadata file not found: {cwd}/meta.json"),
     ],
 )
 def test_folder_mode_errors(workdir, options, message):
@@ -440,7 +439,7 @@ def test_every_key_sd_scripts_accepts_is_accepted():
         ('multipler = 0.5', "datasets[0].subsets[0] (a): multipler: unknown key (sd-scripts rejects it); did you mean multiplier?"),
         ('batch_size = 2', "datasets[0].subsets[0] (a): batch_size: not allowed in [[datasets.subsets]]; sd-scripts accepts it only in [[datasets]] and [general]"),
         ('recursive = true', "datasets[0].subsets[0] (a): recursive: unknown key (sd-scripts rejects it)"),
-        ('metadata_file = "m.json"', "datasets[0].subsets[0] (a): metadata_file: fine-tuning subsets (metadata_file) are not supported by kohya-multiplier yet; use image_dir subsets"),
+        ('is_reg = true\n[[datasets.subsets]]\nmetadata_file = "m.json"', "datasets[0]: subsets: DreamBooth subsets (image_dir only) and fine-tuning subsets (metadata_file) cannot be mixed in one dataset (sd-scripts refuses it); split them into two [[datasets]]"),
         ('conditioning_data_dir = "c"', "datasets[0].subsets[0] (a): conditioning_data_dir: ControlNet subsets (conditioning_data_dir) are not supported by kohya-multiplier yet"),
         ('flip_aug = "yes"', 'datasets[0].subsets[0] (a): flip_aug: must be true or false, not a string ("yes")'),
         ('num_repeats = 2.5', "datasets[0].subsets[0] (a): num_repeats: must be an integer, not a float (2.5); use multiplier for fractional repeats"),
@@ -671,10 +670,11 @@ def test_dataset_arguments_use_sd_scripts_names():
     assert options == CommandLineOptions(
         dataset_config="d.toml", train_data_dir="t", reg_data_dir="r", train_batch_size=4, resolution="768,512",
         enable_bucket=True, min_bucket_reso=320, max_bucket_reso=1536, bucket_reso_steps=32, bucket_no_upscale=True,
-        dataset_repeats=3, seed=42,
+        dataset_repeats=3, seed=42, sd_scripts_layout=options.sd_scripts_layout,  # the configured checkout's, if any
     )
     assert options_from_args(parser.parse_args(["--batch-size", "2"])).train_batch_size == 2
-    assert options_from_args(parser.parse_args([])) == CommandLineOptions()
+    empty = options_from_args(parser.parse_args([]))
+    assert empty == CommandLineOptions(sd_scripts_layout=empty.sd_scripts_layout)
 
 
 def test_bad_resolution_option():

@@ -34,8 +34,14 @@ TREES = {
     "subject-with-preservation.toml": {"train/subject": 40, "reg/person": 2000},
     "rotating-regularization.toml": {"train/subject": 25, "reg/dog": 500},
     "everydream-folders.toml": {"train/landscapes": 400, "train/portraits": 40, "train/logo": 6},
+    "fine-tuning-metadata.toml": {"images/photos": 1000, "images/art": 100, "images/logos": 10},
+    "dreambooth-folders.toml": {"train/0.25_alice": 200, "train/3_bob": 12, "train/1.5_carol": 20, "reg/1_person": 500},
 }
+TRAINING_CONFIGS = {"dreambooth-folders.toml"}  # sd-scripts --config_file files, not dataset configs
 MULTIPLY_TXT = {"train/landscapes": "0.2", "train/portraits": "1.5"}
+LOSS_SCALE_TXT = {"train/logo": "0.5"}
+# fine-tuning metadata files: file -> folder of its images (keys relative to image_dir "images")
+METADATA = {"meta/photos.json": "images/photos", "meta/art.json": "images/art", "meta/logos.json": "images/logos"}
 
 
 def test_every_config_has_a_case():
@@ -52,6 +58,13 @@ def _tree(root: Path, folders: dict[str, int]) -> None:
             (path / f"img{i:04d}.txt").write_text(f"photo {i}")
         if folder in MULTIPLY_TXT:
             (path / "multiply.txt").write_text(MULTIPLY_TXT[folder] + "\n")
+        if folder in LOSS_SCALE_TXT:
+            (path / "loss_scale.txt").write_text(LOSS_SCALE_TXT[folder] + "\n")
+    for metadata, folder in METADATA.items():
+        if folder in folders:
+            (root / metadata).parent.mkdir(parents=True, exist_ok=True)
+            keys = {f"{Path(folder).name}/img{i:04d}.png": {"caption": f"photo {i}"} for i in range(folders[folder])}
+            (root / metadata).write_text(json.dumps(keys))
 
 
 def assert_balanced(per_epoch: Counter, target: float) -> None:
@@ -64,8 +77,8 @@ def _plan(root: Path, name: str) -> tuple[dict[str, Counter], dict[str, Counter]
     """(folder -> images trained per epoch, folder -> times each image was trained over the run, stdout)."""
     schedule = root / "plan.jsonl"
     result = subprocess.run(
-        [sys.executable, "-m", "kohya_multiplier", "plan", str(CONFIGS / name), "--epochs", str(EPOCHS), "--seed", "42",
-         "--schedule", str(schedule)],
+        [sys.executable, "-m", "kohya_multiplier", "plan", *(["--config_file"] if name in TRAINING_CONFIGS else []),
+         str(CONFIGS / name), "--epochs", str(EPOCHS), "--seed", "42", "--schedule", str(schedule)],
         capture_output=True, text=True, cwd=str(root), timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
     )
     assert result.returncode == 0, result.stderr
@@ -123,3 +136,26 @@ def test_everydream_multiply_txt_files_set_the_multipliers(planned):
     assert all(per_epoch["train/logo"][e] == 6 for e in range(1, EPOCHS + 1))  # num_repeats 1: exact
     assert set(per_image["train/portraits"].values()) <= {14, 15, 16}  # 1.5: once, every other epoch twice
     assert "multiply.txt" in out
+    logo_row = next(line for line in out.splitlines() if line.startswith("logo "))
+    assert "0.5 (loss_scale.txt)" in logo_row
+
+
+@pytest.mark.parametrize("planned", ["fine-tuning-metadata.toml"], indirect=True)
+def test_fine_tuning_metadata_sources_are_balanced(planned):
+    per_epoch, per_image, out = planned
+    assert_balanced(per_epoch["images/photos"], 100)
+    assert len(per_image["images/photos"]) >= 0.95 * 1000 and max(per_image["images/photos"].values()) <= 2
+    assert all(per_epoch["images/art"][e] == 100 for e in range(1, EPOCHS + 1))
+    assert set(per_image["images/logos"].values()) == {5 * EPOCHS}
+    assert "loss weight" in out and "logos.json" in out
+
+
+@pytest.mark.parametrize("planned", ["dreambooth-folders.toml"], indirect=True)
+def test_fractional_folder_names_set_the_multipliers(planned):
+    per_epoch, per_image, out = planned
+    assert_balanced(per_epoch["train/0.25_alice"], 50)
+    assert len(per_image["train/0.25_alice"]) == 200 and set(per_image["train/0.25_alice"].values()) <= {2, 3}
+    assert set(per_image["train/3_bob"].values()) == {3 * EPOCHS}
+    assert set(per_image["train/1.5_carol"].values()) <= {14, 15, 16}
+    assert_balanced(per_epoch["reg/1_person"], 116)
+    assert "0.25 (folder name)" in out and "total optimization steps: 580 (from --max_train_epochs)" in out

@@ -29,7 +29,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, *, dataset_config: bo
     group.add_argument("--reg_data_dir", "--reg-data-dir", dest="reg_data_dir", metavar="DIR", default=None,
                        help="regularization folders <repeats>_<name>; used without a dataset config")
     group.add_argument("--in_json", "--in-json", dest="in_json", metavar="FILE", default=None,
-                       help="fine-tuning metadata (not supported by plan yet)")
+                       help="fine-tuning metadata file (JSON, or JSON Lines at sd-scripts >= v0.10); images relative to --train_data_dir")
     group.add_argument("--train_batch_size", "--batch-size", "--train-batch-size", dest="train_batch_size", type=int,
                        metavar="B", default=None, help="batch size (sd-scripts default 1)")
     group.add_argument("--resolution", metavar="W[,H]", default=None,
@@ -67,4 +67,19 @@ def options_from_args(args: argparse.Namespace) -> CommandLineOptions:
     values = {}
     for name in CommandLineOptions.__dataclass_fields__:
         values[name] = getattr(args, name, None)
+    if values["sd_scripts_layout"] is None:
+        values["sd_scripts_layout"] = _checkout_layout(getattr(args, "sd_scripts", None))
     return CommandLineOptions(**values)
+
+
+def _checkout_layout(cli_value: str | None) -> str | None:
+    """The code layout of the sd-scripts checkout that will train (``--sd-scripts``, else the
+    configured one): how fine-tuning metadata is read depends on it. None when there is none."""
+    from kohya_multiplier.errors import UserError
+    from kohya_multiplier.sdscripts import locate
+
+    try:
+        checkout = locate.resolve_checkout(cli_value, required=False)
+    except UserError:
+        return None
+    return locate.detect_layout(checkout.root) if checkout is not None else None

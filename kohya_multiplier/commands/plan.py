@@ -40,6 +40,9 @@ def register(subparsers) -> None:
     parser.add_argument("--schedule", metavar="FILE", help="write the planned batches as JSON Lines ('-' for stdout)")
     parser.add_argument("--plot", metavar="FILE", help="draw the report as a picture: FILE.png, FILE.svg or FILE.pdf")
     parser.add_argument("--html", metavar="FILE", help="write the report as one self-contained page (works offline)")
+    parser.add_argument("--sd-scripts", "--sd_scripts", dest="sd_scripts", metavar="DIR", default=None,
+                        help="the sd-scripts checkout that will train (default: the configured one); "
+                             "how fine-tuning metadata is read depends on its revision")
     parser.add_argument("--verify-images", "--verify_images", dest="verify_images", action="store_true",
                         help="first decode every image with Pillow (as `kohya-multiplier check`); stop with status 1 "
                         "if any is unreadable or implausible")

@@ -34,13 +34,14 @@ from kohya_multiplier.sdscripts import session as _session
 logger = logging.getLogger(__name__)
 
 
-def _sd_dreambooth_dataset():
-    """sd-scripts' DreamBoothDataset, as generate_dataset_group_by_blueprint sees it before our hook."""
-    cls = config_util.DreamBoothDataset
-    return cls.__bases__[0] if getattr(cls, "_km_planned_dataset", False) else cls
+def _sd_class(name: str):
+    """sd-scripts' dataset class ``name``, as generate_dataset_group_by_blueprint sees it before our hook."""
+    cls = getattr(config_util, name)
+    return getattr(cls, "_km_sd_class", cls)
 
 
-_SdDreamBoothDataset = _sd_dreambooth_dataset()
+_SdDreamBoothDataset = _sd_class("DreamBoothDataset")
+_SdFineTuningDataset = _sd_class("FineTuningDataset")
 
 
 def sd_dataset_function(name: str):
@@ -97,10 +98,19 @@ def _plain_number(value: float):
     return int(value) if float(value).is_integer() else float(value)
 
 
-class MultiplierDreamBoothDataset(_SdDreamBoothDataset):
-    """DreamBoothDataset that follows the planner when the run uses multipliers; stock otherwise."""
+def _source_key(path: str) -> str:
+    return os.path.normcase(os.path.abspath(path))
 
-    _km_planned_dataset = True
+
+class PlannedDataset:
+    """What sd-scripts' DreamBooth and fine-tuning datasets share when they follow the planner (or
+    apply loss weights): mixed in before the sd-scripts class, which stays stock otherwise.
+
+    A subset is known by its *source* (:meth:`_subset_source`: image folder or metadata file), and
+    an image by its path for the planner (:meth:`_image_path`), the same in the dry run.
+    """
+
+    _km_sd_class: type  # the sd-scripts class it extends
 
     def __init__(self, *args, **kwargs):
         self._km_plan: _PlanState | None = None
@@ -108,10 +118,10 @@ class MultiplierDreamBoothDataset(_SdDreamBoothDataset):
         self._km_index = -1
         self._km_seed = 0
         self._km_multipliers: list[float] = []
-        self._km_subset_of_dir: dict[str, int] = {}
+        self._km_subset_of_dir: dict[str, int] = {}  # subset source -> index in the spec
         self._km_spec = None
         self._km_epoch_value = None
-        self._km_loss_weights: dict[str, float] | None = None  # subset folder -> loss_weight, when some is not 1
+        self._km_loss_weights: dict[str, float] | None = None  # subset source -> loss_weight, when some is not 1
         session = _session.current()
         is_training = bool(kwargs.get("is_training_dataset", True))
         planned = False
@@ -122,7 +132,7 @@ class MultiplierDreamBoothDataset(_SdDreamBoothDataset):
             self._km_record = session.record
             spec = session.dataset_spec(self._km_index)
             if spec is not None and spec.uses_loss_weight:
-                self._km_loss_weights = {os.path.normcase(s.image_dir): s.loss_weight.value for s in spec.subsets}
+                self._km_loss_weights = {_source_key(s.source): s.loss_weight.value for s in spec.subsets}
                 self._km_seed = session.seed
             # A dataset without multipliers stays stock sd-scripts, also in a config where others
             # have them: its own registration of regularization images, repeats and shuffle.
@@ -131,33 +141,46 @@ class MultiplierDreamBoothDataset(_SdDreamBoothDataset):
                 self._km_spec = spec
                 self._km_seed = session.seed
                 self._km_multipliers = [s.effective_multiplier for s in spec.subsets]
-                self._km_subset_of_dir = {os.path.normcase(s.image_dir): i for i, s in enumerate(spec.subsets)}
+                self._km_subset_of_dir = {_source_key(s.source): i for i, s in enumerate(spec.subsets)}
                 kwargs["subsets"] = self._without_excluded(kwargs.get("subsets", []))
 
         if not planned:
             super().__init__(*args, **kwargs)
             return
-        captured: list = []
-        with _capturing_image_infos(captured):
-            super().__init__(*args, **kwargs)
-        self._register_all_regularization_images(captured)
+        self._build_planned(*args, **kwargs)
         self._record_multipliers_for_metadata()
+
+    # -- what the two kinds do differently ----------------------------------------------------
+
+    def _build_planned(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+
+    @staticmethod
+    def _subset_source(subset) -> str:
+        raise NotImplementedError
+
+    def _image_path(self, key: str) -> str:
+        """The planner's path of sd-scripts' image ``key``."""
+        raise NotImplementedError
 
     # -- construction helpers -------------------------------------------------------------
 
-    def _subset_index(self, image_dir: str) -> int | None:
-        return self._km_subset_of_dir.get(os.path.normcase(os.path.abspath(image_dir)))
+    def _subset_index(self, subset) -> int | None:
+        return self._km_subset_of_dir.get(_source_key(self._subset_source(subset)))
+
+    def _loss_weight_of(self, subset) -> float:
+        return self._km_loss_weights.get(_source_key(self._subset_source(subset)), 1.0)
 
     def _without_excluded(self, subsets):
         kept = []
         for subset in subsets:
-            index = self._subset_index(subset.image_dir)
+            index = self._subset_index(subset)
             if index is not None and self._km_multipliers[index] <= 0:
                 continue  # the core's notes already told the user; keeps its images out of caching
             kept.append(subset)
         return kept
 
-    def _register_all_regularization_images(self, captured) -> None:
+    def _register_all_regularization_images(self, captured) -> None:  # DreamBooth only
         reg_subsets = [s for s in self.subsets if s.is_reg]
         if not reg_subsets:
             return
@@ -179,13 +202,13 @@ class MultiplierDreamBoothDataset(_SdDreamBoothDataset):
             images_of[id(owner)] = images_of.get(id(owner), 0) + 1
         train_images = reg_images = 0.0
         for subset in self.subsets:
-            index = self._subset_index(subset.image_dir)
+            index = self._subset_index(subset)
             if index is None:
                 continue
             multiplier = self._km_multipliers[index]
             subset.num_repeats = _plain_number(multiplier)
             count = images_of.get(id(subset), 0)
-            if subset.is_reg:
+            if getattr(subset, "is_reg", False):  # fine-tuning subsets have no is_reg
                 reg_images += multiplier * count
             else:
                 train_images += multiplier * count
@@ -202,10 +225,10 @@ class MultiplierDreamBoothDataset(_SdDreamBoothDataset):
             return
         entries, sd_key_of = [], {}
         for key, info in self.image_data.items():
-            subset_index = self._subset_index(self.image_to_subset[key].image_dir)
+            subset_index = self._subset_index(self.image_to_subset[key])
             if subset_index is None or self._km_multipliers[subset_index] <= 0:
                 continue
-            path = os.path.abspath(key)
+            path = self._image_path(key)
             sd_key_of[path] = key
             entries.append((subset_index, path, tuple(info.bucket_reso)))
         plan_input = build_plan_input(entries)
@@ -268,11 +291,11 @@ class MultiplierDreamBoothDataset(_SdDreamBoothDataset):
         entry: dict = {}
         if self._km_spec is not None:
             entry = {PLANNER_VERSION_KEY: PLANNER_VERSION, "seed": self._km_seed}
-        if self._km_loss_weights is not None:  # next to the multipliers (n_repeats), by folder name
+        if self._km_loss_weights is not None:  # next to the multipliers (n_repeats), by folder (or metadata file) name
             entry["loss_weights"] = {
-                os.path.basename(os.path.normpath(s.image_dir)): _plain_number(self._km_loss_weights[os.path.normcase(s.image_dir)])
+                os.path.basename(os.path.normpath(self._subset_source(s))): _plain_number(self._loss_weight_of(s))
                 for s in self.subsets
-                if os.path.normcase(os.path.abspath(s.image_dir)) in self._km_loss_weights
+                if _source_key(self._subset_source(s)) in self._km_loss_weights
             }
         return entry
 
@@ -309,8 +332,7 @@ class MultiplierDreamBoothDataset(_SdDreamBoothDataset):
         example = super().__getitem__(index)
         if self._km_loss_weights is not None and training and isinstance(example, dict) and "loss_weights" in example:
             weights = example["loss_weights"]
-            factors = [self._km_loss_weights.get(os.path.normcase(os.path.abspath(self.image_to_subset[k].image_dir)), 1.0)
-                       for k in self._batch_image_keys(index)]
+            factors = [self._loss_weight_of(self.image_to_subset[k]) for k in self._batch_image_keys(index)]
             example["loss_weights"] = weights * torch.tensor(factors, dtype=weights.dtype)
         if self._km_record and training and isinstance(example, dict):
             example[BATCH_RECORD_KEY] = self._batch_record(index)
@@ -341,11 +363,54 @@ class MultiplierDreamBoothDataset(_SdDreamBoothDataset):
             "dataset": self._km_index,
             "batch": int(index),
             "resolution": [int(width), int(height)],
-            "images": [os.path.abspath(k) for k in images],
+            "images": [self._image_path(k) for k in images],
         }
         if self._km_plan is not None:
             record[PLANNER_VERSION_KEY] = PLANNER_VERSION  # as plan --schedule writes it
         return record
+
+
+class MultiplierDreamBoothDataset(PlannedDataset, _SdDreamBoothDataset):
+    """DreamBoothDataset that follows the planner when the run uses multipliers; stock otherwise."""
+
+    _km_sd_class = _SdDreamBoothDataset
+
+    def _build_planned(self, *args, **kwargs) -> None:
+        captured: list = []
+        with _capturing_image_infos(captured):
+            super()._build_planned(*args, **kwargs)
+        self._register_all_regularization_images(captured)
+
+    @staticmethod
+    def _subset_source(subset) -> str:
+        return subset.image_dir
+
+    def _image_path(self, key: str) -> str:
+        return os.path.abspath(key)  # DreamBooth keys are the image paths
+
+
+class MultiplierFineTuningDataset(PlannedDataset, _SdFineTuningDataset):
+    """FineTuningDataset (metadata_file subsets) that follows the planner when the run uses
+    multipliers; stock otherwise. Images are known by the path kohya_multiplier.finetune_metadata
+    resolves from their metadata key, as in the dry run."""
+
+    _km_sd_class = _SdFineTuningDataset
+
+    @staticmethod
+    def _subset_source(subset) -> str:
+        return subset.metadata_file
+
+    def _image_path(self, key: str) -> str:
+        paths = self.__dict__.setdefault("_km_paths", {})
+        path = paths.get(key)
+        if path is None:
+            from kohya_multiplier.finetune_metadata import image_path, rules_for_layout
+
+            session = _session.current()
+            rules = rules_for_layout(session.layout if session is not None else None)
+            path = image_path(key, self.image_to_subset[key].image_dir, rules) or os.path.abspath(key)
+            paths[key] = path
+        return path
 
 
 _BucketBatchIndex = sd_dataset_function("make_buckets").__globals__["BucketBatchIndex"]
@@ -353,6 +418,10 @@ _BucketBatchIndex = sd_dataset_function("make_buckets").__globals__["BucketBatch
 
 def planned_dataset_class():
     return MultiplierDreamBoothDataset
+
+
+def planned_fine_tuning_dataset_class():
+    return MultiplierFineTuningDataset
 
 
 def epoch_collator_class(original):
@@ -375,4 +444,4 @@ class EpochCapturingCollator(train_util.collator_class):
             dataset_.km_attach_epoch_value(epoch)
 
 
-__all__ = ["MultiplierDreamBoothDataset", "EpochCapturingCollator", "BATCH_RECORD_KEY"]
+__all__ = ["PlannedDataset", "MultiplierDreamBoothDataset", "MultiplierFineTuningDataset", "EpochCapturingCollator", "BATCH_RECORD_KEY"]

@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 # The code the integration layer replaces, subclasses, calls or mirrors (the dry run's bucket
-# assignment mirrors BucketManager and make_bucket_resolutions). "Class.method" names one method.
+# assignment mirrors BucketManager and make_bucket_resolutions, finetune_metadata.py the metadata reading). "Class.method" names one method.
 HOOKED_SYMBOLS: tuple[str, ...] = (
     "ConfigSanitizer",
     "BlueprintGenerator",
@@ -40,6 +40,7 @@ HOOKED_SYMBOLS: tuple[str, ...] = (
     "BaseDataset.__getitem__",
     "DreamBoothSubset.__init__",
     "DreamBoothDataset.__init__",
+    "FineTuningDataset.__init__",  # mirrored by finetune_metadata.py
     "DatasetGroup.__init__",
     "collator_class",
 )

@@ -30,7 +30,7 @@ def activate() -> None:
     from kohya_multiplier.sdscripts import inject, locate, worker_watch
 
     revision = locate.detect_revision(Path(config_util.__file__).resolve().parents[1])
-    session = _session.start(schedule, revision=revision.verdict(), script_path=sys.argv[0] if sys.argv else None)
+    session = _session.start(schedule, revision=revision.verdict(), layout=revision.layout, script_path=sys.argv[0] if sys.argv else None)
     inject.install(session)
     worker_watch.install()
 

@@ -12,8 +12,8 @@ replaced), so everything keeps pickling into ``spawn`` workers:
   train_util at v0.9/v0.10, accelerator_setup at v0.11) also reads the dataset config with
   kohya-multiplier's core loader: the same validation and one-line errors as the dry run;
 - ``generate_dreambooth_subsets_config_by_subdirs`` reads ``0.25_name`` folders;
-- ``DreamBoothDataset``, where ``generate_dataset_group_by_blueprint`` looks it up, becomes the
-  planned dataset, and ``generate_dataset_group_by_blueprint`` itself runs the self-check on what
+- ``DreamBoothDataset`` and ``FineTuningDataset``, where ``generate_dataset_group_by_blueprint``
+  looks them up, become the planned datasets, and ``generate_dataset_group_by_blueprint`` itself runs the self-check on what
   it built;
 - ``collator_class`` a collator that hands the shared epoch Value to the datasets;
 - with ``--multiplier_schedule``, accelerate's DataLoader wrappers record each trained batch.
@@ -74,6 +74,11 @@ def install(session: _session.Session) -> None:
     hooks.append(
         hookpoints.in_caller_globals("the planned dataset", "DreamBoothDataset", build, dataset.planned_dataset_class())
     )
+    hooks.append(
+        hookpoints.in_caller_globals(
+            "the planned fine-tuning dataset", "FineTuningDataset", build, dataset.planned_fine_tuning_dataset_class()
+        )
+    )
     hooks.append(hookpoints.everywhere("the self-check", "generate_dataset_group_by_blueprint", build, selfcheck.checked_build(build, session)))
     collator = train_util.collator_class  # every revision re-exports it there
     hooks.append(hookpoints.everywhere("the epoch collator", "collator_class", collator, dataset.epoch_collator_class(collator)))
@@ -131,8 +136,8 @@ def read_dataset_config(args: Any, session: _session.Session) -> None:
     if getattr(args, "dataset_class", None):
         return  # the user's own dataset class: nothing to plan
     options = _session.options_from_sd_args(args)
-    if options.dataset_config is None and (options.train_data_dir is None or options.in_json is not None):
-        return  # fine-tuning metadata without a dataset config: stock sd-scripts
+    if options.dataset_config is None and options.train_data_dir is None and options.in_json is None:
+        return  # no dataset the core can read
     session.seed = planner_seed(getattr(args, "seed", None))
     try:
         config = load_training_config(options.dataset_config, options)

@@ -27,6 +27,7 @@ TESTED_REVISIONS = {
                    'BaseDataset.__getitem__': '62cb9642bac25263',
                    'DreamBoothSubset.__init__': '7b55b4677c8cd633',
                    'DreamBoothDataset.__init__': 'e3ed42aed7d39ffb',
+                   'FineTuningDataset.__init__': '60467a4dcb1e9fdf',
                    'DatasetGroup.__init__': 'db9138f3741cdcfb',
                    'collator_class': '8b02705c66900587'}},
     'v0.9.1': {   'layout': 'v0.9',
@@ -50,6 +51,7 @@ TESTED_REVISIONS = {
                    'BaseDataset.__getitem__': 'f8cef2e51ccb00af',
                    'DreamBoothSubset.__init__': '5b496acb3231a9ca',
                    'DreamBoothDataset.__init__': '4a5b08cebf83fab1',
+                   'FineTuningDataset.__init__': '6bf819c97bb731a4',
                    'DatasetGroup.__init__': 'db9138f3741cdcfb',
                    'collator_class': '8b02705c66900587'}},
     'v0.11.1': {   'layout': 'split',
@@ -73,6 +75,7 @@ TESTED_REVISIONS = {
                    'BaseDataset.__getitem__': '9aabe2cc1c42ac91',
                    'DreamBoothSubset.__init__': '7b55b4677c8cd633',
                    'DreamBoothDataset.__init__': 'bb036e136a0b3e43',
+                   'FineTuningDataset.__init__': '16f7cf7a47391e08',
                    'DatasetGroup.__init__': 'f6c3ec256ed198ed',
                    'collator_class': '8b02705c66900587'}},
 }

@@ -63,7 +63,7 @@ def run_training(script_word: str, argv: list[str]) -> int:
     root = str(checkout.root)
     if root not in sys.path:
         sys.path.insert(0, root)  # train_network, networks.*, library.*
-    session = _session.start(schedule, revision=revision.verdict(), script_path=str(script))
+    session = _session.start(schedule, revision=revision.verdict(), layout=revision.layout, script_path=str(script))
 
     from kohya_multiplier.sdscripts import inject, spawn_main, worker_watch
 

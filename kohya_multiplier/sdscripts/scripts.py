@@ -29,6 +29,7 @@ SUITE_TRAINS = {
     "sdxl_train_network": ("main 48d368fa", "v0.11.1", "v0.9.1"),
     "sdxl_train": ("main 48d368fa", "v0.11.1"),
     "flux_train_network": ("main 48d368fa", "v0.11.1"),
+    "fine_tune": ("main 48d368fa", "v0.11.1", "v0.9.1"),  # fine-tuning (metadata_file) datasets
 }
 
 

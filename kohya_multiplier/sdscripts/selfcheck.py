@@ -91,7 +91,7 @@ def verify(session: _session.Session, train_group: Any, blueprint: Any = None) -
 
 
 def _dataset_problems(session: _session.Session, train_group: Any) -> list[str]:
-    from kohya_multiplier.sdscripts.dataset import MultiplierDreamBoothDataset
+    from kohya_multiplier.sdscripts.dataset import MultiplierDreamBoothDataset, MultiplierFineTuningDataset
 
     found = []
     datasets = list(getattr(train_group, "datasets", []))
@@ -102,7 +102,8 @@ def _dataset_problems(session: _session.Session, train_group: Any) -> list[str]:
             found.append(f"dataset {index} has multipliers or loss weights but sd-scripts built only {len(datasets)} datasets")
             continue
         dataset = datasets[index]
-        if not isinstance(dataset, MultiplierDreamBoothDataset):
+        ours = MultiplierFineTuningDataset if spec.fine_tuning else MultiplierDreamBoothDataset
+        if not isinstance(dataset, ours):
             kind = type(dataset)
             found.append(f"dataset {index} is sd-scripts' {kind.__module__}.{kind.__qualname__}, not the planned dataset")
             continue

@@ -29,6 +29,7 @@ class Session:
     training_datasets_built: int = 0  # DreamBooth training datasets constructed so far
     live_datasets: list[Any] = field(default_factory=list)  # our dataset instances, for the collator
     revision: str = "unknown revision"  # the checkout's revision verdict, for the self-check's message
+    layout: str | None = None  # the checkout's code layout (locate.detect_layout): fine-tuning metadata rules
     script_path: str | None = None  # the training script that runs (its use of loss weights is checked)
     weighted: bool = False  # some subset has a loss_weight other than 1
     hooks: list[Any] = field(default_factory=list)  # hookpoints.Hook of every installed hook
@@ -49,10 +50,13 @@ class Session:
 _current: Session | None = None
 
 
-def start(schedule_path: str | None, revision: str = "unknown revision", script_path: str | None = None) -> Session:
+def start(
+    schedule_path: str | None, revision: str = "unknown revision", script_path: str | None = None, layout: str | None = None
+) -> Session:
     global _current
     _current = Session(
-        schedule_path=os.path.abspath(schedule_path) if schedule_path else None, revision=revision, script_path=script_path
+        schedule_path=os.path.abspath(schedule_path) if schedule_path else None, revision=revision, script_path=script_path,
+        layout=layout,
     )
     return _current
 
@@ -68,6 +72,7 @@ def options_from_sd_args(args: Any) -> CommandLineOptions:
     for name in _PATH_OPTIONS:  # some revisions parse these with type=Path
         if values.get(name) is not None:
             values[name] = os.fspath(values[name])
+    values["sd_scripts_layout"] = _current.layout if _current is not None else None
     return CommandLineOptions(**values)
 
 
