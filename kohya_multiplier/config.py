@@ -136,6 +136,7 @@ class SubsetSpec:
     loss_weight: LossWeight = DEFAULT_LOSS_WEIGHT  # factor on each example's loss (loss_weights.py)
     listing_order: int | None = None  # DreamBooth folders: sd-scripts' (file-system) order; None: config order
     metadata_file: str | None = None  # fine-tuning subsets: the metadata file (absolute); image_dir may then be its folder
+    image_folders: tuple[str, ...] = ()  # folders training reads this subset's files from (outputs never go there)
 
     @property
     def source(self) -> str:
@@ -360,7 +361,7 @@ def load_training_config(config_path: str | None, options: CommandLineOptions | 
         datasets = reader.read({"datasets": [{"subsets": [subset]}]})
         return TrainingConfig(source=f"--in_json {options.in_json}", datasets=datasets, notes=notes)
     if options.train_data_dir is None:
-        raise UserError("no dataset: give a dataset config file or --train_data_dir")
+        raise UserError("no dataset: give a dataset config file, --train_data_dir or --in_json")
     raw, folder_info = _config_from_folders(options, notes)
     reader = _Reader(file=None, options=options, notes=notes, folder_info=folder_info)
     datasets = reader.read(raw)
@@ -792,6 +793,9 @@ class _Reader:
             listing_order=folder.listing_order if folder is not None else None,
             loss_weight=loss_weight,
             metadata_file=metadata_file,
+            image_folders=(image_dir,) if metadata_file is None else tuple(
+                dict.fromkeys([*([image_dir_given] if image_dir_given else []), *(os.path.dirname(e.path) for e in images)])
+            ),
         )
 
     # -- regularization ------------------------------------------------------------------------

@@ -156,6 +156,9 @@ def config_image_paths(config) -> list[str]:
         for subset in dataset.subsets:
             if subset.excluded:
                 continue
+            if subset.metadata_file is not None:  # a fine-tuning subset trains the images its metadata names
+                paths.extend(image.path for image in subset.images if os.path.isfile(image.path))
+                continue
             try:
                 paths.extend(list_image_files(subset.image_dir))
             except OSError:

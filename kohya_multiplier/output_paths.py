@@ -8,7 +8,8 @@ it is refused, with the one-line error, when it is
 * the dataset config itself (also through a link or another spelling of the same path), or
 * anything inside a configured image folder (images, captions, ``multiply.txt``, sd-scripts'
   latent and text-encoder caches, sub-folders): a subset's ``image_dir``, or with DreamBooth
-  folders the ``--train_data_dir`` / ``--reg_data_dir`` trees.
+  folders the ``--train_data_dir`` / ``--reg_data_dir`` trees, or
+* a fine-tuning subset's ``metadata_file`` (or ``--in_json``).
 
 The inputs are read from the config file's text alone (``image_dir`` strings, resolved against
 the current directory as sd-scripts resolves them), so the check costs no image reading and can
@@ -32,6 +33,7 @@ class InputPaths:
 
     config_file: str | None
     folders: tuple[str, ...]
+    metadata_files: tuple[str, ...] = ()  # fine-tuning metadata (metadata_file, --in_json)
 
 
 def _real(path: str) -> str:
@@ -39,34 +41,40 @@ def _real(path: str) -> str:
 
 
 def input_paths(config_file: str | None = None, *, train_data_dir: str | None = None,
-                reg_data_dir: str | None = None, image_dirs: Iterable[str] = ()) -> InputPaths:
+                reg_data_dir: str | None = None, image_dirs: Iterable[str] = (), in_json: str | None = None) -> InputPaths:
     """The inputs of a run: the config file, the ``image_dir`` of each of its subsets (read from the
     file; an unreadable file contributes no folders: reading it later gives the real error), the
     DreamBooth base folders (used only without a config file, as sd-scripts uses them), and
     ``image_dirs`` given directly."""
     folders = [str(d) for d in image_dirs]
+    metadata: list[str] = []
     if config_file is not None:
-        folders.extend(_image_dirs_of(config_file))
+        named_folders, metadata = _inputs_named_in(config_file)
+        folders.extend(named_folders)
     else:
         folders.extend(d for d in (train_data_dir, reg_data_dir) if d)
-    return InputPaths(config_file, tuple(dict.fromkeys(folders)))
+        metadata.extend([in_json] if in_json else [])
+    return InputPaths(config_file, tuple(dict.fromkeys(folders)), tuple(dict.fromkeys(metadata)))
 
 
-def _image_dirs_of(config_file: str) -> list[str]:
+def _inputs_named_in(config_file: str) -> tuple[list[str], list[str]]:
+    """The ``image_dir`` and ``metadata_file`` strings of the config's subsets."""
     from kohya_multiplier.config import read_config_file
 
     try:
         raw = read_config_file(config_file)
     except UserError:
-        return []
-    found = []
+        return [], []
+    found, metadata = [], []
     datasets = raw.get("datasets") if isinstance(raw, dict) else None
     for dataset in datasets if isinstance(datasets, list) else []:
         subsets = dataset.get("subsets") if isinstance(dataset, dict) else None
         for subset in subsets if isinstance(subsets, list) else []:
             if isinstance(subset, dict) and isinstance(subset.get("image_dir"), str):
                 found.append(subset["image_dir"])
-    return found
+            if isinstance(subset, dict) and isinstance(subset.get("metadata_file"), str):
+                metadata.append(subset["metadata_file"])
+    return found, metadata
 
 
 def check_output_path(path: str | None, *, key: str, inputs: InputPaths) -> None:
@@ -82,6 +90,8 @@ def check_output_path(path: str | None, *, key: str, inputs: InputPaths) -> None
     target = _real(shown)
     if inputs.config_file is not None and target == _real(inputs.config_file):
         raise UserError("is the dataset config; writing it would destroy the config", file=shown, key=key)
+    if any(target == _real(m) for m in inputs.metadata_files):
+        raise UserError("is a fine-tuning metadata file of the dataset; writing it would destroy it", file=shown, key=key)
     for folder in inputs.folders:
         base = _real(folder)
         if target == base or target.startswith(base.rstrip(os.sep) + os.sep):
@@ -111,5 +121,5 @@ def check_training_output(path: str | None, options: Any, *, key: str = "--multi
     (``dataset_config``, ``train_data_dir``, ``reg_data_dir`` of a ``CommandLineOptions``) before
     the recorder opens (and truncates) the file."""
     inputs = input_paths(getattr(options, "dataset_config", None), train_data_dir=getattr(options, "train_data_dir", None),
-                         reg_data_dir=getattr(options, "reg_data_dir", None))
+                         reg_data_dir=getattr(options, "reg_data_dir", None), in_json=getattr(options, "in_json", None))
     check_output_path(path, key=key, inputs=inputs)

@@ -111,7 +111,7 @@ def test_batch_size_option_is_used_when_the_config_does_not_set_it(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["plan"], "kohya-multiplier: error: config: give a dataset config file or --train_data_dir\n"),
+        (["plan"], "kohya-multiplier: error: config: give a dataset config file, --train_data_dir or --in_json\n"),
         (["plan", "missing.toml", "--epochs", "0"], "kohya-multiplier: error: --epochs: must be at least 1, got 0\n"),
         (["plan", "missing.toml", "--from-epoch", "0"], "kohya-multiplier: error: --from-epoch: epochs count from 1, got 0\n"),
     ],

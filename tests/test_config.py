@@ -316,7 +316,7 @@ def test_folder_mode_values():
 @pytest.mark.parametrize(
     "options, message",
     [
-        (CommandLineOptions(resolution="512"), "no dataset: give a dataset config file or --train_data_dir"),
+        (CommandLineOptions(resolution="512"), "no dataset: give a dataset config file, --train_data_dir or --in_json"),
         (CommandLineOptions(train_data_dir="nothere", resolution="512"), "train_data_dir: directory not found: {cwd}/nothere"),
         (CommandLineOptions(train_data_dir="flat", resolution="512"),
          "train_data_dir: no subset folders named <repeats>_<name> (such as 10_alice or 0.25_alice) in {cwd}/flat"),

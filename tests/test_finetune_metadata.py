@@ -244,3 +244,24 @@ def test_plan_reads_fine_tuning_configs(workdir):
     failed = subprocess.run([sys.executable, "-m", "kohya_multiplier", "plan", "dataset.toml"],
                             capture_output=True, text=True, env=env, timeout=120)
     assert failed.returncode == 2 and len(failed.stderr.strip().splitlines()) == 1 and "cannot be mixed" in failed.stderr
+
+
+def test_outputs_never_touch_metadata_files_or_the_images_they_name(workdir):
+    make_folder("far/away", [(512, 512)] * 2)
+    write_json("m.json", {str(workdir / "far" / "away" / f"img000{i}.png"): {} for i in range(2)})
+    with open("dataset.toml", "w") as handle:
+        handle.write(HEAD + "[[datasets]]\n" + subset("m.json", image_dir=None, multiplier=0.5))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+    def plan(*args):
+        return subprocess.run([sys.executable, "-m", "kohya_multiplier", "plan", *args], capture_output=True, text=True,
+                              env=env, timeout=120)
+
+    onto_metadata = plan("dataset.toml", "--schedule", "m.json")
+    assert onto_metadata.returncode == 2 and "is a fine-tuning metadata file of the dataset" in onto_metadata.stderr
+    into_images = plan("dataset.toml", "--schedule", "far/away/plan.jsonl")
+    assert into_images.returncode == 2 and "is inside the image folder" in into_images.stderr
+    beside = plan("dataset.toml", "--schedule", "plan.jsonl")  # the metadata file's folder is not an image folder
+    assert beside.returncode == 0, beside.stderr
+    in_json = plan("--in_json", "m.json", "--resolution", "512", "--schedule", "m.json")
+    assert in_json.returncode == 2 and "is a fine-tuning metadata file" in in_json.stderr

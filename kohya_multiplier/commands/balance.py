@@ -242,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load(args.config, options)
     config = loaded.config
     if args.write:  # before any work: the backup must not land on an input
-        image_dirs = [s.image_dir for d in config.datasets for s in d.subsets]
+        image_dirs = [folder for d in config.datasets for s in d.subsets for folder in s.image_folders]
         check_output_path(str(toml_edit.backup_path(Path(args.config))), key="--write (its backup)",
                           inputs=input_paths(str(args.config), image_dirs=image_dirs))
     names = _display_names(config)

@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"must be at least 1, got {args.workers}", key="--workers")
     require_pillow()
     options = options_from_args(args)
-    if args.config is None and options.train_data_dir is None:
-        raise UserError("give a dataset config file or --train_data_dir", key="config")
+    if args.config is None and options.train_data_dir is None and options.in_json is None:
+        raise UserError("give a dataset config file, --train_data_dir or --in_json", key="config")
     config = load_training_config(args.config, options)
     for note in config.notes:
         print(note)

@@ -77,16 +77,17 @@ def run(args: argparse.Namespace) -> int:
     check_report_paths(args.plot, args.html)
     warnings_before = len(warnings_given())
     options = options_from_args(args)
-    if args.config is None and options.train_data_dir is None:
-        raise UserError("give a dataset config file or --train_data_dir", key="config")
+    if args.config is None and options.train_data_dir is None and options.in_json is None:
+        raise UserError("give a dataset config file, --train_data_dir or --in_json", key="config")
     check_epoch_range(args.from_epoch, args.epochs)
-    inputs = input_paths(args.config, train_data_dir=options.train_data_dir, reg_data_dir=options.reg_data_dir)
+    inputs = input_paths(args.config, train_data_dir=options.train_data_dir, reg_data_dir=options.reg_data_dir,
+                         in_json=options.in_json)
     outputs = {"--schedule": args.schedule, "--plot": args.plot, "--html": args.html}
     check_outputs(outputs, inputs)  # before any work
     config = load_training_config(args.config, options)
-    image_dirs = [s.image_dir for d in config.datasets for s in d.subsets]
+    image_dirs = [folder for d in config.datasets for s in d.subsets for folder in s.image_folders]
     check_outputs(outputs, input_paths(args.config, image_dirs=image_dirs, train_data_dir=options.train_data_dir,
-                                       reg_data_dir=options.reg_data_dir))
+                                       reg_data_dir=options.reg_data_dir, in_json=options.in_json))
     if args.verify_images:
         from kohya_multiplier.commands.check import verify
 
