@@ -66,13 +66,21 @@ def _round_keys(keys: np.ndarray, rounds: int) -> np.ndarray:
     return np.stack([_absorb(keys, np.uint64(r)) for r in range(rounds)])
 
 
-def _round(value, round_key, width):
-    """Round function: ``width`` pseudo-random bits of (value, round key)."""
-    with np.errstate(over="ignore"):
-        h = (value ^ round_key) * _C1
-        h ^= h >> np.uint64(31)
-        h *= _C2
-    return h >> (np.uint64(64) - width)
+_S31 = np.uint64(31)
+_S64 = np.uint64(64)
+
+
+def _round(value, round_key, shift, out, scratch):
+    """Round function: the top bits of a hash of (value, round key), ``shift`` = 64 - width.
+    In place, into ``out``: an epoch runs it on hundreds of thousands of positions, and fresh
+    arrays that size cost about as much as the arithmetic."""
+    np.bitwise_xor(value, round_key, out=out)
+    out *= _C1  # uint64 arrays wrap silently
+    np.right_shift(out, _S31, out=scratch)
+    out ^= scratch
+    out *= _C2
+    out >>= shift
+    return out
 
 
 def _feistel(round_keys, x, bits, inverse: bool):
@@ -82,20 +90,26 @@ def _feistel(round_keys, x, bits, inverse: bool):
     wl = bits // np.uint64(2)
     wr = bits - wl
     one = np.uint64(1)
+    sl, sr = _S64 - wl, _S64 - wr
+    f, scratch = np.empty_like(x), np.empty_like(x)
     if not inverse:
         left, right = x >> wr, x & ((one << wr) - one)
         for r in range(rounds):
-            left, right = right, left ^ _round(right, round_keys[r], wl)
-            wl, wr = wr, wl
-        return (left << wr) | right
-    if rounds % 2:  # the forward pass ended with the widths swapped
-        wl, wr = wr, wl
-    left, right = x >> wr, x & ((one << wr) - one)
-    for r in range(rounds - 1, -1, -1):
-        # undo (L, R) -> (R, L ^ F(R)); before that round the widths were (wr, wl)
-        left, right = right ^ _round(left, round_keys[r], wr), left
-        wl, wr = wr, wl
-    return (left << wr) | right
+            left ^= _round(right, round_keys[r], sl, f, scratch)  # (L, R) -> (R, L ^ F(R))
+            left, right = right, left
+            wl, wr, sl, sr = wr, wl, sr, sl
+    else:
+        if rounds % 2:  # the forward pass ended with the widths swapped
+            wl, wr, sl, sr = wr, wl, sr, sl
+        left, right = x >> wr, x & ((one << wr) - one)
+        for r in range(rounds - 1, -1, -1):
+            # undo (L, R) -> (R, L ^ F(R)); before that round the widths were (wr, wl)
+            right ^= _round(left, round_keys[r], sr, f, scratch)
+            left, right = right, left
+            wl, wr, sl, sr = wr, wl, sr, sl
+    left <<= wr
+    left |= right
+    return left
 
 
 STRAGGLERS = 512  # below this many left in a domain size, walk them together with other sizes
@@ -107,18 +121,22 @@ def _walk(keys, key_index, n, x, inverse: bool) -> np.ndarray:
     walk together (per-element widths), so they do not cost a pass per size each."""
     out = np.zeros(x.size, dtype=np.int64)
     bits_of = np.ceil(np.log2(n.astype(np.float64))).astype(np.int64)
+    sizes = np.flatnonzero(np.bincount(bits_of))  # the domain sizes present (a sort would cost more)
+    # Round r's key does not depend on the number of rounds: one table serves every size.
+    table = _round_keys(keys, max(_rounds(int(bits)) for bits in sizes))
     left_over: dict[int, list] = {}
-    for bits in np.unique(bits_of):
+    for bits in sizes:
         where = np.flatnonzero(bits_of == bits)
         rounds = _rounds(int(bits))
-        round_keys = _round_keys(keys, rounds)[:, key_index[where]]
+        round_keys = np.take(table[:rounds], key_index[where], axis=1)
         value = x[where].astype(np.uint64)
         limit = n[where].astype(np.uint64)
         while where.size > STRAGGLERS:
-            value = _feistel(round_keys, value, int(bits), inverse)
+            value = _feistel(round_keys, value, np.uint64(bits), inverse)
             done = value < limit
-            out[where[done]] = value[done]
-            keep = ~done
+            landed = np.flatnonzero(done)
+            out[where[landed]] = value[landed]
+            keep = np.flatnonzero(~done)
             where, value, limit, round_keys = where[keep], value[keep], limit[keep], round_keys[:, keep]
         if where.size:
             left_over.setdefault(rounds, []).append((where, value, limit, round_keys, np.full(where.size, bits)))
