@@ -88,17 +88,23 @@ def plan_input_for_dataset(dataset: "DatasetSpec") -> PlanInput:
             images.append(image)
     if not images:
         return build_plan_input([]) if per_subset is None else _empty_stock_input()
-    widths = np.array([image.width for image in images])
-    heights = np.array([image.height for image in images])
-    if dataset.predefined_buckets:  # sd-scripts <= v0.9 fine-tuning: train_resolution is the bucket
-        resolutions = sorted({(image.width, image.height) for image in images})
-        bucket_id = {r: i for i, r in enumerate(resolutions)}
-        bucket_of_image = [bucket_id[(image.width, image.height)] for image in images]
-    else:
-        bucket_of_image, resolutions = dataset.bucket_layout().assign_ids(widths, heights, paths=[image.path for image in images])
+    bucket_of_image, resolutions = assign_buckets(dataset, images)
     return build_plan_input(
         (entry[0], entry[1], tuple(resolutions[b]), *entry[2:]) for entry, b in zip(entries, bucket_of_image)
     )
+
+
+def assign_buckets(dataset: "DatasetSpec", images: Sequence) -> tuple[np.ndarray, list[Resolution]]:
+    """Each image's bucket (index into the returned resolutions), as sd-scripts buckets the dataset:
+    by its bucket options, or (sd-scripts <= v0.9 fine-tuning, every image with a train_resolution)
+    each image in the bucket of its own train_resolution."""
+    if dataset.predefined_buckets:
+        resolutions = sorted({(image.width, image.height) for image in images})
+        bucket_id = {r: i for i, r in enumerate(resolutions)}
+        return np.array([bucket_id[(image.width, image.height)] for image in images], dtype=np.int64), resolutions
+    widths = np.fromiter((image.width for image in images), dtype=np.int64, count=len(images))
+    heights = np.fromiter((image.height for image in images), dtype=np.int64, count=len(images))
+    return dataset.bucket_layout().assign_ids(widths, heights, paths=[image.path for image in images])
 
 
 def _empty_stock_input() -> PlanInput:
@@ -134,5 +140,5 @@ def planner_seed(seed: int | None) -> int:
 
 
 __all__: Sequence[str] = [
-    "PlanInput", "build_plan_input", "plan_input_for_dataset", "planner_for_dataset", "planner_from_input", "planner_seed",
+    "PlanInput", "assign_buckets", "build_plan_input", "plan_input_for_dataset", "planner_for_dataset", "planner_from_input", "planner_seed",
 ]

@@ -291,8 +291,14 @@ def test_balance_batches_per_epoch_equal_the_planner(project, capsys):
     subset_of_image = np.array([i for i, _ in images])
     bucket_of_image = np.array([keys.index(b) for b in buckets])
     assert len(keys) == 3
+    # before: the config has no multiplier, so it is stock sd-scripts: its 500 regularization images
+    # are repeated until they match the 770 training images per epoch, not once each
+    from kohya_multiplier.plan_input import planner_for_dataset
+
+    assert planner_for_dataset(dataset, 0)[0].epoch_length == before
     old = [s.effective_multiplier for s in dataset.subsets]
-    assert DatasetPlanner(subset_of_image, bucket_of_image, old, 4, 0).epoch_length == before
+    assert DatasetPlanner(subset_of_image, bucket_of_image, old, 4, 0).epoch_length < before
+    assert _rows(out)["person"][7] == "770"  # person [reg] 500 1 (repeats) 0.18 (auto) 770
     new = [25 / 300, 40 / 120, 0.5, 90 / 500]
     planner = DatasetPlanner(subset_of_image, bucket_of_image, new, 4, 0)
     assert planner.epoch_length == after

@@ -146,18 +146,32 @@ def epoch_length(dataset, multipliers: list[float]) -> int:
     return int(planner.epoch_length)
 
 
+def _as_trained_today(dataset, multipliers: list[float]) -> tuple[int, list[float]]:
+    """(batches per epoch, images per epoch of each subset) as the config trains now. A dataset
+    without multipliers is stock sd-scripts, which repeats its regularization images by its own
+    rule (kohya_multiplier.regularization), not by their num_repeats."""
+    from kohya_multiplier.plan_input import planner_for_dataset
+    from kohya_multiplier.regularization import stock_image_repeats
+
+    per_image = stock_image_repeats(dataset)
+    if per_image is None:
+        return epoch_length(dataset, multipliers), [max(m, 0.0) * len(s.images) for m, s in zip(multipliers, dataset.subsets)]
+    planner, plan_input = planner_for_dataset(dataset, 0)
+    return (int(planner.epoch_length) if len(plan_input) else 0), [float(repeats.sum()) for repeats in per_image]
+
+
 def _bucketed_images(dataset) -> tuple[list[int], list[str], list[tuple[int, int]]]:
     """(subset index, path, bucket resolution) of every image of the dataset, excluded subsets
     included (balance may bring them back), bucketed once by the dataset's layout."""
     cached = getattr(dataset, "_balance_bucketed", None)
     if cached is not None:
         return cached
+    from kohya_multiplier.plan_input import assign_buckets
+
     entries = [(index, image) for index, subset in enumerate(dataset.subsets) for image in subset.images]
-    widths = np.fromiter((e.width for _, e in entries), dtype=np.int64, count=len(entries))
-    heights = np.fromiter((e.height for _, e in entries), dtype=np.int64, count=len(entries))
     paths = [e.path for _, e in entries]
     if entries:
-        ids, sizes = dataset.bucket_layout().assign_ids(widths, heights, paths=paths)
+        ids, sizes = assign_buckets(dataset, [e for _, e in entries])
         resolutions = [sizes[int(i)] for i in ids]
     else:
         resolutions = []
@@ -277,16 +291,18 @@ def run(args: argparse.Namespace) -> int:
 
     # Batches per epoch, before and after, from the real planner.
     steps: list[bal.DatasetSteps] = []
+    before_images: list[float] = []  # per subset, images per epoch as the config trains today
     offset = 0
     for dataset in progress.track(config.datasets, len(config.datasets), "planning"):
         count = len(dataset.subsets)
         before = [s.multiplier for s in subsets[offset:offset + count]]
         after = [a.multiplier for a in assignments[offset:offset + count]]
-        steps.append(bal.DatasetSteps(dataset.index, dataset.batch_size, epoch_length(dataset, before),
-                                      epoch_length(dataset, after)))
+        today_length, today_images = _as_trained_today(dataset, before)
+        steps.append(bal.DatasetSteps(dataset.index, dataset.batch_size, today_length, epoch_length(dataset, after)))
+        before_images.extend(today_images)
         offset += count
 
-    print(render(config, subsets, assignments, steps, args.epochs, group_by=args.group_by))
+    print(render(config, subsets, assignments, steps, args.epochs, group_by=args.group_by, before_images=before_images))
 
     edits, folder_renames = _edits(specs, assignments)
     changed = [a for a in assignments if a.changed]
@@ -338,13 +354,14 @@ def _edits(specs, assignments):
     return edits, renames
 
 
-def render(config, subsets, assignments, steps, epochs: int, *, group_by: str = "subset") -> str:
+def render(config, subsets, assignments, steps, epochs: int, *, before_images: list[float], group_by: str = "subset") -> str:
+    """The before/after table; ``before_images``: each subset's images per epoch today."""
     lines: list[str] = []
     offset = 0
     for dataset, step in zip(config.datasets, steps):
         count = len(dataset.subsets)
         rows = []
-        for s, a in zip(subsets[offset:offset + count], assignments[offset:offset + count]):
+        for s, a, today in zip(subsets[offset:offset + count], assignments[offset:offset + count], before_images[offset:offset + count]):
             old = s.multiplier
             old_text = _number(old) if s.explicit else f"{_number(old)} ({'auto' if s.is_reg and s.num_repeats >= 1 and old != s.num_repeats else 'repeats'})"
             if a.changed:
@@ -358,15 +375,15 @@ def render(config, subsets, assignments, steps, epochs: int, *, group_by: str = 
                 str(s.images),
                 old_text,
                 new_text,
-                _number(max(old, 0.0) * s.images, 5),
+                _number(today, 5),
                 _number(a.images_per_epoch, 5),
                 a.rule,
             ])
         offset += count
-        before_images = sum(max(s.multiplier, 0.0) * s.images for s in subsets[offset - count:offset])
+        today_total = sum(before_images[offset - count:offset])
         after_images = sum(a.images_per_epoch for a in assignments[offset - count:offset])
         rows.append(["total", str(sum(s.images for s in subsets[offset - count:offset])), "", "",
-                     _number(before_images, 6), _number(after_images, 6), ""])
+                     _number(today_total, 6), _number(after_images, 6), ""])
         lines.append(f"dataset {dataset.index}: batch size {dataset.batch_size}"
                      + (", subjects grouped by parent folder" if group_by == "parent" else ""))
         lines.extend(_table(["subset", "images", "multiplier", "new", "images/epoch", "new", "target"], rows, {0, 6}))
