@@ -396,32 +396,29 @@ class MultiplierFineTuningDataset(PlannedDataset, _SdFineTuningDataset):
 
     _km_sd_class = _SdFineTuningDataset
 
+    def __init__(self, *args, **kwargs):
+        from kohya_multiplier.finetune_metadata import rules_for_layout
+
+        session = _session.current()  # decided here, in the main process: spawned workers have no session
+        self._km_rules = rules_for_layout(session.layout if session is not None else None)
+        self._km_paths: dict[str, str] = {}
+        super().__init__(*args, **kwargs)
+
     @staticmethod
     def _subset_source(subset) -> str:
         return subset.metadata_file
 
     def _image_path(self, key: str) -> str:
-        paths = self.__dict__.setdefault("_km_paths", {})
-        path = paths.get(key)
+        path = self._km_paths.get(key)
         if path is None:
-            from kohya_multiplier.finetune_metadata import image_path, rules_for_layout
+            from kohya_multiplier.finetune_metadata import image_path
 
-            session = _session.current()
-            rules = rules_for_layout(session.layout if session is not None else None)
-            path = image_path(key, self.image_to_subset[key].image_dir, rules) or os.path.abspath(key)
-            paths[key] = path
+            path = image_path(key, self.image_to_subset[key].image_dir, self._km_rules) or os.path.abspath(key)
+            self._km_paths[key] = path
         return path
 
 
 _BucketBatchIndex = sd_dataset_function("make_buckets").__globals__["BucketBatchIndex"]
-
-
-def planned_dataset_class():
-    return MultiplierDreamBoothDataset
-
-
-def planned_fine_tuning_dataset_class():
-    return MultiplierFineTuningDataset
 
 
 def epoch_collator_class(original):

@@ -72,11 +72,11 @@ def install(session: _session.Session) -> None:
     )
     build = config_util.generate_dataset_group_by_blueprint
     hooks.append(
-        hookpoints.in_caller_globals("the planned dataset", "DreamBoothDataset", build, dataset.planned_dataset_class())
+        hookpoints.in_caller_globals("the planned dataset", "DreamBoothDataset", build, dataset.MultiplierDreamBoothDataset)
     )
     hooks.append(
         hookpoints.in_caller_globals(
-            "the planned fine-tuning dataset", "FineTuningDataset", build, dataset.planned_fine_tuning_dataset_class()
+            "the planned fine-tuning dataset", "FineTuningDataset", build, dataset.MultiplierFineTuningDataset
         )
     )
     hooks.append(hookpoints.everywhere("the self-check", "generate_dataset_group_by_blueprint", build, selfcheck.checked_build(build, session)))

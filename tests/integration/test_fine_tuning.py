@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import LORA_ARGS, canonical, dry_run, per_epoch, safetensors_header, train
+from harness import LORA_ARGS, canonical, dry_run, per_epoch, safetensors_header, safetensors_tensor_bytes, train
 from pngs import write_images
 
 from kohya_multiplier.sdscripts import locate
@@ -129,3 +129,21 @@ def test_fine_tune_trains_the_dry_run(sd, metadata_dataset, tmp_path_factory):
     planned, _ = dry_run([str(config), "--seed", str(SEED), "--epochs", "1", "--sd-scripts", str(sd.root)], out / "dry-run.jsonl")
     assert canonical(run.records) == canonical(planned)
     assert _counts(run.records) == Counter({"alice": 3, "bob": 6, "carol": 1})
+
+
+def test_without_multipliers_a_metadata_dataset_trains_as_stock(sd, metadata_dataset, tmp_path_factory):
+    """No multiplier: the wrapper's fine-tuning dataset is sd-scripts' own, weight for weight; with
+    --multiplier_schedule, a DataLoader worker records the images by the dry run's paths."""
+    config = _config(metadata_dataset, batch_size=2).read_text().replace("multiplier = ", "# multiplier = ")
+    path = metadata_dataset / "stock.toml"
+    path.write_text(config)
+    args = ["--dataset_config", str(path), "--seed", str(SEED), "--cache_latents", "--max_train_epochs", "1",
+            "--max_data_loader_n_workers", "1", *LORA_ARGS]
+    stock = train(sd, "train_network", args, tmp_path_factory.mktemp(f"ft-stock-{sd.label}"), stock=True).check()
+    wrapped = train(sd, "train_network", args, tmp_path_factory.mktemp(f"ft-wrapped-{sd.label}"), schedule=False).check()
+    assert safetensors_tensor_bytes(wrapped.output_dir / "out.safetensors") == safetensors_tensor_bytes(stock.output_dir / "out.safetensors")
+    recorded = train(sd, "train_network", args, tmp_path_factory.mktemp(f"ft-recorded-{sd.label}")).check()
+    trained = {image for record in recorded.records for image in record["images"]}
+    assert str(metadata_dataset / "images" / "bob000.png") in trained  # the key's image, as the dry run names it
+    # every image once (stock order: a worker's first batch comes from sd-scripts' previous shuffle)
+    assert sum(_counts(recorded.records).values()) == 6 + 3 + 4
