@@ -62,3 +62,26 @@ def test_a_hook_that_misses_stops_the_run(sd, config, tmp_path_factory, move):
     assert "Traceback" not in output
     assert "load Diffusers pretrained" not in output and "loading u-net" not in output.lower()
     assert not list((tmp_path_factory.getbasetemp()).glob(f"move-{move}-{sd.label}*/out*.safetensors"))
+
+
+def test_a_missed_fine_tuning_dataset_hook_stops_the_run(sd, tmp_path_factory):
+    """The same for a metadata dataset (metadata_file subsets): sd-scripts' own FineTuningDataset
+    would train it without its multipliers."""
+    import json
+
+    from pngs import write_images
+
+    root = tmp_path_factory.mktemp(f"selfcheck-ft-{sd.label}")
+    images = write_images(root / "images", 3, (128, 128), seed=9)
+    absolute = {str(p): {"caption": "photo"} for p in images}  # absolute keys: the same image at every revision
+    (root / "meta.json").write_text(json.dumps(absolute))
+    config = root / "fine-tuning.toml"
+    config.write_text(
+        "[general]\nresolution = 128\n\n[[datasets]]\nbatch_size = 2\n\n  [[datasets.subsets]]\n"
+        f"  metadata_file = {json.dumps(str(root / 'meta.json'))}\n  multiplier = 0.5\n"
+    )
+    result = _run(sd, config, root / "out", "FineTuningDataset")
+    lines = [line for line in result.stderr.splitlines() if line.startswith("kohya-multiplier: error:")]
+    assert result.returncode == 2 and len(lines) == 1, (result.stdout + result.stderr)[-4000:]
+    assert "FineTuningDataset, not the planned dataset" in lines[0], lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
