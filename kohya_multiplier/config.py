@@ -137,6 +137,8 @@ class SubsetSpec:
     listing_order: int | None = None  # DreamBooth folders: sd-scripts' (file-system) order; None: config order
     metadata_file: str | None = None  # fine-tuning subsets: the metadata file (absolute); image_dir may then be its folder
     image_folders: tuple[str, ...] = ()  # folders training reads this subset's files from (outputs never go there)
+    sized_by_train_resolution: bool = False  # sd-scripts <= v0.9: every image of the metadata has a train_resolution
+    image_of_key: dict[str, str] = field(default_factory=dict)  # fine-tuning: each metadata key's image path
 
     @property
     def source(self) -> str:
@@ -550,6 +552,7 @@ class _Reader:
         if not isinstance(datasets_raw, list):
             raise self.error(f"must be an array of tables ([[datasets]]), not {describe_value(datasets_raw)}", key="datasets")
         # Validate every table first (as sd-scripts' schema does), then interpret.
+        kinds: list[bool] = []  # per dataset: fine-tuning subsets (metadata_file)
         for index, table in enumerate(datasets_raw):
             where = f"datasets[{index}]"
             if not isinstance(table, Mapping):
@@ -561,6 +564,7 @@ class _Reader:
                     "DreamBooth subsets (image_dir only) and fine-tuning subsets (metadata_file) cannot be mixed in one dataset "
                     "(sd-scripts refuses it); split them into two [[datasets]]", where=where, key="subsets",
                 )
+            kinds.append(fine_tuning)
             self.check_table(table, FINE_TUNING_DATASET_KEYS if fine_tuning else DATASET_KEYS, where, "[[datasets]]")
             if subsets_raw is None or (isinstance(subsets_raw, list) and not subsets_raw):
                 raise self.error("no subsets: add at least one [[datasets.subsets]] with an image_dir", where=where, key="subsets")
@@ -573,7 +577,7 @@ class _Reader:
                 self.check_table(sub_table, FINE_TUNING_SUBSET_KEYS if fine_tuning else SUBSET_KEYS, sub_where, "[[datasets.subsets]]")
                 if not fine_tuning and "image_dir" not in sub_table:
                     raise self.error("missing: every subset needs the folder of its images", where=sub_where, key="image_dir")
-        return [self.read_dataset(index, table, general) for index, table in enumerate(datasets_raw)]
+        return [self.read_dataset(index, table, general, kinds[index]) for index, table in enumerate(datasets_raw)]
 
     def subset_where(self, dataset_index: int, index: int, table: Any) -> str:
         if self.folder_info is not None:
@@ -593,7 +597,7 @@ class _Reader:
             return cli_value
         return DEFAULTS.get(key)
 
-    def read_dataset(self, index: int, table: Any, general: Mapping[str, Any]) -> DatasetSpec:
+    def read_dataset(self, index: int, table: Any, general: Mapping[str, Any], fine_tuning: bool) -> DatasetSpec:
         where = f"datasets[{index}]"
         subsets_raw = table["subsets"]
         opts = self.options
@@ -628,19 +632,17 @@ class _Reader:
             skip = (skip, skip) if isinstance(skip, int) else (int(skip[0]), int(skip[1]))
         elif opts.skip_image_resolution is not None:
             skip = parse_resolution_option(opts.skip_image_resolution, key="--skip_image_resolution")
-        filters = DatasetFilters(float(validation_split), validation_seed, skip)
+        # sd-scripts' FineTuningDataset accepts validation_split and ignores it
+        filters = DatasetFilters(0.0, None, skip) if fine_tuning else DatasetFilters(float(validation_split), validation_seed, skip)
 
-        fine_tuning = bool(_is_fine_tuning(subsets_raw))
-        if fine_tuning:  # sd-scripts' FineTuningDataset accepts validation_split and ignores it
-            filters = DatasetFilters(0.0, None, skip)
         subsets: list[SubsetSpec] = []
         seen_dirs: set[str] = set()
-        predefined: list[bool] = []
         for sub_index, sub_table in enumerate(subsets_raw):
-            spec = self.read_subset(index, sub_index, sub_table, table, general, filters, seen_dirs, predefined)
+            spec = self.read_subset(index, sub_index, sub_table, table, general, filters, seen_dirs)
             if spec is not None:
                 subsets.append(spec)
-        predefined_buckets = bool(predefined) and all(predefined)
+        trained = [s for s in subsets if not s.excluded]
+        predefined_buckets = fine_tuning and bool(trained) and all(s.sized_by_train_resolution for s in trained)
         if predefined_buckets and no_upscale:
             raise self.error(
                 "cannot be used when every image of the metadata has train_resolution (sd-scripts <= v0.9 then asserts); "
@@ -710,7 +712,6 @@ class _Reader:
         general: Mapping[str, Any],
         filters: DatasetFilters,
         seen_dirs: set[str],
-        predefined: list[bool],
     ) -> SubsetSpec | None:
         folder = self.folder_info[index] if self.folder_info is not None else None
         where = self.subset_where(dataset_index, index, table)
@@ -766,9 +767,9 @@ class _Reader:
                 where=where, shown_file=metadata_raw,
             )
             images = skip_small_images(found.images, filters, where=f"{self.prefix()}{where}", notes=self.notes)
-            if not excluded:
-                predefined.append(found.from_train_resolution)
+            sized_by_train_resolution, image_of_key = found.from_train_resolution, found.path_of_key
         else:
+            sized_by_train_resolution, image_of_key = False, {}
             images = read_subset_images(
                 image_dir, file=self.file, where=where, is_reg=is_reg, filters=filters, notes=self.notes, lenient=excluded,
                 cache_info=bool(self.lookup("cache_info", [table, dataset, general], self.options.cache_info)),
@@ -793,6 +794,8 @@ class _Reader:
             listing_order=folder.listing_order if folder is not None else None,
             loss_weight=loss_weight,
             metadata_file=metadata_file,
+            sized_by_train_resolution=sized_by_train_resolution,
+            image_of_key=image_of_key,
             image_folders=(image_dir,) if metadata_file is None else tuple(
                 dict.fromkeys([*([image_dir_given] if image_dir_given else []), *(os.path.dirname(e.path) for e in images)])
             ),

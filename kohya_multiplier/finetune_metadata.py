@@ -46,6 +46,7 @@ _CACHE_SIZE = re.compile(r"_(\d{4,})x(\d{4,})_[^/\\]*\.npz$")
 class MetadataImages:
     images: list[ImageEntry]  # sorted by path; sizes as sd-scripts buckets them
     from_train_resolution: bool  # LEGACY: every size is the entry's train_resolution
+    path_of_key: dict[str, str]  # each metadata key's image (training names images by these paths too)
 
 
 def rules_for_layout(layout: str | None) -> str:
@@ -159,7 +160,7 @@ def read_metadata_images(
     metadata = read_metadata(metadata_file, file=file, where=where, jsonl=rules != LEGACY, width_height=rules == SPLIT, shown=shown)
     size_key = "train_resolution" if rules == LEGACY else "image_size"
     known: dict[str, tuple[int, int]] = {}
-    paths: list[str] = []
+    path_of_key: dict[str, str] = {}
     all_given = bool(metadata)
     for key, entry in metadata.items():
         path = image_path(key, image_dir, rules)
@@ -180,20 +181,21 @@ def read_metadata_images(
             raise UserError(f"{shown}: {key!r}: {size_key} must be [width, height] in pixels, not {given!r}", file=file, where=where, key="metadata_file")
         if size is None:
             all_given = False
-            if rules != LEGACY and not os.path.isfile(path):
+            on_disk = os.path.isfile(path)  # then its header says, read below with the others
+            if not on_disk and rules != LEGACY:
                 size = _size_from_cache_name(path)
-            if size is None and not os.path.isfile(path):
+            if size is None and not on_disk:
                 raise UserError(
                     f"{shown}: no image for {key!r} (looked for {path}) and no {size_key} in its entry", file=file, where=where, key="metadata_file"
                 )
         if size is not None:
             known[path] = size
-        paths.append(path)
-    if not paths:
-        return MetadataImages([], False)
-    entries = images_with_sizes(paths, file=file, where=where, key="metadata_file", folder=os.path.dirname(metadata_file), known_sizes=known)
+        path_of_key[key] = path
+    if not path_of_key:
+        return MetadataImages([], False, {})
+    entries = images_with_sizes(list(path_of_key.values()), file=file, where=where, key="metadata_file", folder=os.path.dirname(metadata_file), known_sizes=known)
     entries.sort(key=lambda e: e.path)
-    return MetadataImages(entries, from_train_resolution=rules == LEGACY and all_given)
+    return MetadataImages(entries, from_train_resolution=rules == LEGACY and all_given, path_of_key=path_of_key)
 
 
 __all__ = ["CURRENT", "LEGACY", "SPLIT", "MetadataImages", "image_path", "read_metadata", "read_metadata_images", "rules_for_layout"]

@@ -122,7 +122,7 @@ def _check_chunk(paths: Sequence[str]) -> list[ImageProblem]:
     return [p for p in map(check_one, paths) if p is not None]
 
 
-def check_images(paths: Iterable[str], *, workers: int | None = None, label: str = "checking images") -> CheckResult:
+def check_images(paths: Iterable[str], *, workers: int | None = None) -> CheckResult:
     """Decode every image of ``paths`` over ``workers`` processes (default: every core), with a
     progress bar; problems in path order."""
     require_pillow()
@@ -131,7 +131,7 @@ def check_images(paths: Iterable[str], *, workers: int | None = None, label: str
     chunks = [paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
     problems: list[ImageProblem] = []
     start = time.monotonic()
-    with Progress(len(paths), label) as bar:
+    with Progress(len(paths), "checking images") as bar:
         if workers == 1:
             for chunk in chunks:
                 problems.extend(_check_chunk(chunk))

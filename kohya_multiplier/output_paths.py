@@ -57,6 +57,13 @@ def input_paths(config_file: str | None = None, *, train_data_dir: str | None = 
     return InputPaths(config_file, tuple(dict.fromkeys(folders)), tuple(dict.fromkeys(metadata)))
 
 
+def with_config_folders(inputs: InputPaths, config: Any) -> InputPaths:
+    """``inputs`` plus the folders a read config's subsets train from (a fine-tuning subset's are
+    those of the images its metadata names), first: the check once the config is read."""
+    folders = [folder for dataset in config.datasets for subset in dataset.subsets for folder in subset.image_folders]
+    return InputPaths(inputs.config_file, tuple(dict.fromkeys([*folders, *inputs.folders])), inputs.metadata_files)
+
+
 def _inputs_named_in(config_file: str) -> tuple[list[str], list[str]]:
     """The ``image_dir`` and ``metadata_file`` strings of the config's subsets."""
     from kohya_multiplier.config import read_config_file

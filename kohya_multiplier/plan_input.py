@@ -88,13 +88,13 @@ def plan_input_for_dataset(dataset: "DatasetSpec") -> PlanInput:
             images.append(image)
     if not images:
         return build_plan_input([]) if per_subset is None else _empty_stock_input()
-    bucket_of_image, resolutions = assign_buckets(dataset, images)
+    bucket_of_image, resolutions = dataset_bucket_ids(dataset, images)
     return build_plan_input(
         (entry[0], entry[1], tuple(resolutions[b]), *entry[2:]) for entry, b in zip(entries, bucket_of_image)
     )
 
 
-def assign_buckets(dataset: "DatasetSpec", images: Sequence) -> tuple[np.ndarray, list[Resolution]]:
+def dataset_bucket_ids(dataset: "DatasetSpec", images: Sequence) -> tuple[np.ndarray, list[Resolution]]:
     """Each image's bucket (index into the returned resolutions), as sd-scripts buckets the dataset:
     by its bucket options, or (sd-scripts <= v0.9 fine-tuning, every image with a train_resolution)
     each image in the bucket of its own train_resolution."""
@@ -140,5 +140,5 @@ def planner_seed(seed: int | None) -> int:
 
 
 __all__: Sequence[str] = [
-    "PlanInput", "assign_buckets", "build_plan_input", "plan_input_for_dataset", "planner_for_dataset", "planner_from_input", "planner_seed",
+    "PlanInput", "dataset_bucket_ids", "build_plan_input", "plan_input_for_dataset", "planner_for_dataset", "planner_from_input", "planner_seed",
 ]

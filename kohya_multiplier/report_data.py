@@ -17,6 +17,7 @@ Many epochs are aggregated into at most ``MAX_COLUMNS`` ranges (:func:`epoch_bin
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -128,7 +129,7 @@ class SubsetReport:
             return EXCLUDED
         return worst_status(balance_status(c, self.target) for c in self.counts[b.columns])
 
-    @property
+    @functools.cached_property  # read per subset by every chart: one pass over the epochs
     def overall_status(self) -> str:
         if self.excluded:
             return EXCLUDED

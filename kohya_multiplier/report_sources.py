@@ -17,13 +17,6 @@ from kohya_multiplier.report import DatasetStats, _multiplier_text, _origin_text
 from kohya_multiplier.report_data import DatasetReport, EpochAccumulator, dataset_report
 
 
-def loss_weights_of(stats: DatasetStats) -> list[str] | None:
-    """Each subset's loss weight and its origin ("2 (subset)"), where some subset has one other
-    than sd-scripts' 1; else None (the report then has no loss weight column)."""
-    weights = getattr(stats, "loss_weights", None)
-    return None if weights is None else [str(w) for w in weights]
-
-
 def _texts(stats: DatasetStats) -> list[str]:
     if stats.labels is not None:
         return list(stats.labels)
@@ -56,7 +49,7 @@ def _from_stats(stats: DatasetStats, dataset: DatasetSpec, accumulator, batches,
         targets=[float(x) for x in stats.expected_per_epoch],
         batches_per_epoch=batches,
         is_reg=[s.is_reg for s in dataset.subsets],
-        loss_weights=loss_weights_of(stats),
+        loss_weights=stats.loss_weights,
         unused=list(stats.unused) if stats.unused is not None else None,
         images=stats.subset_images,
         batch_size=stats.batch_size,
@@ -79,7 +72,7 @@ def _group(records: list[dict], file: str) -> dict[int, dict[int, list[dict]]]:
     return by_dataset
 
 
-def schedule_reports(records: list[dict], file: str, config: TrainingConfig | None, seed: int = 0) -> list[DatasetReport]:
+def schedule_reports(records: list[dict], file: str, config: TrainingConfig | None) -> list[DatasetReport]:
     """One report per dataset of a schedule. With the config, images are mapped to its subsets
     (targets, multipliers, loss weights); without, each image folder is a subset of unknown target."""
     if not records:
@@ -96,7 +89,7 @@ def schedule_reports(records: list[dict], file: str, config: TrainingConfig | No
                                 file=file, key="dataset")
             dataset = config.datasets[index]
         if dataset is not None:
-            planner, plan_input = planner_for_dataset(dataset, seed)
+            planner, plan_input = planner_for_dataset(dataset, 0)  # no epoch is planned: the seed does not matter
             stats = collect_stats(dataset, planner, plan_input, [])
             position = {key: i for i, key in enumerate(plan_input.image_keys)}
             position.update({os.path.normpath(key): i for i, key in enumerate(plan_input.image_keys)})

@@ -18,12 +18,7 @@ from kohya_multiplier.config import CommandLineOptions, config_from_dict, load_t
 from kohya_multiplier.errors import UserError
 
 
-@pytest.fixture(autouse=True)
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    errors._warned.clear()
-    yield tmp_path
-    errors._warned.clear()
+pytestmark = pytest.mark.usefixtures("workdir")  # tests/conftest.py: each test in its own empty folder
 
 
 def folders(**counts):

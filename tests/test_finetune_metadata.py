@@ -11,7 +11,6 @@ import textwrap
 import pytest
 
 from imagegen import make_folder, make_image
-from kohya_multiplier import errors
 from kohya_multiplier.config import CommandLineOptions, load_training_config
 from kohya_multiplier.errors import UserError
 from kohya_multiplier.finetune_metadata import CURRENT, LEGACY, SPLIT, image_path, read_metadata_images, rules_for_layout
@@ -21,12 +20,7 @@ ALL_RULES = (LEGACY, CURRENT, SPLIT)
 LAYOUT_OF = {LEGACY: "v0.9", CURRENT: "strategies", SPLIT: "split"}
 
 
-@pytest.fixture(autouse=True)
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    errors._warned.clear()
-    yield tmp_path
-    errors._warned.clear()
+pytestmark = pytest.mark.usefixtures("workdir")  # tests/conftest.py: each test in its own empty folder
 
 
 def write_json(name: str, data) -> str:

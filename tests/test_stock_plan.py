@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from imagegen import make_folder
-from kohya_multiplier import errors
 from kohya_multiplier.config import CommandLineOptions, load_training_config
 from kohya_multiplier.errors import UserError
 
@@ -29,12 +28,7 @@ GOLDEN = Path(__file__).parent / "golden"
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    errors._warned.clear()
-    yield tmp_path
-    errors._warned.clear()
+pytestmark = pytest.mark.usefixtures("workdir")  # tests/conftest.py: each test in its own empty folder
 
 
 def write_toml(text: str, name: str = "dataset.toml") -> str:

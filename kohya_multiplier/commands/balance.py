@@ -27,7 +27,7 @@ from kohya_multiplier import balance as bal
 from kohya_multiplier import progress
 from kohya_multiplier import toml_edit
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.output_paths import check_output_path, input_paths
+from kohya_multiplier.output_paths import check_output_path, input_paths, with_config_folders
 
 KEY = "images_per_epoch"
 _TABLE_RE = re.compile(r"^datasets\[(\d+)\]\.subsets\[(\d+)\]")
@@ -151,13 +151,12 @@ def _as_trained_today(dataset, multipliers: list[float]) -> tuple[int, list[floa
     without multipliers is stock sd-scripts, which repeats its regularization images by its own
     rule (kohya_multiplier.regularization), not by their num_repeats."""
     from kohya_multiplier.plan_input import planner_for_dataset
-    from kohya_multiplier.regularization import stock_image_repeats
 
-    per_image = stock_image_repeats(dataset)
-    if per_image is None:
+    if dataset.uses_multiplier:
         return epoch_length(dataset, multipliers), [max(m, 0.0) * len(s.images) for m, s in zip(multipliers, dataset.subsets)]
-    planner, plan_input = planner_for_dataset(dataset, 0)
-    return (int(planner.epoch_length) if len(plan_input) else 0), [float(repeats.sum()) for repeats in per_image]
+    planner, plan_input = planner_for_dataset(dataset, 0)  # its input carries each image's stock repeats
+    per_subset = np.bincount(plan_input.subset_of_image, weights=plan_input.image_repeats, minlength=len(dataset.subsets))
+    return (int(planner.epoch_length) if len(plan_input) else 0), [float(n) for n in per_subset]
 
 
 def _bucketed_images(dataset) -> tuple[list[int], list[str], list[tuple[int, int]]]:
@@ -166,12 +165,12 @@ def _bucketed_images(dataset) -> tuple[list[int], list[str], list[tuple[int, int
     cached = getattr(dataset, "_balance_bucketed", None)
     if cached is not None:
         return cached
-    from kohya_multiplier.plan_input import assign_buckets
+    from kohya_multiplier.plan_input import dataset_bucket_ids
 
     entries = [(index, image) for index, subset in enumerate(dataset.subsets) for image in subset.images]
     paths = [e.path for _, e in entries]
     if entries:
-        ids, sizes = assign_buckets(dataset, [e for _, e in entries])
+        ids, sizes = dataset_bucket_ids(dataset, [e for _, e in entries])
         resolutions = [sizes[int(i)] for i in ids]
     else:
         resolutions = []
@@ -256,9 +255,8 @@ def run(args: argparse.Namespace) -> int:
     loaded = load(args.config, options)
     config = loaded.config
     if args.write:  # before any work: the backup must not land on an input
-        image_dirs = [folder for d in config.datasets for s in d.subsets for folder in s.image_folders]
         check_output_path(str(toml_edit.backup_path(Path(args.config))), key="--write (its backup)",
-                          inputs=input_paths(str(args.config), image_dirs=image_dirs))
+                          inputs=with_config_folders(input_paths(str(args.config)), config))
     names = _display_names(config)
     groups = _group_names(config)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kohya_multiplier.commands.dataset_options import add_dataset_arguments, options_from_args
+from kohya_multiplier.commands.dataset_options import add_dataset_arguments, options_from_args, require_dataset_source
 from kohya_multiplier.errors import UserError
 
 EXIT_PROBLEMS = 1
@@ -47,8 +47,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"must be at least 1, got {args.workers}", key="--workers")
     require_pillow()
     options = options_from_args(args)
-    if args.config is None and options.train_data_dir is None and options.in_json is None:
-        raise UserError("give a dataset config file, --train_data_dir or --in_json", key="config")
+    require_dataset_source(args.config, options)
     config = load_training_config(args.config, options)
     for note in config.notes:
         print(note)

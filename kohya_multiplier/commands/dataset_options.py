@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from kohya_multiplier.config import CommandLineOptions
+from kohya_multiplier.errors import UserError
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser, *, dataset_config: bool = False, seed: bool = True) -> argparse._ArgumentGroup:
@@ -75,7 +76,6 @@ def options_from_args(args: argparse.Namespace) -> CommandLineOptions:
 def _checkout_layout(cli_value: str | None) -> str | None:
     """The code layout of the sd-scripts checkout that will train (``--sd-scripts``, else the
     configured one): how fine-tuning metadata is read depends on it. None when there is none."""
-    from kohya_multiplier.errors import UserError
     from kohya_multiplier.sdscripts import locate
 
     try:
@@ -83,3 +83,9 @@ def _checkout_layout(cli_value: str | None) -> str | None:
     except UserError:
         return None
     return locate.detect_layout(checkout.root) if checkout is not None else None
+
+
+def require_dataset_source(config: str | None, options: CommandLineOptions) -> None:
+    """A one-line error when neither a dataset config nor sd-scripts' own dataset options are given."""
+    if config is None and options.train_data_dir is None and options.in_json is None:
+        raise UserError("give a dataset config file, --train_data_dir or --in_json", key="config")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kohya_multiplier.commands.dataset_options import add_dataset_arguments, options_from_args
+from kohya_multiplier.commands.dataset_options import add_dataset_arguments, options_from_args, require_dataset_source
 from kohya_multiplier.config import load_training_config
 from kohya_multiplier.commands.report import check_report_paths, write_report
 from kohya_multiplier.errors import UserError, warnings_given
 from kohya_multiplier.distortion import warn_distortions
 from kohya_multiplier.jump import jump_to
 from kohya_multiplier.limits import check_epoch_length, check_epoch_range
-from kohya_multiplier.output_paths import check_outputs, input_paths
+from kohya_multiplier.output_paths import check_outputs, input_paths, with_config_folders
 from kohya_multiplier.plan_input import planner_for_dataset, planner_seed
 from kohya_multiplier.progress import track
 from kohya_multiplier.planner import PLANNER_VERSION
@@ -23,6 +23,9 @@ from kohya_multiplier.run_arithmetic import compute as compute_run
 from kohya_multiplier.run_arithmetic import format_run
 from kohya_multiplier.training_config import apply_defaults, read_training_config
 from kohya_multiplier.schedule import epoch_records, write_records
+
+# sd-scripts' options that decide the run's step count (besides the batch size)
+_RUN_OPTIONS = ("max_train_epochs", "max_train_steps", "gradient_accumulation_steps", "num_processes")
 
 
 def register(subparsers) -> None:
@@ -64,8 +67,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.config_file:
         apply_defaults(args, read_training_config(args.config_file))
-    asks_for_run = any(getattr(args, k) is not None for k in
-                       ("config_file", "max_train_epochs", "max_train_steps", "gradient_accumulation_steps", "num_processes"))
+    asks_for_run = any(getattr(args, k) is not None for k in ("config_file", *_RUN_OPTIONS))
     check_run_options(args)
     epochs_given = args.epochs is not None
     if not epochs_given:
@@ -77,17 +79,14 @@ def run(args: argparse.Namespace) -> int:
     check_report_paths(args.plot, args.html)
     warnings_before = len(warnings_given())
     options = options_from_args(args)
-    if args.config is None and options.train_data_dir is None and options.in_json is None:
-        raise UserError("give a dataset config file, --train_data_dir or --in_json", key="config")
+    require_dataset_source(args.config, options)
     check_epoch_range(args.from_epoch, args.epochs)
     inputs = input_paths(args.config, train_data_dir=options.train_data_dir, reg_data_dir=options.reg_data_dir,
                          in_json=options.in_json)
     outputs = {"--schedule": args.schedule, "--plot": args.plot, "--html": args.html}
     check_outputs(outputs, inputs)  # before any work
     config = load_training_config(args.config, options)
-    image_dirs = [folder for d in config.datasets for s in d.subsets for folder in s.image_folders]
-    check_outputs(outputs, input_paths(args.config, image_dirs=image_dirs, train_data_dir=options.train_data_dir,
-                                       reg_data_dir=options.reg_data_dir, in_json=options.in_json))
+    check_outputs(outputs, with_config_folders(inputs, config))
     if args.verify_images:
         from kohya_multiplier.commands.check import verify
 
@@ -140,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
         if schedule is not None and schedule is not sys.stdout:
             schedule.close()
     out = sys.stderr if args.schedule == "-" else sys.stdout
-    print(f"seed {seed}{'' if options.seed is not None else ' (no --seed given)'}", file=out)
+    seed_text = f"{seed}{'' if options.seed is not None else ' (no --seed given)'}"
+    print(f"seed {seed_text}", file=out)
     for table in tables:
         print("", file=out)
         print(table, file=out)
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         for line in run_lines:
             print(line, file=out)
     if args.plot or args.html:
-        facts = [("config", str(config.source)), ("seed", f"{seed}{'' if options.seed is not None else ' (no --seed given)'}"),
+        facts = [("config", str(config.source)), ("seed", seed_text),
                  ("planner version", str(PLANNER_VERSION))]
         notes = list(config.notes) + ([order_note] if order_note else [])
         report = Report(title=f"plan of {config.source}", datasets=reports, notes=notes,
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check_run_options(args: argparse.Namespace) -> None:
-    for key in ("max_train_epochs", "max_train_steps", "gradient_accumulation_steps", "num_processes"):
+    for key in _RUN_OPTIONS:
         value = getattr(args, key)
         if value is not None and value < 1:
             raise UserError(f"must be at least 1, got {value}", key=f"--{key}")

@@ -75,7 +75,6 @@ def run(args: argparse.Namespace) -> int:
                                                           os.path.abspath(args.config or args.schedule)}:
             raise UserError("is an input of this command; name another file", file=path, key=key)
     warnings_before = len(warnings_given())
-    from kohya_multiplier.plan_input import planner_seed
     from kohya_multiplier.report_data import Report
     from kohya_multiplier.report_sources import planner_versions, schedule_reports
     from kohya_multiplier.schedule import read_schedule
@@ -91,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         notes = list(config.notes)
         for note in notes:
             print(note)
-    datasets = schedule_reports(records, args.schedule, config, planner_seed(options.seed))
+    datasets = schedule_reports(records, args.schedule, config)
     notes += partial_epoch_notes(datasets)
     facts = [("schedule", args.schedule), ("config", args.config or "none (targets unknown)"),
              ("planner version", ", ".join(planner_versions(records)))]

@@ -122,6 +122,7 @@ class PlannedDataset:
         self._km_spec = None
         self._km_epoch_value = None
         self._km_loss_weights: dict[str, float] | None = None  # subset source -> loss_weight, when some is not 1
+        self._km_weight_of_source: dict[str, float] = {}  # the same by sd-scripts' own spelling (__getitem__'s lookup)
         session = _session.current()
         is_training = bool(kwargs.get("is_training_dataset", True))
         planned = False
@@ -131,15 +132,16 @@ class PlannedDataset:
             session.live_datasets.append(self)
             self._km_record = session.record
             spec = session.dataset_spec(self._km_index)
+            if spec is not None:
+                self._km_seed = session.seed
+                self._know_images(spec)
             if spec is not None and spec.uses_loss_weight:
                 self._km_loss_weights = {_source_key(s.source): s.loss_weight.value for s in spec.subsets}
-                self._km_seed = session.seed
             # A dataset without multipliers stays stock sd-scripts, also in a config where others
             # have them: its own registration of regularization images, repeats and shuffle.
             if spec is not None and spec.uses_multiplier:
                 planned = True
                 self._km_spec = spec
-                self._km_seed = session.seed
                 self._km_multipliers = [s.effective_multiplier for s in spec.subsets]
                 self._km_subset_of_dir = {_source_key(s.source): i for i, s in enumerate(spec.subsets)}
                 kwargs["subsets"] = self._without_excluded(kwargs.get("subsets", []))
@@ -163,13 +165,20 @@ class PlannedDataset:
         """The planner's path of sd-scripts' image ``key``."""
         raise NotImplementedError
 
+    def _know_images(self, spec) -> None:
+        """Take what the core already found about the dataset's images (nothing, by default)."""
+
     # -- construction helpers -------------------------------------------------------------
 
     def _subset_index(self, subset) -> int | None:
         return self._km_subset_of_dir.get(_source_key(self._subset_source(subset)))
 
     def _loss_weight_of(self, subset) -> float:
-        return self._km_loss_weights.get(_source_key(self._subset_source(subset)), 1.0)
+        source = self._subset_source(subset)
+        weight = self._km_weight_of_source.get(source)
+        if weight is None:  # once per subset, not per image of every batch
+            weight = self._km_weight_of_source[source] = self._km_loss_weights.get(_source_key(source), 1.0)
+        return weight
 
     def _without_excluded(self, subsets):
         kept = []
@@ -244,8 +253,11 @@ class PlannedDataset:
 
     def _warn_if_dry_run_differs(self, plan_input) -> None:
         """Training follows sd-scripts' own images and buckets; the dry run predicts them. Say so if not."""
+        session = _session.current()
         try:
-            predicted = plan_input_for_dataset(self._km_spec)
+            predicted = session.plan_inputs.get(self._km_index) if session is not None else None
+            if predicted is None:  # not printed at start (another rank)
+                predicted = plan_input_for_dataset(self._km_spec)
         except Exception as error:  # noqa: BLE001 - a warning must never stop training
             warn_once(f"dataset {self._km_index}: could not compare with the dry run: {error}")
             return
@@ -401,8 +413,12 @@ class MultiplierFineTuningDataset(PlannedDataset, _SdFineTuningDataset):
 
         session = _session.current()  # decided here, in the main process: spawned workers have no session
         self._km_rules = rules_for_layout(session.layout if session is not None else None)
-        self._km_paths: dict[str, str] = {}
+        self._km_paths: dict[str, str] = {}  # metadata key -> image path, as the core resolved it
         super().__init__(*args, **kwargs)
+
+    def _know_images(self, spec) -> None:
+        for subset in spec.subsets:  # sd-scripts keys image_data by the metadata key, as here
+            self._km_paths.update(subset.image_of_key)
 
     @staticmethod
     def _subset_source(subset) -> str:
@@ -410,7 +426,7 @@ class MultiplierFineTuningDataset(PlannedDataset, _SdFineTuningDataset):
 
     def _image_path(self, key: str) -> str:
         path = self._km_paths.get(key)
-        if path is None:
+        if path is None:  # not in the core's reading (should not happen): resolve it the same way
             from kohya_multiplier.finetune_metadata import image_path
 
             path = image_path(key, self.image_to_subset[key].image_dir, self._km_rules) or os.path.abspath(key)

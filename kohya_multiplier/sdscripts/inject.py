@@ -30,6 +30,7 @@ from typing import Any
 from kohya_multiplier.errors import EXIT_USER_ERROR, UserError, warn_once
 from kohya_multiplier.multipliers import MULTIPLY_TXT, parse_folder_name
 from kohya_multiplier.sdscripts import hookpoints, recorder
+from kohya_multiplier.sdscripts.scripts import read_text
 from kohya_multiplier.sdscripts import session as _session
 
 if sys.version_info >= (3, 11):
@@ -42,13 +43,6 @@ DEFAULT_TABLE_EPOCHS = 10
 MAX_TABLE_EPOCHS = 100
 
 
-def _prepare_dataset_args_original():
-    """sd-scripts' prepare_dataset_args, wherever this revision defines it (train_util re-exports it at v0.11)."""
-    from library import train_util
-
-    return train_util.prepare_dataset_args
-
-
 def install(session: _session.Session) -> None:
     from library import config_util, train_util  # train_util also loads every module it re-exports
 
@@ -56,7 +50,7 @@ def install(session: _session.Session) -> None:
 
     hooks = session.hooks
     _extend_schema(config_util, session)
-    original = _prepare_dataset_args_original()
+    original = train_util.prepare_dataset_args  # wherever this revision defines it (train_util re-exports it at v0.11)
     hooks.append(
         hookpoints.everywhere(
             "reading the dataset config", "prepare_dataset_args", original, _hook_prepare_dataset_args(original, session)
@@ -130,12 +124,12 @@ def read_dataset_config(args: Any, session: _session.Session) -> None:
     from kohya_multiplier.plan_input import planner_seed
 
     session.config_read = True
+    options = _session.options_from_sd_args(args)
     if session.record:  # never over an input (the config, an image folder), checked before the file opens
-        check_training_output(session.schedule_path, _session.options_from_sd_args(args))
+        check_training_output(session.schedule_path, options)
         recorder.start(session.schedule_path, truncate=_session.is_main_rank())
     if getattr(args, "dataset_class", None):
         return  # the user's own dataset class: nothing to plan
-    options = _session.options_from_sd_args(args)
     if options.dataset_config is None and options.train_data_dir is None and options.in_json is None:
         return  # no dataset the core can read
     session.seed = planner_seed(getattr(args, "seed", None))
@@ -153,7 +147,7 @@ def read_dataset_config(args: Any, session: _session.Session) -> None:
     if session.weighted:
         _require_script_applies_loss_weights(session)
     if (session.planned or session.weighted or session.record) and _session.is_main_rank():
-        _print_balance(config, session.seed, args, seed_given=getattr(args, "seed", None) is not None)
+        _print_balance(config, session, args, seed_given=getattr(args, "seed", None) is not None)
 
 
 def _require_script_applies_loss_weights(session: _session.Session) -> None:
@@ -176,7 +170,7 @@ def _asks_for_multipliers(options) -> bool:
                 raw = handle.read()
             data = json.loads(raw) if options.dataset_config.lower().endswith(".json") else tomllib.loads(raw.decode("utf-8"))
         except (OSError, ValueError, UnicodeDecodeError):
-            return "multiplier" in _read_text(options.dataset_config)
+            return "multiplier" in read_text(Path(options.dataset_config))
         tables = [data.get("general") or {}]
         dirs = []
         for dataset in data.get("datasets") or []:
@@ -201,26 +195,23 @@ def _asks_for_multipliers(options) -> bool:
     return False
 
 
-def _read_text(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
 
-
-def _print_balance(config, seed: int, args: Any, *, seed_given: bool) -> None:
-    """The dry run's notes and per-subset balance table, printed once at start."""
+def _print_balance(config, session: _session.Session, args: Any, *, seed_given: bool) -> None:
+    """The dry run's notes and per-subset balance table, printed once at start; the plan inputs
+    stay on the session, for the datasets to compare with what sd-scripts found."""
     from kohya_multiplier.plan_input import planner_for_dataset
     from kohya_multiplier.distortion import warn_distortions
     from kohya_multiplier.report import collect_stats, format_table
 
     epochs = getattr(args, "max_train_epochs", None) or DEFAULT_TABLE_EPOCHS
     epochs = max(1, min(int(epochs), MAX_TABLE_EPOCHS))
+    seed = session.seed
     for note in config.notes:
         print(f"kohya-multiplier: {note}")
     print(f"kohya-multiplier: seed {seed}{'' if seed_given else ' (no --seed given)'}; balance of epochs 1-{epochs}:")
     for dataset in config.datasets:
         planner, plan_input = planner_for_dataset(dataset, seed)
+        session.plan_inputs[dataset.index] = plan_input
         stats = collect_stats(dataset, planner, plan_input, range(1, epochs + 1))
         warn_distortions(stats)  # once, before its table (kohya_multiplier.distortion)
         print(format_table(stats))

@@ -45,7 +45,8 @@ class Script:
         return SUITE_TRAINS.get(self.name, ())
 
 
-def _read(path: Path) -> str:
+def read_text(path: Path) -> str:
+    """A source file's text; empty when it cannot be read."""
     try:
         return path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -55,7 +56,7 @@ def _read(path: Path) -> str:
 def discover(root: Path) -> list[Script]:
     """Every top-level training script of the checkout, supported or not, by name."""
     root = Path(root)
-    texts = {p.stem: _read(p) for p in sorted(root.glob("*.py")) if p.is_file() and p.stem != "setup"}
+    texts = {p.stem: read_text(p) for p in sorted(root.glob("*.py")) if p.is_file() and p.stem != "setup"}
     direct = {name for name, text in texts.items() if _BUILDS_DATASETS.search(text)}
     found = []
     for name, text in texts.items():
@@ -79,11 +80,11 @@ def applies_loss_weights(path: Path) -> bool:
     """Whether the script multiplies each example's loss by ``batch["loss_weights"]`` (itself or
     through the sibling script it builds on); sdxl_train.py and fine_tune.py do not."""
     path = Path(path)
-    text = _read(path)
+    text = read_text(path)
     if "loss_weights" in text:
         return True
     siblings = [m for m in _IMPORTS_SIBLING.findall(text) if (path.parent / f"{m}.py").is_file() and m != path.stem]
-    return any("loss_weights" in _read(path.parent / f"{m}.py") for m in siblings)
+    return any("loss_weights" in read_text(path.parent / f"{m}.py") for m in siblings)
 
 
 def looks_like_script_name(word: str) -> bool:

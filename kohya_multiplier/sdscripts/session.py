@@ -26,7 +26,7 @@ class Session:
     config: TrainingConfig | None = None  # the core's reading; None: stock sd-scripts
     seed: int = 0  # planner seed (user's --seed or 0), the same on every rank
     planned: bool = False  # some subset uses a multiplier: training datasets follow the planner
-    training_datasets_built: int = 0  # DreamBooth training datasets constructed so far
+    training_datasets_built: int = 0  # training datasets (DreamBooth or fine-tuning) constructed so far
     live_datasets: list[Any] = field(default_factory=list)  # our dataset instances, for the collator
     revision: str = "unknown revision"  # the checkout's revision verdict, for the self-check's message
     layout: str | None = None  # the checkout's code layout (locate.detect_layout): fine-tuning metadata rules
@@ -36,6 +36,7 @@ class Session:
     config_read: bool = False  # the prepare_dataset_args hook ran (the core read the config)
     multiplier_requested: bool = False  # sd-scripts' own config reading met a multiplier (schema, folder)
     verified: bool = False  # the self-check ran on the built datasets and found every hook in place
+    plan_inputs: dict[int, Any] = field(default_factory=dict)  # dataset index -> the dry run's PlanInput, once computed
 
     @property
     def record(self) -> bool:
