@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from kohya_multiplier.errors import EXIT_USER_ERROR, UserError, warn_once
+from kohya_multiplier.loss_weights import LOSS_SCALE_TXT
 from kohya_multiplier.multipliers import MULTIPLY_TXT, parse_folder_name
 from kohya_multiplier.sdscripts import hookpoints, recorder
 from kohya_multiplier.sdscripts.scripts import read_text
@@ -41,6 +42,9 @@ else:  # pragma: no cover
 # Epochs of the balance table printed at start when --max_train_epochs does not say (the dry run's default).
 DEFAULT_TABLE_EPOCHS = 10
 MAX_TABLE_EPOCHS = 100
+# What in a user's input asks for kohya-multiplier: keys of a dataset config, files in an image folder.
+_EXTENSION_KEYS = ("multiplier", "loss_weight")
+_EXTENSION_FILES = (MULTIPLY_TXT, LOSS_SCALE_TXT)
 
 
 def install(session: _session.Session) -> None:
@@ -136,10 +140,10 @@ def read_dataset_config(args: Any, session: _session.Session) -> None:
     try:
         config = load_training_config(options.dataset_config, options)
     except UserError:
-        if _asks_for_multipliers(options):
+        if _asks_for_extension(options):
             raise
         # No multiplier anywhere: sd-scripts reads the config exactly as it always does.
-        warn_once("the dataset config uses no multiplier and kohya-multiplier cannot plan it; sd-scripts trains it unchanged")
+        warn_once("the dataset config uses no multiplier or loss weight and kohya-multiplier cannot plan it; sd-scripts trains it unchanged")
         return
     session.config = config
     session.planned = any(d.uses_multiplier for d in config.datasets)
@@ -162,15 +166,18 @@ def _require_script_applies_loss_weights(session: _session.Session) -> None:
         )
 
 
-def _asks_for_multipliers(options) -> bool:
-    """Whether the user's input mentions a multiplier anywhere (key, fractional folder, multiply.txt)."""
+def _asks_for_extension(options) -> bool:
+    """Whether the user's input asks for a multiplier or a loss weight anywhere (key, fractional
+    folder, multiply.txt, loss_scale.txt): then a config the core cannot read must stop the run,
+    not train without them."""
     if options.dataset_config is not None:
         try:
             with open(options.dataset_config, "rb") as handle:
                 raw = handle.read()
             data = json.loads(raw) if options.dataset_config.lower().endswith(".json") else tomllib.loads(raw.decode("utf-8"))
         except (OSError, ValueError, UnicodeDecodeError):
-            return "multiplier" in read_text(Path(options.dataset_config))
+            text = read_text(Path(options.dataset_config))
+            return any(key in text for key in _EXTENSION_KEYS)
         tables = [data.get("general") or {}]
         dirs = []
         for dataset in data.get("datasets") or []:
@@ -181,16 +188,16 @@ def _asks_for_multipliers(options) -> bool:
                         tables.append(subset)
                         if isinstance(subset.get("image_dir"), str):
                             dirs.append(subset["image_dir"])
-        if any(isinstance(t, dict) and "multiplier" in t for t in tables):
+        if any(isinstance(t, dict) and key in t for t in tables for key in _EXTENSION_KEYS):
             return True
-        return any(os.path.isfile(os.path.join(d, MULTIPLY_TXT)) for d in dirs)
+        return any(os.path.isfile(os.path.join(d, name)) for d in dirs for name in _EXTENSION_FILES)
     for base in (options.train_data_dir, options.reg_data_dir):
         if base and os.path.isdir(base):
             for name in os.listdir(base):
                 parsed = parse_folder_name(name)
                 if parsed is not None and parsed[1] is not None:
                     return True
-                if os.path.isfile(os.path.join(base, name, MULTIPLY_TXT)):
+                if any(os.path.isfile(os.path.join(base, name, file)) for file in _EXTENSION_FILES):
                     return True
     return False
 

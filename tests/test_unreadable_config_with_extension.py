@@ -1,0 +1,52 @@
+"""A dataset config the core cannot read trains as stock sd-scripts only when it asks for nothing
+of kohya-multiplier: a multiplier or a loss weight anywhere stops the run instead (training would
+silently drop it)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from imagegen import make_folder
+from kohya_multiplier import errors
+from kohya_multiplier.errors import UserError
+from kohya_multiplier.sdscripts import inject
+from kohya_multiplier.sdscripts import session as sessions
+
+pytestmark = pytest.mark.usefixtures("workdir")
+
+# ControlNet subsets: sd-scripts' schema has them, the core refuses them
+CONTROLNET = '[general]\nresolution = 512\n[[datasets]]\n[[datasets.subsets]]\nimage_dir = "img"\nconditioning_data_dir = "cond"\n'
+
+
+def _read(config_text: str | None = None, **folder_files) -> sessions.Session:
+    make_folder("img", [(512, 512)] * 2)
+    make_folder("cond", [(512, 512)] * 2)
+    for name, text in folder_files.items():
+        with open(f"img/{name.replace('__', '.')}", "w") as handle:
+            handle.write(text)
+    with open("dataset.toml", "w") as handle:
+        handle.write(config_text or CONTROLNET)
+    session = sessions.start(None)
+    args = argparse.Namespace(dataset_config="dataset.toml", seed=None)
+    inject.read_dataset_config(args, session)
+    return session
+
+
+@pytest.mark.parametrize("key", ["multiplier = 0.5", "loss_weight = 0.5"])
+def test_a_key_of_ours_in_an_unreadable_config_stops_the_run(key):
+    with pytest.raises(UserError, match="ControlNet subsets"):
+        _read(CONTROLNET + key + "\n")
+
+
+def test_a_loss_scale_txt_in_an_unreadable_config_stops_the_run():
+    with pytest.raises(UserError, match="ControlNet subsets"):
+        _read(loss_scale__txt="0.5")
+
+
+def test_an_unreadable_config_asking_for_nothing_trains_stock():
+    errors._warned.clear()
+    session = _read()
+    assert session.config is None and not session.planned and not session.weighted
+    assert any("sd-scripts trains it unchanged" in w for w in errors.warnings_given())
