@@ -24,7 +24,26 @@ import time
 import numpy as np
 
 from kohya_multiplier import rng
-from kohya_multiplier.planner import DatasetPlanner
+from kohya_multiplier.planner import PLANNER_VERSION, DatasetPlanner
+
+
+class _CountingWriter:
+    """A file that only counts the bytes written to it."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data) -> int:
+        n = memoryview(data).nbytes
+        self.size += n
+        return n
+
+
+def _pickled_size(obj) -> int:
+    """Bytes ``obj`` pickles to, without holding them in memory."""
+    writer = _CountingWriter()
+    pickle.dump(obj, writer, protocol=pickle.HIGHEST_PROTOCOL)
+    return writer.size
 
 
 def _rss_mb() -> float:
@@ -78,7 +97,7 @@ def main(argv=None) -> int:
         timings.append(time.perf_counter() - started)
         planned += plan.image_indices.size
         if epoch == 1:
-            pickled_first = len(pickle.dumps(planner, protocol=pickle.HIGHEST_PROTOCOL))
+            pickled_first = _pickled_size(planner)
     del plan
 
     fresh = DatasetPlanner(subset_of_image, bucket_of_image, multipliers, args.batch_size, args.seed)
@@ -86,7 +105,7 @@ def main(argv=None) -> int:
     fresh.plan_epoch(args.jump_epoch)
     jump = time.perf_counter() - started
     peak = _rss_mb()  # before pickling (the pickle's own bytes are not the planner's)
-    pickled_jump = len(pickle.dumps(fresh, protocol=pickle.HIGHEST_PROTOCOL))
+    pickled_jump = _pickled_size(fresh)
 
     result = {
         "images": args.images,
@@ -101,7 +120,7 @@ def main(argv=None) -> int:
         "jump_seconds": round(jump, 3),
         "pickled_mb_epoch_1": round(pickled_first / 2**20, 2),
         "pickled_mb_after_jump": round(pickled_jump / 2**20, 2),
-        "planner_version": getattr(sys.modules[DatasetPlanner.__module__], "PLANNER_VERSION", 1),
+        "planner_version": PLANNER_VERSION,
         "baseline_rss_mb": round(baseline, 1),
         "peak_rss_mb": round(peak, 1),
         "extra_rss_mb": round(peak - baseline, 1),

@@ -49,7 +49,7 @@ def assemble_epoch(
         bucket_sizes = [layout.batch_size] * base
         if base:
             bucket_sizes[-1] = layout.integer_lists[b].size + int(allocation.free_picks[b]) - (base - 1) * layout.batch_size
-        bucket_sizes.extend(allocation.extra_batch_sizes(layout, b))
+        bucket_sizes.extend(allocation.extra_batch_sizes(b))
         assert sum(bucket_sizes) == images.size, "planner invariant broken: batch sizes do not add up"
         bucket_of_batch.extend([b] * len(bucket_sizes))
         sizes.extend(bucket_sizes)

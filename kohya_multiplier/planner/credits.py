@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kohya_multiplier.planner.layout import UNITS_PER_IMAGE, DatasetLayout
-from kohya_multiplier.planner.tickets import lowest_few, take_most_overdue
+from kohya_multiplier.planner.tickets import lowest_few, ranges, take_most_overdue
 
 Q = UNITS_PER_IMAGE
 _Q_BITS = Q.bit_length() - 1
@@ -58,7 +58,7 @@ class EpochAllocation:
     extra_picks: np.ndarray  # (B,) fractional picks in them (at least one per batch)
     cell_picks: np.ndarray  # (C,) fractional picks of each cell this epoch
 
-    def extra_batch_sizes(self, layout: DatasetLayout, bucket: int) -> list[int]:
+    def extra_batch_sizes(self, bucket: int) -> list[int]:
         """The bucket's extra batches, picks split as evenly as possible (larger first)."""
         count, picks = int(self.extra_batches[bucket]), int(self.extra_picks[bucket])
         if count == 0:
@@ -68,7 +68,8 @@ class EpochAllocation:
 
 
 def _batches_for(picks, free, fill):
-    return -(-np.maximum(picks - free, 0) // np.maximum(fill, 1))
+    """Extra batches for ``picks`` beyond the free slots; ``fill``: layout.fill (at least 1)."""
+    return -(-np.maximum(picks - free, 0) // fill)
 
 
 def _most_overdue_per_bucket(layout: DatasetLayout, credit, caps, wanted) -> np.ndarray:
@@ -101,8 +102,7 @@ def _most_overdue_per_bucket(layout: DatasetLayout, credit, caps, wanted) -> np.
         count = np.where(last <= cell_bound, np.maximum(count, 1), 0)
         count = np.clip(count, 0, caps[cells])
         if int(count.sum()) <= 64 * int(dropped.sum()) + 4096:
-            owner = np.repeat(np.arange(cells.size), count)
-            j = np.arange(owner.size) - np.repeat(np.cumsum(count) - count, count)  # j-th from the last
+            owner, j = ranges(np.zeros(cells.size, dtype=np.int64), count)  # j-th from the last
             priority = last[owner] + j * Q / rate[owner]
             group = bucket[cells][owner]
             ranked = np.lexsort((-owner, priority, group))  # ties: the higher cell index is left out
@@ -127,7 +127,7 @@ def _contended(layout: DatasetLayout, x, rate, due, due_b, K):
     cell's own rate, so a slow cell waits no longer than a fast one, whatever its bucket-mates do).
     """
     B = layout.n_buckets
-    fill = np.maximum(layout.batch_fill, 1)
+    fill = layout.fill
     free = layout.free_slots
     over = np.maximum(due_b - free, 0)
     full = over // fill
@@ -177,8 +177,8 @@ def _least_overdue(x, rate, due, caps, dropped: int) -> np.ndarray:
     count = np.floor((bound - last) * cell_rate / Q).astype(np.int64) + 1 if np.isfinite(bound) else caps[cells]
     count = np.where(last <= bound, np.maximum(count, 1), count)  # float rounding at the bound
     count = np.clip(count, 0, caps[cells])
-    owner = np.repeat(cells, count)
-    j = np.arange(owner.size) - np.repeat(np.cumsum(count) - count, count)  # j-th from the last
+    k, j = ranges(np.zeros(cells.size, dtype=np.int64), count)  # j-th from the last
+    owner = cells[k]
     priority = (x[owner] - (due[owner] - j) * Q) / rate[owner]
     worst = np.lexsort((-owner, priority))[:dropped]
     np.add.at(left, owner[worst], 1)
@@ -220,8 +220,8 @@ def _closest_to_due(credit, rate, caps, wanted: int) -> np.ndarray:
         count = np.clip(room, 0, caps[eligible])
         total = int(count.sum())
         if total <= 64 * wanted + 4096:
-            owner = np.repeat(eligible, count)
-            k = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+            at, k = ranges(np.zeros(eligible.size, dtype=np.int64), count)
+            owner = eligible[at]
             priority = (credit[owner] - k * Q) / rate[owner]
             best = np.lexsort((owner, -priority))[:wanted]  # ties: lower cell index first
             np.add.at(extra, owner[best], 1)
@@ -229,18 +229,18 @@ def _closest_to_due(credit, rate, caps, wanted: int) -> np.ndarray:
     return take_most_overdue(credit, rate, Q, caps, np.zeros(caps.size, dtype=np.int64), np.array([wanted]))
 
 
-def _fill_room(layout: DatasetLayout, x, served, left_due, room, batches, per_bucket) -> np.ndarray:
-    """Room in the batches the buckets got: the due picks left, then picks due next epoch, so
-    batches run full and no capacity is lost to partial batches."""
+def _fill_room(layout: DatasetLayout, x, served, left_b, room, batches, per_bucket) -> np.ndarray:
+    """Room in the batches the buckets got: the due picks left (``left_b`` per bucket), then picks
+    due next epoch, so batches run full and no capacity is lost to partial batches."""
     soon = np.minimum(np.maximum((x + layout.cell_demand) // Q, 0), layout.cell_size)
     candidates = soon - served
     # Early picks go only into extra batches: a bucket served by its free slots alone keeps its pace.
-    wanted = np.minimum(np.where(batches > 0, room, np.minimum(room, per_bucket(left_due))), per_bucket(candidates))
+    wanted = np.minimum(np.where(batches > 0, room, np.minimum(room, left_b)), per_bucket(candidates))
     if not layout.extra_batches_exact:
         # K has spare capacity on average, so there is no need to work ahead: a bucket takes early
         # picks only while its cells, together, are behind their pace (credit above the phase).
         behind = per_bucket(x - served * Q - PHASE) // Q
-        wanted = np.minimum(wanted, behind + per_bucket(left_due))
+        wanted = np.minimum(wanted, behind + left_b)
     wanted = np.maximum(wanted, 0)
     if wanted.any():
         served = served + _most_overdue_per_bucket(layout, x - (served + 1) * Q, candidates, wanted)
@@ -283,10 +283,11 @@ def allocate_epoch(layout: DatasetLayout, state: CreditState) -> tuple[EpochAllo
     spare = K - int(batches.sum())
 
     # Due picks left by contention: spare batches to the buckets with the most overdue ones.
-    left_due = due - served if contended else None  # none left otherwise
+    left_b = per_bucket(due - served) if contended else np.zeros(B, dtype=np.int64)  # none left otherwise
     room = free + batches * fill - served_b
-    if contended and left_due.any():
-        waiting = per_bucket(left_due) - room
+    if contended and left_b.any():
+        left_due = due - served
+        waiting = left_b - room
         if spare > 0 and (waiting > 0).any():
             priority = np.where(left_due > 0, (x - (served + 1) * Q) / rate, -np.inf)
             best = np.full(B, -np.inf)
@@ -300,9 +301,7 @@ def allocate_epoch(layout: DatasetLayout, state: CreditState) -> tuple[EpochAllo
                     room[b] += more * fill[b]
                     spare -= more
     if room.any():
-        if left_due is None:
-            left_due = np.zeros_like(due)
-        served = _fill_room(layout, x, served, left_due, room, batches, per_bucket)
+        served = _fill_room(layout, x, served, left_b, room, batches, per_bucket)
         served_b = per_bucket(served)
 
     picks = served

@@ -29,14 +29,10 @@ UNITS_PER_IMAGE = 1 << 20
 class DatasetLayout:
     batch_size: int
     n_buckets: int
-    # per subset
-    integer_part: np.ndarray  # (S,) int64
-    fraction: np.ndarray  # (S,) float64
     # per bucket
     integer_lists: list[np.ndarray]  # image indices, each repeated by its integer part, canonical order
     base_batches: np.ndarray  # (B,) ceil(integer appearances / batch_size)
     free_slots: np.ndarray  # (B,) empty places in the last base batch
-    demand: np.ndarray  # (B,) fractional demand per epoch, in units
     capacity: np.ndarray  # (B,) images with a fractional part: most fractional picks per epoch
     batch_fill: np.ndarray  # (B,) picks a fractional batch of the bucket holds at most (<= batch size)
     # per cell (ordered by bucket, then subset)
@@ -186,12 +182,9 @@ def build_layout(subset_of_image, bucket_of_image, multipliers, batch_size: int,
     return DatasetLayout(
         batch_size=batch_size,
         n_buckets=n_buckets,
-        integer_part=integer_part,
-        fraction=fraction,
         integer_lists=integer_lists,
         base_batches=base_batches,
         free_slots=free_slots,
-        demand=demand,
         capacity=capacity,
         batch_fill=batch_fill,
         cell_subset=cell_subset,

@@ -13,6 +13,7 @@ from kohya_multiplier.planner.credits import CreditState, EpochAllocation, alloc
 from kohya_multiplier.planner.layout import DatasetLayout, build_layout
 from kohya_multiplier.planner.rotation import RotationState, Walk, take
 from kohya_multiplier.planner.sizing import with_enough_extra_batches
+from kohya_multiplier.planner.tickets import ranges
 
 # Plans of the same (seed, dataset, epoch) differ between versions; recorded with every schedule.
 # 1: per-bucket credits, numpy-shuffled cycles (until 0.x); 2: per-cell deadlines, keyed permutations.
@@ -119,17 +120,18 @@ class DatasetPlanner:
         flat = layout.cell_start[cell] + local
         excludes = layout.cell_excludes[cell]
         picked = flat[~excludes]
+        cell_of = cell[~excludes]
         rotate_out = np.flatnonzero(layout.cell_excludes & (allocation.cell_picks > 0))
         if rotate_out.size:
             # Cells above 1/2 walk the images they leave out: the picks are the rest of the cell.
-            counts = layout.cell_size[rotate_out]
-            owner = np.repeat(np.arange(rotate_out.size), counts)
-            members = layout.cell_start[rotate_out][owner] + np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
+            owner, members = ranges(layout.cell_start[rotate_out], layout.cell_size[rotate_out])
             left_out = np.zeros(layout.cell_members.size, dtype=bool)
             left_out[flat[excludes]] = True
-            picked = np.concatenate([picked, members[~left_out[members]]])
+            keep = ~left_out[members]
+            picked = np.concatenate([picked, members[keep]])
+            cell_of = np.concatenate([cell_of, rotate_out[owner][keep]])
         images = layout.cell_members[picked]
-        bucket_of = layout.cell_bucket[np.searchsorted(layout.cell_start, picked, side="right") - 1] if picked.size else picked
+        bucket_of = layout.cell_bucket[cell_of]
         order = np.argsort(bucket_of, kind="stable")
         bounds = np.searchsorted(bucket_of[order], np.arange(layout.n_buckets + 1))
         images = images[order]

@@ -31,6 +31,7 @@ import numpy as np
 
 from kohya_multiplier import rng
 from kohya_multiplier.planner.permutation import cycle_keys, permute, position_of
+from kohya_multiplier.planner.tickets import ranges
 
 _SHIFT = np.int64(32)  # cells have fewer than 2**31 images
 
@@ -69,9 +70,7 @@ class _Cycles:
         if raw_views.size:
             previous = cycle_keys(seed, rng.ROTATION, subset[raw_views], bucket[raw_views], cycle[raw_views] - 1)
             count = t[raw_views]
-            local = np.repeat(np.arange(raw_views.size), count)
-            within = np.arange(local.size) - np.repeat(np.cumsum(count) - count, count)
-            positions = n[raw_views][local] - count[local] + within
+            local, positions = ranges(n[raw_views] - count, count)
             elements = np.concatenate([permute(previous, local, n[raw_views][local], positions), given_elements])
             seg = np.concatenate([raw_views[local], given_seg])
         pos = position_of(self.keys, seg, n[seg], elements)
@@ -103,16 +102,9 @@ class _Cycles:
         return out
 
 
-def _ranges(starts, counts):
-    """Flat (owner, position) pairs: positions starts[k] .. starts[k]+counts[k]-1 for each owner k."""
-    owner = np.repeat(np.arange(counts.size), counts)
-    offset = np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    return owner, starts[owner] + offset
-
-
 def _current_views(seed, cell_subset, cell_bucket, cell_size, state: RotationState, cells, first_query):
-    """Views of the current cycles of ``cells``; the head reordering is looked at only where a
-    query (all at or after ``first_query``) can fall inside it."""
+    """Views of the current cycles of ``cells`` (sorted); the head reordering is looked at only
+    where a query (all at or after ``first_query``) can fall inside it."""
     n = cell_size[cells]
     cycle = state.cycle[cells]
     t, h = state.entry_tail[cells], state.entry_head[cells]
@@ -120,8 +112,11 @@ def _current_views(seed, cell_subset, cell_bucket, cell_size, state: RotationSta
     t, h = np.where(reaches, t, 0), np.where(reaches, h, 0)
     explicit = None
     if state.tails:
-        index = {int(c): k for k, c in enumerate(cells)}
-        given = [(index[c], e) for c, e in state.tails.items() if c in index and reaches[index[c]]]
+        # cells are sorted: find each explicit tail's view without a map over every cell
+        tailed = np.fromiter(state.tails, dtype=np.int64, count=len(state.tails))
+        view = np.minimum(np.searchsorted(cells, tailed), max(cells.size - 1, 0))
+        used = (cells[view] == tailed) & reaches[view] if cells.size else np.zeros(tailed.size, dtype=bool)
+        given = [(int(v), e) for v, e, u in zip(view, state.tails.values(), used) if u]
         if given:
             explicit = (np.concatenate([e for _, e in given]).astype(np.int64),
                         np.concatenate([np.full(len(e), v, dtype=np.int64) for v, e in given]))
@@ -139,7 +134,7 @@ def take(seed, cell_subset, cell_bucket, cell_size, state: RotationState, window
     offset = state.offset[cells]
     in_cycle = np.minimum(w, n - offset)
     views = _current_views(seed, cell_subset, cell_bucket, cell_size, state, cells, offset)
-    v, j = _ranges(offset, in_cycle)
+    v, j = ranges(offset, in_cycle)
     first = views.at(v, j)
     crossing = np.flatnonzero(w > in_cycle)
     if crossing.size == 0:
@@ -156,7 +151,7 @@ def take(seed, cell_subset, cell_bucket, cell_size, state: RotationState, window
     explicit = (first[in_tail], view_of[v[in_tail]])
     c = cells[crossing]
     nxt = _Cycles(seed, cell_subset[c], cell_bucket[c], n[crossing], state.cycle[c] + 1, t, h, explicit)
-    hv, hj = _ranges(np.zeros(crossing.size, dtype=np.int64), h)
+    hv, hj = ranges(np.zeros(crossing.size, dtype=np.int64), h)
     second = nxt.at(hv, hj)
     return np.concatenate([cells[v], c[hv]]), np.concatenate([first, second])
 
@@ -261,26 +256,25 @@ class Walk:
                     local[k] = entry
             state = RotationState(self.cycle[c] + cycles[epoch[events], cell[events]], offset[events],
                                   entry_window[events] - entry_head[events], entry_head[events], local)
-            for k, images in _explicit_tails(self.seed, self.cell_subset[c], self.cell_bucket[c], self.n[c], state,
-                                             np.arange(c.size)).items():
+            for k, images in _explicit_tails(self.seed, self.cell_subset[c], self.cell_bucket[c], self.n[c], state).items():
                 tail_of[int(events[k])] = images
         last = np.flatnonzero(np.r_[cell[1:] != cell[:-1], True])  # each cell's last entering epoch
         return {int(risky[cell[i]]): tail_of[int(i)] for i in last if int(i) in tail_of}
 
 
-def _explicit_tails(seed, cell_subset, cell_bucket, cell_size, state: RotationState, doubtful) -> dict[int, np.ndarray]:
-    """T of the crossing ``doubtful`` cells (at their offsets in ``state``) whose current walking
-    order differs from the permutation there: the rest of the cycle, in that order."""
+def _explicit_tails(seed, cell_subset, cell_bucket, cell_size, state: RotationState) -> dict[int, np.ndarray]:
+    """T of the cells (crossing at their offsets in ``state``) whose current walking order differs
+    from the permutation there: the rest of the cycle, in that order."""
     offset = state.offset
-    views = _current_views(seed, cell_subset, cell_bucket, cell_size, state, doubtful, offset[doubtful])
-    explicit = np.flatnonzero(offset[doubtful] < views.scanned)
+    views = _current_views(seed, cell_subset, cell_bucket, cell_size, state, np.arange(cell_size.size), offset)
+    explicit = np.flatnonzero(offset < views.scanned)
     found = {}
     if explicit.size:
-        count = cell_size[doubtful[explicit]] - offset[doubtful[explicit]]
-        v, j = _ranges(offset[doubtful[explicit]], count)
+        count = cell_size[explicit] - offset[explicit]
+        v, j = ranges(offset[explicit], count)
         images = views.at(explicit[v], j)
         bounds = np.r_[0, np.cumsum(count)]
-        for k, c in enumerate(doubtful[explicit]):
+        for k, c in enumerate(explicit):
             found[int(c)] = images[bounds[k] : bounds[k + 1]]
     return found
 

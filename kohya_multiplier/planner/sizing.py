@@ -43,8 +43,7 @@ def keeps_up(layout: DatasetLayout, epochs: int) -> bool:
 
 
 def with_enough_extra_batches(layout: DatasetLayout) -> DatasetLayout:
-    fill = np.maximum(layout.batch_fill, 1)
-    most = int(np.sum(-(-layout.capacity // fill)))  # every fractional image every epoch
+    most = int(np.sum(-(-layout.capacity // layout.fill)))  # every fractional image every epoch
     epochs = simulation_epochs(layout)
     while layout.extra_batches < most and not keeps_up(layout, epochs):
         layout = dataclasses.replace(layout, extra_batches=layout.extra_batches + 1)

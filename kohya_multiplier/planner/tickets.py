@@ -14,6 +14,13 @@ from __future__ import annotations
 import numpy as np
 
 
+def ranges(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat (owner, position) pairs: positions starts[k] .. starts[k]+counts[k]-1 for each owner k."""
+    owner = np.repeat(np.arange(counts.size), counts)
+    offset = np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    return owner, starts[owner] + offset
+
+
 def group_starts(group: np.ndarray, n_groups: int) -> np.ndarray:
     """First receiver index of each group (receivers sorted by group); empty groups point at the next."""
     return np.searchsorted(group, np.arange(n_groups)).astype(np.int64)
@@ -112,8 +119,7 @@ def take_most_overdue(
     taken = sure
     remaining = wanted - per_group(sure, np.add, 0)
     if maybe.any():
-        owner = np.repeat(np.arange(credit.shape[0]), maybe)
-        k = np.repeat(sure, maybe) + (np.arange(owner.size) - np.repeat(np.cumsum(maybe) - maybe, maybe))
+        owner, k = ranges(sure, maybe)
         priority = (credit[owner] - k * unit[owner]) / rate[owner]
         order = np.lexsort((owner, -priority, group[owner]))
         ranked = owner[order]
