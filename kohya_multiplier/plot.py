@@ -190,10 +190,10 @@ def _figure(Figure, report: Report, dpi: int, missing: set[int]):
         if active:
             sub = [d.subsets[i] for i in active]
             done = [s.all_seen_epoch is not None for s in sub]
-            until = [(s.all_seen_epoch - first + 1) if s.all_seen_epoch is not None else len(d.epochs) for s in sub]
+            until = [s.epochs_until_all_seen(first, len(d.epochs)) for s in sub]
             ax3.barh([i - 0.17 for i in active], until, height=0.3, color=["#3f7f4f" if x else "white" for x in done],
                      edgecolor="#3f7f4f", lw=0.8)
-            late = [s.bound is not None and s.longest_gap > s.bound for s in sub]
+            late = [s.beyond_bound for s in sub]
             ax3.barh([i + 0.17 for i in active], [s.longest_gap for s in sub], height=0.3,
                      color=["#c0392b" if x else "#7f9cbf" for x in late])
             bounds = [(i, s.bound) for i, s in zip(active, sub) if s.bound is not None]

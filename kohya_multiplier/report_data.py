@@ -136,6 +136,20 @@ class SubsetReport:
         return worst_status(balance_status(c, self.target) for c in self.counts)
 
     @property
+    def off_target(self) -> bool:
+        """Outside the contract in some epoch (known target, not excluded)."""
+        return self.overall_status not in (OK, EXCLUDED, UNKNOWN)
+
+    @property
+    def beyond_bound(self) -> bool:
+        """Some image waited longer than the rotation bound."""
+        return self.bound is not None and self.longest_gap > self.bound
+
+    def epochs_until_all_seen(self, first_epoch: int, span: int) -> int:
+        """Epochs from ``first_epoch`` until every image was trained; ``span`` (all of them) if not yet."""
+        return self.all_seen_epoch - first_epoch + 1 if self.all_seen_epoch is not None else span
+
+    @property
     def seen_text(self) -> str:
         """Counts, never a rounded percentage: "399 of 400"."""
         return f"{self.seen} of {self.images}"
@@ -190,20 +204,24 @@ class DatasetReport:
         """One sentence: are the subsets balanced in every epoch?"""
         if not self.has_targets:
             return "targets unknown (the schedule was read without its config)"
-        off = [s for s in self.subsets if s.overall_status not in (OK, EXCLUDED, UNKNOWN)]
+        off = [s for s in self.subsets if s.off_target]
         if not off:
             return "balanced: every subset within the contract in every epoch"
         shown = ", ".join(f"{s.name} ({s.overall_status})" for s in off[:5]) + (f" and {len(off) - 5} more" if len(off) > 5 else "")
         return f"{len(off)} of {len(self.subsets)} subsets off target in some epoch: {shown}"
 
+    def _rotation_groups(self) -> tuple[list, list, list]:
+        """(subsets that train, those with an image not trained yet, those beyond the bound)."""
+        active = [s for s in self.subsets if not s.excluded]
+        return active, [s for s in active if s.all_seen_epoch is None], [s for s in active if s.beyond_bound]
+
     def short_verdicts(self) -> tuple[str, str]:
         """(balance, rotation) in a few words, for the picture's panel titles."""
-        off = sum(s.overall_status not in (OK, EXCLUDED, UNKNOWN) for s in self.subsets)
+        off = sum(s.off_target for s in self.subsets)
         balance = ("targets unknown" if not self.has_targets else
                    "all within the contract" if not off else f"{off} subset{'s' * (off != 1)} off target")
-        active = [s for s in self.subsets if not s.excluded]
-        waiting = sum(s.all_seen_epoch is None for s in active)
-        late = sum(s.bound is not None and s.longest_gap > s.bound for s in active)
+        _, waiting_subsets, late_subsets = self._rotation_groups()
+        waiting, late = len(waiting_subsets), len(late_subsets)
         rotation = (f"{waiting} subset{'s' * (waiting != 1)} not fully trained" if waiting else "every image trained")
         if late:
             rotation += f", {late} beyond the bound"
@@ -211,9 +229,7 @@ class DatasetReport:
 
     def rotation_verdict(self) -> str:
         """One sentence: has every image been trained, and did any wait longer than the bound?"""
-        active = [s for s in self.subsets if not s.excluded]
-        waiting = [s for s in active if s.all_seen_epoch is None]
-        late = [s for s in active if s.bound is not None and s.longest_gap > s.bound]
+        active, waiting, late = self._rotation_groups()
         parts = []
         if not waiting:
             last = max((s.all_seen_epoch for s in active), default=None)
@@ -292,6 +308,7 @@ class EpochAccumulator:
         self.epochs: list[int] = []
         self.columns: list[np.ndarray] = []
         self._all_seen = np.full(n_subsets, -1, dtype=np.int64)
+        self._seen = np.zeros(n_subsets, dtype=np.int64)  # distinct images trained so far, per subset
         self.sizes = np.bincount(self.subset_of_image, minlength=n_subsets)
 
     @property
@@ -317,8 +334,8 @@ class EpochAccumulator:
         self.last[unique] = epoch
         self.trained[unique] = True
         self.epochs.append(epoch)
-        seen = np.bincount(self.subset_of_image, weights=self.trained, minlength=self.n_subsets)
-        done = (self._all_seen < 0) & (self.sizes > 0) & (seen >= self.sizes)
+        self._seen += np.bincount(subsets[first_time], minlength=self.n_subsets)  # the images new this epoch
+        done = (self._all_seen < 0) & (self.sizes > 0) & (self._seen >= self.sizes)
         self._all_seen[done] = epoch
 
     def counts(self) -> np.ndarray:
@@ -327,7 +344,7 @@ class EpochAccumulator:
         return np.stack(self.columns, axis=1)
 
     def seen(self) -> np.ndarray:
-        return np.bincount(self.subset_of_image, weights=self.trained, minlength=self.n_subsets).astype(np.int64)
+        return self._seen.copy()
 
     def gaps(self) -> tuple[np.ndarray, np.ndarray]:
         """(longest gap, open) per subset: open when the longest wait has not ended (an image

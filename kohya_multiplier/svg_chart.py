@@ -173,9 +173,9 @@ def rotation_svg(d: DatasetReport, width: int = 820) -> str:
             body.append(f'<text x="{LABEL + 4}" y="{y + 4:.1f}" fill="#888">excluded</text>')
             continue
         done = s.all_seen_epoch is not None
-        until = (s.all_seen_epoch - first + 1) if done else span
+        until = s.epochs_until_all_seen(first, span)
         bound = s.bound
-        late = bound is not None and s.longest_gap > bound
+        late = s.beyond_bound
         gap_colour = "#c0392b" if late else "#7f9cbf"
         body.append(f'<g class="subset"><title>{_e(s.name + ": " + _rotation_text(s))}</title>')
         body.append(f'<rect x="{LABEL}" y="{y - 7:.1f}" width="{scale(until):.1f}" height="6" '
