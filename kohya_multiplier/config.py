@@ -82,6 +82,7 @@ from kohya_multiplier.multipliers import (
     check_multiplier,
     check_num_repeats,
     describe_value,
+    folder_subset_table,
     format_number,
     parse_folder_name,
     read_multiply_txt,
@@ -470,17 +471,12 @@ def _config_from_folders(options: CommandLineOptions, notes: list[str]) -> tuple
             if not os.path.isdir(path):
                 continue
             parsed = parse_folder_name(name)
-            if parsed is None or (parsed[0] is not None and parsed[0] < 1):
+            table = folder_subset_table(path, parsed, is_reg) if parsed is not None else None
+            if table is None:
                 notes.append(ignored_notes.dropped_folder(path, None if parsed is None else parsed[0]))  # listed, as sd-scripts drops it
                 continue
-            repeats, multiplier, class_tokens = parsed
-            table: dict[str, Any] = {"image_dir": path, "is_reg": is_reg, "class_tokens": class_tokens}
-            if multiplier is not None:
-                table["multiplier"] = multiplier
-            else:
-                table["num_repeats"] = repeats
             subsets.append(table)
-            info.append(_FolderInfo(where=path, from_fraction=multiplier is not None, listing_order=rank[name]))
+            info.append(_FolderInfo(where=path, from_fraction="multiplier" in table, listing_order=rank[name]))
             found += 1
         if not found and not is_reg:
             raise UserError(f"no subset folders named <repeats>_<name> (such as 10_alice or 0.25_alice) in {root}", key=option)

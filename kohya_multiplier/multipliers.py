@@ -221,6 +221,20 @@ def parse_folder_name(name: str) -> tuple[int | None, float | None, str] | None:
     return None
 
 
+def folder_subset_table(image_dir: str, parsed: tuple[int | None, float | None, str], is_reg: bool) -> dict | None:
+    """The subset table sd-scripts makes of a parsed DreamBooth folder (``parse_folder_name``), with
+    ``multiplier`` for a decimal prefix; None for an integer prefix below 1 (sd-scripts skips it)."""
+    repeats, multiplier, class_tokens = parsed
+    table: dict = {"image_dir": image_dir, "is_reg": is_reg, "class_tokens": class_tokens}
+    if multiplier is not None:
+        table["multiplier"] = multiplier
+    elif repeats < 1:
+        return None
+    else:
+        table["num_repeats"] = repeats
+    return table
+
+
 # --------------------------------------------------------------------------------------------
 # multiply.txt
 

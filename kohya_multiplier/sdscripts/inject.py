@@ -29,7 +29,7 @@ from typing import Any
 
 from kohya_multiplier.errors import EXIT_USER_ERROR, UserError, warn_once
 from kohya_multiplier.loss_weights import LOSS_SCALE_TXT
-from kohya_multiplier.multipliers import MULTIPLY_TXT, parse_folder_name
+from kohya_multiplier.multipliers import MULTIPLY_TXT, folder_subset_table, parse_folder_name
 from kohya_multiplier.sdscripts import hookpoints, recorder
 from kohya_multiplier.sdscripts.scripts import read_text
 from kohya_multiplier.sdscripts import session as _session
@@ -256,15 +256,9 @@ def _dreambooth_subsets_by_subdirs(train_data_dir: str | None = None, reg_data_d
             if parsed is None:
                 warn_once(f"ignored folder without a repeat prefix (such as 10_name or 0.25_name): {subdir}")
                 continue
-            repeats, multiplier, class_tokens = parsed
-            entry: dict[str, Any] = {"image_dir": str(subdir), "is_reg": is_reg, "class_tokens": class_tokens}
-            if multiplier is not None:
-                entry["multiplier"] = multiplier  # its dataset is planned; num_repeats keeps its default
-            elif repeats < 1:
-                continue
-            else:
-                entry["num_repeats"] = repeats
-            subsets.append(entry)
+            entry = folder_subset_table(str(subdir), parsed, is_reg)  # with a multiplier, num_repeats keeps its default
+            if entry is not None:
+                subsets.append(entry)
         return subsets
 
     return generate(train_data_dir, False) + generate(reg_data_dir, True)
