@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # as a shell reports a process ended by Ctrl-C
 
 
 class UserError(Exception):
@@ -23,7 +24,31 @@ class UserError(Exception):
 
     def __str__(self) -> str:
         parts = [str(p) for p in (self.file, self.where, self.key) if p]
-        return ": ".join(parts + [self.message])
+        return safe_text(": ".join(parts + [self.message]))
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c not in (9,)}
+_CONTROL.update({10: "\\n", 13: "\\r", 127: "\\x7f"})
+
+
+def safe_text(text: str) -> str:
+    """``text`` printable on one line in any terminal and encodable as UTF-8: a newline or another
+    control character is escaped (``\\n``), and so is a byte that was not valid UTF-8 in a file
+    name (``\\xff``, kept by Python as a lone surrogate)."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") if _only_escapes(text) \
+            else text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.translate(_CONTROL)
+
+
+def _only_escapes(text: str) -> bool:
+    """Whether every surrogate in ``text`` is one of Python's escapes of an undecodable byte."""
+    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in text)
 
 
 _warned: set[str] = set()
@@ -36,7 +61,7 @@ def warn_once(message: str) -> None:
         return
     _warned.add(message)
     _warned_in_order.append(message)
-    print(f"kohya-multiplier: warning: {message}", file=sys.stderr)
+    print(f"kohya-multiplier: warning: {safe_text(message)}", file=sys.stderr)
 
 
 def warnings_given() -> list[str]:

@@ -148,13 +148,3 @@ def render_page(report: Report) -> str:
                      + _e("\n\n".join(report.tables_text)) + "</pre></details>\n")
     parts.append("</body>\n</html>\n")
     return "".join(parts)
-
-
-def write_page(report: Report, path: str | os.PathLike) -> str:
-    """Write the self-contained page to ``path`` and return its text."""
-    page = render_page(report)
-    try:
-        Path(path).write_text(page, encoding="utf-8")
-    except OSError as error:
-        raise UserError(f"cannot write: {error.strerror or error}", file=str(path), key="--html") from None
-    return page

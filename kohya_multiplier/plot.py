@@ -88,8 +88,8 @@ def _safe(text: str, missing: set[int]) -> str:
 
 
 def draw_report(report: Report, path: str | os.PathLike | None = None, *, fmt: str | None = None, dpi: int = 110) -> bytes:
-    """Draw the report; return the file's bytes and, when ``path`` is given, write them there in
-    the format its extension names (``fmt`` overrides; default PNG)."""
+    """Draw the report; return the file's bytes, in the format ``path``'s extension names (``fmt``
+    overrides; default PNG). Writing them is the caller's, through the one writer."""
     fmt = fmt or (picture_format(path) if path is not None else "png")
     from kohya_multiplier.progress import Progress
 
@@ -100,13 +100,7 @@ def draw_report(report: Report, path: str | os.PathLike | None = None, *, fmt: s
         metadata = {"Creator": "kohya-multiplier"} if fmt in ("svg", "pdf") else {"Software": "kohya-multiplier"}
         fig.savefig(buffer, format=fmt, metadata=metadata)
         bar.advance()
-    data = buffer.getvalue()
-    if path is not None:
-        try:
-            Path(path).write_bytes(data)
-        except OSError as error:
-            raise UserError(f"cannot write: {error.strerror or error}", file=str(path), key="--plot") from None
-    return data
+    return buffer.getvalue()
 
 
 def build_figure(report: Report, *, dpi: int = 110):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from kohya_multiplier.cli import main
 from kohya_multiplier.errors import UserError
 from kohya_multiplier.example import write_png
-from kohya_multiplier.output_paths import check_output_path, check_outputs, input_paths
+from kohya_multiplier.writer import check_output_path, check_outputs, input_paths
 
 
 def make_dataset(root: Path, folders=("alice", "bob"), images=3) -> Path:
@@ -101,8 +101,13 @@ def test_any_spelling_inside_an_image_folder_is_refused(tmp_path_factory, parts)
     if inside:
         with pytest.raises(UserError, match="inside the image folder"):
             check_output_path(candidate, key="--schedule", inputs=inputs)
-    else:
-        check_output_path(candidate, key="--schedule", inputs=inputs)
+    else:  # outside: refused only when its folder does not exist, never as an input
+        folder_exists = os.path.isdir(os.path.dirname(os.path.realpath(candidate)))
+        try:
+            check_output_path(candidate, key="--schedule", inputs=inputs)
+            assert folder_exists
+        except UserError as error:
+            assert not folder_exists and "does not exist" in str(error)
 
 
 def test_example_refuses_a_folder_it_did_not_make(tmp_path, capsys):

@@ -118,7 +118,7 @@ def _planned_report(config, epochs=8, seed=3, from_epoch=1):
     from kohya_multiplier.commands import plan as plan_command
     captured = {}
     original = plan_command.write_report
-    plan_command.write_report = lambda report, plot, html: captured.setdefault("report", report)
+    plan_command.write_report = lambda report, files, plot, html: captured.setdefault("report", report)
     try:
         assert main(["plan", str(config), "--epochs", str(epochs), "--seed", str(seed), "--from-epoch", str(from_epoch),
                      "--html", "unused.html"]) == 0

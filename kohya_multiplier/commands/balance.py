@@ -27,7 +27,7 @@ from kohya_multiplier import balance as bal
 from kohya_multiplier import progress
 from kohya_multiplier import toml_edit
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.output_paths import check_output_path, input_paths, with_config_folders
+from kohya_multiplier.writer import check_output_path, input_paths, with_config_folders
 
 KEY = "images_per_epoch"
 _TABLE_RE = re.compile(r"^datasets\[(\d+)\]\.subsets\[(\d+)\]")

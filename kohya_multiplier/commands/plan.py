@@ -12,7 +12,7 @@ from kohya_multiplier.errors import UserError, warnings_given
 from kohya_multiplier.distortion import warn_distortions
 from kohya_multiplier.jump import jump_to
 from kohya_multiplier.limits import check_epoch_length, check_epoch_range
-from kohya_multiplier.output_paths import check_outputs, input_paths, with_config_folders
+from kohya_multiplier.writer import OutputFiles, check_outputs, input_paths, with_config_folders
 from kohya_multiplier.plan_input import planner_for_dataset, planner_seed
 from kohya_multiplier.progress import track
 from kohya_multiplier.planner import PLANNER_VERSION
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = {"--schedule": args.schedule, "--plot": args.plot, "--html": args.html}
     check_outputs(outputs, inputs)  # before any work
     config = load_training_config(args.config, options)
-    check_outputs(outputs, with_config_folders(inputs, config))
+    files = OutputFiles(outputs, with_config_folders(inputs, config))
     if args.verify_images:
         from kohya_multiplier.commands.check import verify
 
@@ -116,30 +116,34 @@ def run(args: argparse.Namespace) -> int:
     order_note = stock_order_note(config.datasets)
     if order_note:
         print(order_note)
-    schedule = _open_schedule(args.schedule)
+    with files:  # every output renamed into place at the end, whole, or left as it was
+        _plan_and_print(args, config, planners, epochs, files, run_figures, seed, seed_text_given=options.seed is not None,
+                        order_note=order_note, warnings_before=warnings_before)
+    return 0
+
+
+def _plan_and_print(args, config, planners, epochs, files, run_figures, seed, *, seed_text_given, order_note,
+                    warnings_before) -> None:
+    schedule = files.open("--schedule") if "--schedule" in files else None
     reports, tables, all_stats = [], [], []
-    try:
-        for dataset, (planner, plan_input) in zip(config.datasets, planners):
-            hooks = []
-            if schedule is not None:
-                hooks.append(lambda plan, d=dataset.index, p=plan_input: write_records(schedule, epoch_records(d, plan, p)))
-            collector = None
-            if args.plot or args.html:
-                collector = PlanCollector(dataset, plan_input, args.from_epoch)
-                hooks.append(collector.on_plan)
-            on_plan = (lambda plan, hooks=hooks: [hook(plan) for hook in hooks]) if hooks else None
-            label = f"planning dataset {dataset.index}"
-            stats = collect_stats(dataset, planner, plan_input, track(epochs, len(epochs), label), on_plan)
-            if collector is not None:
-                reports.append(collector.report(stats))
-            warn_distortions(stats)  # once, before the tables
-            tables.append(format_table(stats))
-            all_stats.append(stats)
-    finally:
-        if schedule is not None and schedule is not sys.stdout:
-            schedule.close()
+    for dataset, (planner, plan_input) in zip(config.datasets, planners):
+        hooks = []
+        if schedule is not None:
+            hooks.append(lambda plan, d=dataset.index, p=plan_input: write_records(schedule, epoch_records(d, plan, p)))
+        collector = None
+        if args.plot or args.html:
+            collector = PlanCollector(dataset, plan_input, args.from_epoch)
+            hooks.append(collector.on_plan)
+        on_plan = (lambda plan, hooks=hooks: [hook(plan) for hook in hooks]) if hooks else None
+        label = f"planning dataset {dataset.index}"
+        stats = collect_stats(dataset, planner, plan_input, track(epochs, len(epochs), label), on_plan)
+        if collector is not None:
+            reports.append(collector.report(stats))
+        warn_distortions(stats)  # once, before the tables
+        tables.append(format_table(stats))
+        all_stats.append(stats)
     out = sys.stderr if args.schedule == "-" else sys.stdout
-    seed_text = f"{seed}{'' if options.seed is not None else ' (no --seed given)'}"
+    seed_text = f"{seed}{'' if seed_text_given else ' (no --seed given)'}"
     print(f"seed {seed_text}", file=out)
     for table in tables:
         print("", file=out)
@@ -156,8 +160,7 @@ def run(args: argparse.Namespace) -> int:
         notes = list(config.notes) + ([order_note] if order_note else [])
         report = Report(title=f"plan of {config.source}", datasets=reports, notes=notes,
                         warnings=warnings_given()[warnings_before:], facts=facts, tables_text=tables, run_lines=run_lines)
-        write_report(report, args.plot, args.html)
-    return 0
+        write_report(report, files, args.plot, args.html)
 
 
 def check_run_options(args: argparse.Namespace) -> None:
@@ -184,14 +187,3 @@ def _times_per_image(run, all_stats, epochs: list[int]) -> list[str]:
             trained = sum(float(stats.counts[s][e]) * share for e, share in enumerate(shares))
             lines.append(f"    dataset {stats.dataset} {name}: {trained / images:.2f}")
     return lines
-
-
-def _open_schedule(path: str | None):
-    if path is None:
-        return None
-    if path == "-":
-        return sys.stdout
-    try:
-        return open(path, "w", encoding="utf-8")
-    except OSError as error:
-        raise UserError(f"cannot write: {error.strerror or error}", file=path, key="--schedule") from None

@@ -11,6 +11,7 @@ import os
 
 from kohya_multiplier.commands.dataset_options import add_dataset_arguments, options_from_args
 from kohya_multiplier.errors import UserError, warnings_given
+from kohya_multiplier.writer import InputPaths, OutputFiles, check_outputs, input_paths, with_config_folders
 
 
 def register(subparsers) -> None:
@@ -30,25 +31,23 @@ def register(subparsers) -> None:
 
 
 def check_report_paths(plot: str | None, html: str | None) -> None:
-    """Before any work: the picture's format from its extension; neither output a directory."""
+    """Before any work: the picture's format from its extension."""
     from kohya_multiplier.plot import picture_format
 
     if plot is not None:
         picture_format(plot)
-    for key, path in (("--plot", plot), ("--html", html)):
-        if path is not None and os.path.isdir(path):
-            raise UserError("is a directory; name a file", file=path, key=key)
 
 
-def write_report(report, plot: str | None, html: str | None) -> None:
+def write_report(report, outputs: OutputFiles, plot: str | None, html: str | None) -> None:
+    """Render the picture and the page into ``outputs`` (renamed into place when the command ends)."""
     if plot:
         from kohya_multiplier import plot as picture
 
-        picture.draw_report(report, plot)
+        outputs.write("--plot", picture.draw_report(report, plot))
     if html:
         from kohya_multiplier import html_report
 
-        html_report.write_page(report, html)
+        outputs.write("--html", html_report.render_page(report))
 
 
 def partial_epoch_notes(datasets) -> list[str]:
@@ -70,10 +69,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.html and not args.plot:
         raise UserError("say where to write the report: --html FILE and/or --plot FILE", key="--html")
     check_report_paths(args.plot, args.html)
-    for key, path in (("--html", args.html), ("--plot", args.plot)):
-        if path is not None and os.path.abspath(path) in {os.path.abspath(args.schedule),
-                                                          os.path.abspath(args.config or args.schedule)}:
-            raise UserError("is an input of this command; name another file", file=path, key=key)
+    outputs = {"--html": args.html, "--plot": args.plot}
+    inputs = input_paths(args.config, read_files=[args.schedule])
+    check_outputs(outputs, inputs)  # before any work
     warnings_before = len(warnings_given())
     from kohya_multiplier.report_data import Report
     from kohya_multiplier.report_sources import planner_versions, schedule_reports
@@ -90,13 +88,18 @@ def run(args: argparse.Namespace) -> int:
         notes = list(config.notes)
         for note in notes:
             print(note)
+    image_folders = sorted({os.path.dirname(str(p)) for r in records for p in r["images"]})
+    files = OutputFiles(outputs, with_config_folders(InputPaths(
+        inputs.config_file, (*inputs.folders, *image_folders), inputs.metadata_files, inputs.read_files), config)
+        if config is not None else InputPaths(None, tuple(image_folders), (), inputs.read_files))
     datasets = schedule_reports(records, args.schedule, config)
     notes += partial_epoch_notes(datasets)
     facts = [("schedule", args.schedule), ("config", args.config or "none (targets unknown)"),
              ("planner version", ", ".join(planner_versions(records)))]
     report = Report(title=f"schedule {os.path.basename(args.schedule)}", datasets=datasets, notes=notes,
                     warnings=warnings_given()[warnings_before:], facts=facts)
-    write_report(report, args.plot, args.html)
+    with files:
+        write_report(report, files, args.plot, args.html)
     written = " and ".join(p for p in (args.html, args.plot) if p)
     print(f"report of {sum(len(d.epochs) for d in datasets)} epochs ({len(records)} batches) written to {written}")
     return 0

@@ -124,7 +124,7 @@ def _hook_prepare_dataset_args(original, session: _session.Session):
 
 def read_dataset_config(args: Any, session: _session.Session) -> None:
     from kohya_multiplier.config import load_training_config
-    from kohya_multiplier.output_paths import check_training_output
+    from kohya_multiplier.writer import check_training_output
     from kohya_multiplier.plan_input import planner_seed
 
     session.config_read = True
