@@ -8,7 +8,6 @@ turned into ``multiplier``) is renamed in place, keeping its position and its co
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -142,29 +141,23 @@ def backup_path(path: Path) -> Path:
     return candidate
 
 
-def write_with_backup(path: str | os.PathLike, new_text: str) -> Path:
-    """Copy the file to a fresh backup, then replace it atomically with ``new_text``.
+def write_with_backup(path: str | os.PathLike, new_text: str, *, inputs=None, key: str = "--write") -> Path:
+    """Keep the file's bytes in a fresh backup, then replace the file with ``new_text``; both through
+    the one writer, so a failure leaves the config as it was and no empty backup. A config that is a
+    symbolic link keeps its link: the file it points to is edited. ``inputs``: what must not be
+    written (the image folders), checked before anything is written.
 
     Bytes are written as given (no newline translation) so unchanged lines stay byte-identical."""
+    from kohya_multiplier.writer import InputPaths, OutputFiles
+
     path = Path(path)
     old = path.read_bytes()
     backup = backup_path(path)
-    backup.write_bytes(old)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(new_text.encode("utf-8"))
-        try:
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
-        except OSError:
-            pass
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    folders = InputPaths(None, inputs.folders, inputs.metadata_files) if inputs is not None else None
+    backup_key = f"{key} (its backup)"
+    with OutputFiles({backup_key: str(backup), key: str(path)}, folders) as outputs:
+        outputs.write(backup_key, old, exclusive=True)
+        outputs.write(key, new_text.encode("utf-8"))
     return backup
 
 

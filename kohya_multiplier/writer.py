@@ -439,3 +439,50 @@ def write_file(path: str, data: bytes | str, *, key: str, inputs: InputPaths | N
     """Write one whole file (checked, temporary, rename)."""
     with OutputFiles({key: path}, inputs) as outputs:
         outputs.write(key, data)
+
+
+class update_lock:
+    """Hold ``path + '.lock'`` while reading, changing and writing ``path``, so concurrent runs lose
+    no update. The lock is a file made with O_EXCL (portable; no POSIX-only locks) holding the
+    holder's process id; a lock whose holder is gone (a killed run) is taken over."""
+
+    def __init__(self, path: str, *, timeout: float = 30.0):
+        self.path = str(path) + ".lock"
+        self.timeout = timeout
+
+    def __enter__(self) -> "update_lock":
+        import time
+
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                if self._holder_gone():
+                    try:
+                        os.unlink(self.path)
+                    except OSError:
+                        pass
+                    continue
+                if time.monotonic() > deadline:
+                    raise UserError(f"another kohya-multiplier run holds {self.path}; try again when it has finished "
+                                    "(or remove the file if no run is active)") from None
+                time.sleep(0.02)
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(str(os.getpid()))
+            return self
+
+    def _holder_gone(self) -> bool:
+        try:
+            with open(self.path, encoding="ascii", errors="replace") as handle:
+                text = handle.read().strip()
+        except OSError:
+            return False
+        return text.isdigit() and not _pid_alive(int(text))
+
+    def __exit__(self, *exc) -> None:
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass

@@ -27,7 +27,7 @@ from kohya_multiplier import balance as bal
 from kohya_multiplier import progress
 from kohya_multiplier import toml_edit
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.writer import check_output_path, input_paths, with_config_folders
+from kohya_multiplier.writer import InputPaths, check_outputs, input_paths, with_config_folders
 
 KEY = "images_per_epoch"
 _TABLE_RE = re.compile(r"^datasets\[(\d+)\]\.subsets\[(\d+)\]")
@@ -254,9 +254,10 @@ def run(args: argparse.Namespace) -> int:
 
     loaded = load(args.config, options)
     config = loaded.config
-    if args.write:  # before any work: the backup must not land on an input
-        check_output_path(str(toml_edit.backup_path(Path(args.config))), key="--write (its backup)",
-                          inputs=with_config_folders(input_paths(str(args.config)), config))
+    write_inputs = with_config_folders(input_paths(str(args.config)), config) if args.write else None
+    if args.write:  # before any work: the config's folder writable, the backup not on an input
+        check_outputs({"--write (its backup)": str(toml_edit.backup_path(Path(args.config))), "--write": str(args.config)},
+                      InputPaths(None, write_inputs.folders, write_inputs.metadata_files))
     names = _display_names(config)
     groups = _group_names(config)
 
@@ -325,7 +326,7 @@ def run(args: argparse.Namespace) -> int:
                   "keys) until --write turns it into multiplier")
         return 0
     new_text = toml_edit.edit_text(loaded.toml_text, edits, file=str(args.config))
-    backup = toml_edit.write_with_backup(args.config, new_text)
+    backup = toml_edit.write_with_backup(args.config, new_text, inputs=write_inputs)
     print(f"\nwrote {args.config}: {len(edits)} subset table{'s' if len(edits) != 1 else ''} changed "
           f"({len(changed)} multiplier{'s' if len(changed) != 1 else ''}); backup: {backup}")
     return 0

@@ -10,6 +10,7 @@ import tomlkit
 
 from kohya_multiplier.errors import UserError
 from kohya_multiplier.sdscripts import locate
+from kohya_multiplier.writer import update_lock, write_file
 
 
 def register(subparsers) -> None:
@@ -41,15 +42,30 @@ def _load_document(path: Path) -> tomlkit.TOMLDocument:
         return tomlkit.document()
     try:
         return tomlkit.parse(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError("cannot parse the kohya-multiplier config: it is not UTF-8 text", file=str(path)) from None
     except Exception as error:  # tomlkit raises several parse error types
         raise UserError(f"cannot parse the kohya-multiplier config: {error}", file=str(path)) from None
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".toml.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def _set_entry(document: tomlkit.TOMLDocument, args: argparse.Namespace, root: Path, python: Path) -> None:
+    if args.label:
+        checkouts = document.get("checkouts")
+        if checkouts is None:
+            checkouts = tomlkit.table(is_super_table=True)
+            document["checkouts"] = checkouts
+        entry = tomlkit.table()
+        entry["path"] = str(root)
+        if args.python:
+            entry["python"] = str(python)
+        checkouts[args.label] = entry
+    else:
+        # Keep the top-level keys before any [table], where TOML needs them.
+        document["sd_scripts"] = str(root)
+        if args.python:
+            document["python"] = str(python)
+        elif "python" in document:
+            del document["python"]  # an interpreter chosen for another checkout would be wrong here
 
 
 def _describe(label: str, checkout: locate.Checkout) -> str:
@@ -79,25 +95,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--python {str(python)!r} does not exist")
 
     path = locate.user_config_path()
-    document = _load_document(path)
-    if args.label:
-        checkouts = document.get("checkouts")
-        if checkouts is None:
-            checkouts = tomlkit.table(is_super_table=True)
-            document["checkouts"] = checkouts
-        entry = tomlkit.table()
-        entry["path"] = str(root)
-        if args.python:
-            entry["python"] = str(python)
-        checkouts[args.label] = entry
-    else:
-        # Keep the top-level keys before any [table], where TOML needs them.
-        document["sd_scripts"] = str(root)
-        if args.python:
-            document["python"] = str(python)
-        elif "python" in document:
-            del document["python"]  # an interpreter chosen for another checkout would be wrong here
-    _write_atomically(path, tomlkit.dumps(document))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create the folder of the kohya-multiplier config: {error.strerror or error}",
+                        file=str(path.parent)) from None
+    with update_lock(str(path)):  # read, change and write as one step: concurrent runs lose no entry
+        document = _load_document(path)
+        _set_entry(document, args, root, python)
+        write_file(str(path), tomlkit.dumps(document), key="configure")
     where = f"[checkouts.{args.label}]" if args.label else "sd_scripts"
     print(f"wrote {where} = {root} (revision {revision.verdict()}; python {python}) to {path}")
     return 0

@@ -102,15 +102,28 @@ def user_config_path() -> Path:
     return Path(base) / "kohya-multiplier" / CONFIG_FILE_NAME
 
 
-def read_user_config() -> dict:
+def read_user_config(*, required: bool = True) -> dict:
+    """The user config (``configure`` writes it). Unreadable or corrupt: a one-line error when the
+    command needs it (``required``), else a one-line warning and no settings."""
     path = user_config_path()
-    if not path.is_file():
-        return {}
     try:
+        if not path.is_file():
+            return {}
         with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise UserError(f"cannot read the kohya-multiplier config: {error}", file=str(path)) from None
+            data = tomllib.load(handle)
+        return data if isinstance(data, dict) else {}
+    except OSError as error:
+        reason = error.strerror or str(error)
+    except UnicodeDecodeError:
+        reason = "it is not UTF-8 text"
+    except RecursionError:
+        reason = "it is nested too deeply"
+    except tomllib.TOMLDecodeError as error:
+        reason = str(error)
+    if required:
+        raise UserError(f"cannot read the kohya-multiplier config: {reason}", file=str(path))
+    warn_once(f"{path}: cannot read the kohya-multiplier config ({reason}); going on without it")
+    return {}
 
 
 def default_python(root: Path) -> Path:
@@ -141,7 +154,7 @@ def resolve_checkout(cli_value: str | None = None, *, required: bool = True) -> 
     elif os.environ.get(ENV_CHECKOUT):
         root, source, python = _validate_root(os.environ[ENV_CHECKOUT], ENV_CHECKOUT), ENV_CHECKOUT, None
     else:
-        config = read_user_config()
+        config = read_user_config(required=required)
         if not config.get("sd_scripts"):
             if required:
                 raise UserError(
@@ -154,7 +167,7 @@ def resolve_checkout(cli_value: str | None = None, *, required: bool = True) -> 
         python = config.get("python")
     if python is None:
         # An explicit interpreter in the config belongs to the configured checkout only.
-        config = read_user_config() if config is None else config
+        config = read_user_config(required=required) if config is None else config
         if config.get("python") and config.get("sd_scripts") and Path(config["sd_scripts"]).expanduser().resolve() == root:
             python = config["python"]
     return Checkout(root=root, python=Path(python) if python else default_python(root), source=source)
@@ -173,8 +186,9 @@ def configured_checkouts() -> dict[str, Checkout]:
         default = None
     if default is not None:
         found["default"] = default
-    config = read_user_config()
-    for label, entry in (config.get("checkouts") or {}).items():
+    config = read_user_config(required=False)
+    checkouts = config.get("checkouts")
+    for label, entry in (checkouts if isinstance(checkouts, dict) else {}).items():
         path = entry.get("path") if isinstance(entry, dict) else entry
         if not path:
             continue

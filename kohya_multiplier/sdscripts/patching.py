@@ -148,8 +148,12 @@ def apply(root: Path, patch_name: str, *, reverse: bool = False) -> list[str]:
             lines[at : at + len(before)] = list(after)
             offset += len(after) - len(before)
         planned.append((root / file_patch.path, "\n".join(lines) + ("\n" if trailing_newline else "")))
-    for path, text in planned:
-        path.write_text(text, encoding="utf-8")
+    from kohya_multiplier.writer import OutputFiles
+
+    # every patched file renamed into place together at the end: an error leaves the checkout as it was
+    with OutputFiles({str(path): str(path) for path, _ in planned}, None) as outputs:
+        for path, text in planned:
+            outputs.write(str(path), text.encode("utf-8"))
     return [str(path.relative_to(root)) for path, _ in planned]
 
 
