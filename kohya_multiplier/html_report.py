@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from kohya_multiplier import __version__, svg_chart
-from kohya_multiplier.errors import UserError
+from kohya_multiplier.errors import UserError, safe_text
 from kohya_multiplier.report_data import DatasetReport, Report, balance_status
 
 _STYLE = """
@@ -45,7 +45,7 @@ details pre { background: #f7f7f7; border: 1px solid #e2e2e2; padding: .8rem; ov
 
 
 def _e(text) -> str:
-    return html.escape(str(text), quote=True)
+    return html.escape(safe_text(text), quote=True)  # an undecodable byte or a newline in a name, escaped
 
 
 def _num(value: float) -> str:

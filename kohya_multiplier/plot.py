@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kohya_multiplier.errors import UserError
+from kohya_multiplier.errors import UserError, safe_text
 from kohya_multiplier.report_data import Report
 from kohya_multiplier.svg_chart import FILL, MARK, short_name
 
@@ -84,6 +84,7 @@ def font_plan(texts: list[str]) -> tuple[list[str], set[int]]:
 
 
 def _safe(text: str, missing: set[int]) -> str:
+    text = safe_text(text)
     return "".join("?" if ord(c) in missing else c for c in text) if missing else text
 
 

@@ -9,6 +9,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from kohya_multiplier.config import DatasetSpec
+from kohya_multiplier.errors import safe_text
 from kohya_multiplier.loss_weights import describe as describe_loss_weight
 from kohya_multiplier.multipliers import format_number, split_multiplier
 from kohya_multiplier.plan_input import PlanInput
@@ -126,7 +127,8 @@ def _origin_text(origin: str) -> str:
 
 
 def _subset_label(subset) -> str:
-    return f"{subset.name} (reg)" if subset.is_reg else subset.name
+    name = safe_text(subset.name)  # a newline or an undecodable byte in a folder name, escaped
+    return f"{name} (reg)" if subset.is_reg else name
 
 
 def stock_order_note(datasets: list[DatasetSpec]) -> str | None:

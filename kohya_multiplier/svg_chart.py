@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 from typing import Sequence
 
+from kohya_multiplier.errors import safe_text
 from kohya_multiplier.report_data import (
     EXCLUDED, FAR_OVER, FAR_UNDER, OK, OVER, UNDER, UNKNOWN, DatasetReport, SubsetReport, MAX_COLUMNS,
 )
@@ -37,7 +38,7 @@ LEGEND = [
 
 
 def _e(text) -> str:
-    return html.escape(str(text), quote=True)
+    return html.escape(safe_text(text), quote=True)  # an undecodable byte or a newline in a name, escaped
 
 
 def short_name(name: str, limit: int = LABEL_CHARS) -> str:

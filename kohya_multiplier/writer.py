@@ -346,7 +346,7 @@ class OutputFiles:
             raise UserError(f"cannot write: {error.strerror or error}", file=self._shown[key], key=key) from None
         handle = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="\n")
         self._pending.append(_Pending(key, self._shown[key], target, temp, handle, exclusive))
-        return handle
+        return _NamedStream(handle, self._shown[key], key)
 
     def write(self, key: str, data: bytes | str, *, exclusive: bool = False) -> None:
         handle = self.open(key, binary=isinstance(data, bytes), exclusive=exclusive)
@@ -367,15 +367,12 @@ class OutputFiles:
     def commit(self) -> None:
         """Flush every temporary to disk and rename each over its target (Ctrl-C held off meanwhile,
         so the renames happen together)."""
-        try:
-            for pending in self._pending:
+        for pending in self._pending:
+            try:
                 self._finish(pending)
-        except OSError as error:
-            failed = next((p for p in self._pending if not p.handle.closed or os.path.exists(p.temp)), None)
-            self.discard()
-            shown = failed.shown if failed else "output"
-            raise UserError(f"cannot write: {error.strerror or error}", file=shown,
-                            key=failed.key if failed else None) from None
+            except OSError as error:
+                self.discard()
+                raise UserError(f"cannot write: {error.strerror or error}", file=pending.shown, key=pending.key) from None
         for pending in self._pending:
             if pending.exclusive and os.path.lexists(pending.target):
                 self.discard()
@@ -409,6 +406,25 @@ class OutputFiles:
             except OSError:
                 pass
         self._pending = []
+
+
+class _NamedStream:
+    """A temporary's stream whose write errors (a full disk) name the output, not the temporary."""
+
+    def __init__(self, handle: IO[Any], shown: str, key: str):
+        self._handle, self._shown, self._key = handle, shown, key
+
+    def write(self, data):
+        try:
+            return self._handle.write(data)
+        except OSError as error:
+            raise UserError(f"cannot write: {error.strerror or error}", file=self._shown, key=self._key) from None
+
+    def flush(self) -> None:
+        try:
+            self._handle.flush()
+        except OSError as error:
+            raise UserError(f"cannot write: {error.strerror or error}", file=self._shown, key=self._key) from None
 
 
 class _sigint_held:

@@ -73,6 +73,7 @@ def _describe(label: str, checkout: locate.Checkout) -> str:
 
 
 def show() -> int:
+    locate.read_user_config()  # showing it needs it: a corrupt file is an error here
     print(f"config file: {locate.user_config_path()}")
     checkouts = locate.configured_checkouts()
     if not checkouts:

@@ -1,0 +1,295 @@
+"""Nothing of the user's is ever lost (issue 16): the one writer and the one error boundary under
+faults the tests make themselves: kills and interrupts mid-write, concurrent runs, links and hard
+links, a full or read-only file system (a small tmpfs, where this process may mount one), a full
+stdout, odd bytes in names."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kohya_multiplier.cli import main
+from kohya_multiplier.example import generate, write_png
+
+PYTHON = [sys.executable, "-m", "kohya_multiplier"]
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*PYTHON, *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, **(env or {})}, **kw)
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if not line.startswith("kohya-multiplier: warning")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def temporaries(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory) -> Path:
+    return Path(generate(str(tmp_path_factory.mktemp("example") / "data")))
+
+
+@pytest.fixture(scope="module")
+def whole_schedules(example, tmp_path_factory) -> dict[str, str]:
+    """Digest of the complete schedule per seed (what a finished run writes)."""
+    out = tmp_path_factory.mktemp("whole")
+    digests = {}
+    for seed in ("1", "2"):
+        assert main(["plan", str(example), "--epochs", "300", "--seed", seed, "--schedule", str(out / seed)]) == 0
+        digests[seed] = digest(out / seed)
+    return digests
+
+
+def small_filesystem(path: Path, size: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root on Linux")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    mounted = tmp_path / "fs"
+    yield mounted
+    subprocess.run(["umount", str(mounted)], capture_output=True)
+
+
+# --- kills, interrupts and concurrent runs -----------------------------------------------------------
+
+
+def test_a_kill_at_any_moment_leaves_the_old_schedule_or_the_new_one_whole(example, whole_schedules, tmp_path):
+    target = tmp_path / "plan.jsonl"
+    target.write_text("the user's earlier schedule\n")
+    old = digest(target)
+    gen = random.Random(16)
+    for attempt in range(6):
+        process = subprocess.Popen([*PYTHON, "plan", str(example), "--epochs", "300", "--seed", "1", "--schedule", str(target)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(gen.uniform(0.3, 2.5))
+        process.kill()
+        process.wait()
+        assert digest(target) in (old, whole_schedules["1"]), f"attempt {attempt}: a partial schedule"
+    # the next run removes what the killed ones left behind, and writes the whole schedule
+    assert main(["plan", str(example), "--epochs", "300", "--seed", "1", "--schedule", str(target)]) == 0
+    assert digest(target) == whole_schedules["1"] and temporaries(tmp_path) == []
+
+
+def test_ctrl_c_is_one_line_with_status_130_and_the_output_unchanged(example, tmp_path):
+    target = tmp_path / "plan.jsonl"
+    target.write_text("the user's earlier schedule\n")
+    process = subprocess.Popen([*PYTHON, "plan", str(example), "--epochs", "3000", "--schedule", str(target),
+                                "--html", str(tmp_path / "page.html")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.5)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    line = one_error_line(err)
+    assert line.startswith("kohya-multiplier: interrupted; ") and str(target) in line and "left unchanged" in line
+    assert target.read_text() == "the user's earlier schedule\n"
+    assert not (tmp_path / "page.html").exists() and temporaries(tmp_path) == []
+
+
+def test_concurrent_runs_into_one_schedule_leave_one_of_them_whole(example, whole_schedules, tmp_path):
+    target = tmp_path / "plan.jsonl"
+    runs = [subprocess.Popen([*PYTHON, "plan", str(example), "--epochs", "300", "--seed", seed, "--schedule", str(target)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for seed in ("1", "2", "1", "2")]
+    assert [run.wait(timeout=300) for run in runs] == [0, 0, 0, 0]
+    assert digest(target) in whole_schedules.values() and temporaries(tmp_path) == []
+
+
+def test_concurrent_configure_runs_lose_no_entry(tmp_path):
+    checkout = tmp_path / "sd-scripts"
+    (checkout / "library").mkdir(parents=True)
+    (checkout / "library" / "train_util.py").write_text("# a tree configure recognises (an untested v0.9 layout)\n")
+    (checkout / "library" / "config_util.py").write_text("class ConfigSanitizer: SUBSET_ASCENDABLE_SCHEMA = alpha_mask = tokenizer = 0\n")
+    home = tmp_path / "home"
+    env = {"XDG_CONFIG_HOME": str(home), "KOHYA_SD_SCRIPTS": ""}
+    runs = [subprocess.Popen([*PYTHON, "configure", "--sd-scripts", str(checkout), "--label", f"rev{i}", "--python", sys.executable],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+            for i in range(6)]
+    outcomes = [(run.wait(timeout=120), run.stderr.read()) for run in runs]
+    assert [status for status, _ in outcomes] == [0] * 6, outcomes
+    text = (home / "kohya-multiplier" / "config.toml").read_text()
+    assert all(f"[checkouts.rev{i}]" in text for i in range(6)), text
+    assert not list((home / "kohya-multiplier").glob("*.lock")) and temporaries(home / "kohya-multiplier") == []
+
+
+# --- links and hard links -----------------------------------------------------------------------
+
+
+def test_outputs_are_refused_when_they_are_inputs_by_identity(example, tmp_path, capsys):
+    image = next((example.parent / "alice").glob("*.png"))
+    hard_image = tmp_path / "chart.png"
+    os.link(image, hard_image)
+    hard_config = tmp_path / "notes.jsonl"
+    os.link(example, hard_config)
+    before = {p: digest(p) for p in (image, example)}
+    schedule = tmp_path / "s.jsonl"
+    assert main(["plan", str(example), "--epochs", "2", "--schedule", str(schedule)]) == 0
+    view = tmp_path / "view.html"
+    os.symlink(schedule, view)
+    cases = [
+        (["plan", str(example), "--epochs", "2", "--schedule", str(hard_config)], "is the dataset config"),
+        (["plan", str(example), "--epochs", "2", "--plot", str(hard_image)], "hard link of"),
+        (["report", str(schedule), "--config", str(example), "--plot", str(image)], "inside the image folder"),
+        (["report", str(schedule), "--plot", str(image)], "inside the image folder"),
+        (["report", str(schedule), "--html", str(view)], "is an input of this command"),
+        (["report", str(schedule), "--config", str(example), "--html", str(hard_config)], "is the dataset config"),
+    ]
+    for argv, message in cases:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        line = one_error_line(capsys.readouterr().err)
+        assert message in line, (argv, line)
+    assert {p: digest(p) for p in (image, example)} == before
+    assert os.path.islink(view) and temporaries(tmp_path) == []
+
+
+def test_an_output_through_a_link_replaces_the_file_it_points_to_and_keeps_the_link(example, tmp_path):
+    real = tmp_path / "real" / "plan.jsonl"
+    real.parent.mkdir()
+    real.write_text("old\n")
+    link = tmp_path / "plan.jsonl"
+    os.symlink(real, link)
+    assert main(["plan", str(example), "--epochs", "2", "--schedule", str(link)]) == 0
+    assert os.path.islink(link) and real.read_text().startswith('{"epoch": 1')
+
+
+def test_balance_write_on_a_linked_config_edits_the_real_file(tmp_path, capsys):
+    folder = tmp_path / "alice"
+    folder.mkdir()
+    for i in range(10):
+        write_png(str(folder / f"{i}.png"), 64, 64, (i, 0, 0))
+    real = tmp_path / "configs" / "ds.toml"
+    real.parent.mkdir()
+    real.write_text(f'[[datasets]]\nresolution = 64\n[[datasets.subsets]]\nimage_dir = "{folder.as_posix()}"\nmultiplier = 1.0\n')
+    link = tmp_path / "ds.toml"
+    os.symlink(real, link)
+    assert main(["balance", str(link), "--per-epoch", "5", "--write"]) == 0
+    assert os.path.islink(link) and "multiplier = 0.5" in real.read_text()
+    assert list(tmp_path.glob("ds.toml.bak")) and "multiplier = 1.0" in (tmp_path / "ds.toml.bak").read_text()
+
+
+def test_example_never_writes_through_a_link_it_did_not_make(tmp_path, capsys):
+    target = tmp_path / "ex"
+    generate(str(target))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "alice_0000.png").write_bytes(b"the user's photo")
+    (photos / "alice_0000.txt").write_text("the user's caption")
+    import shutil
+
+    shutil.rmtree(target / "alice")
+    os.symlink(photos, target / "alice")
+    assert main(["example", "--dir", str(target)]) == 2
+    assert "is a link the example did not make" in one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in photos.iterdir()) == ["alice_0000.png", "alice_0000.txt"]
+    assert (photos / "alice_0000.png").read_bytes() == b"the user's photo"
+
+
+# --- full and read-only file systems, full stdout, missing folders ----------------------------------
+
+
+def test_a_full_disk_leaves_the_old_outputs_and_no_temporary(example, tmpfs, tmp_path):
+    small_filesystem(tmpfs, "2m")
+    for option, name in (("--schedule", "plan.jsonl"), ("--html", "page.html"), ("--plot", "plot.png")):
+        target = tmpfs / name
+        target.write_text("old\n")
+        (tmpfs / "filler").unlink(missing_ok=True)
+        free = os.statvfs(tmpfs).f_bavail * os.statvfs(tmpfs).f_frsize
+        (tmpfs / "filler").write_bytes(b"\0" * (free - 8192))  # 8 KiB left: less than any of the outputs
+        result = cli("plan", str(example), "--epochs", "200", option, str(target))
+        assert result.returncode == 2, result.stderr
+        line = one_error_line(result.stderr)
+        assert "No space left on device" in line and name in line, line
+        assert target.read_text() == "old\n" and temporaries(tmpfs) == []
+
+
+def test_a_read_only_folder_is_refused_before_any_work(example, tmpfs, tmp_path):
+    small_filesystem(tmpfs, "1m")
+    config = tmpfs / "ds.toml"
+    config.write_text(example.read_text())
+    (tmpfs / "plan.jsonl").write_text("old\n")
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    result = cli("plan", str(example), "--epochs", "2", "--schedule", str(tmpfs / "plan.jsonl"))
+    assert result.returncode == 2 and "cannot write into its folder" in one_error_line(result.stderr)
+    assert result.stdout == ""  # refused before planning: no table printed
+    result = cli("balance", str(config), "--per-epoch", "10", "--write")
+    assert result.returncode == 2 and "cannot write into its folder" in one_error_line(result.stderr)
+    assert config.read_text() == example.read_text() and not list(tmpfs.glob("*.bak*"))
+
+
+def test_a_missing_output_folder_is_refused_before_planning(example, tmp_path):
+    result = cli("plan", str(example), "--epochs", "10000", "--schedule", str(tmp_path / "no" / "plan.jsonl"))
+    assert result.returncode == 2 and "does not exist" in one_error_line(result.stderr) and result.stdout == ""
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this system")
+@pytest.mark.parametrize("schedule", [False, True])
+def test_a_full_stdout_is_one_line(example, schedule):
+    args = ["plan", str(example), "--epochs", "2"] + (["--schedule", "-"] if schedule else [])
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([*PYTHON, *args], stdout=full, stderr=subprocess.PIPE, text=True)
+    assert result.returncode == 2
+    assert "standard output" in one_error_line(result.stderr) and "No space left" in result.stderr
+
+
+def test_user_config_unreadable_warns_for_plan_and_stops_configure(example, tmp_path):
+    home = tmp_path / "home"
+    (home / "kohya-multiplier").mkdir(parents=True)
+    (home / "kohya-multiplier" / "config.toml").write_bytes(b'sd_scripts = "caf\xe9"\n')
+    env = {"XDG_CONFIG_HOME": str(home), "KOHYA_SD_SCRIPTS": ""}
+    result = cli("plan", str(example), "--epochs", "2", env=env)
+    assert result.returncode == 0 and result.stderr.count("cannot read the kohya-multiplier config") == 1
+    result = cli("configure", env=env)
+    assert result.returncode == 2 and "not UTF-8" in one_error_line(result.stderr)
+    file_home = tmp_path / "a-file"
+    file_home.write_text("")
+    result = cli("configure", "--sd-scripts", str(tmp_path), env={"XDG_CONFIG_HOME": str(file_home)})
+    assert result.returncode == 2 and one_error_line(result.stderr)
+
+
+# --- names -------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file names hold any byte")
+def test_odd_bytes_in_names_are_escaped_in_tables_errors_and_pages(tmp_path):
+    odd = os.fsdecode(b"1_caf\xe9\nfolder")
+    folder = tmp_path / "train" / odd
+    folder.mkdir(parents=True)
+    for i in range(4):
+        write_png(str(folder / f"{i}.png"), 64, 64, (i, 0, 0))
+    shown = "1_caf\\xe9\\nfolder"
+    run = subprocess.run([*PYTHON, "plan", "--train_data_dir", str(tmp_path / "train"), "--resolution", "64", "--epochs", "2",
+                          "--html", str(tmp_path / "p.html"), "--schedule", str(tmp_path / "s.jsonl")], capture_output=True)
+    assert run.returncode == 0, run.stderr
+    table = run.stdout.decode("utf-8")  # valid UTF-8: the odd byte is escaped, the newline too
+    assert any(line.startswith(shown) for line in table.splitlines()), table
+    assert shown in (tmp_path / "p.html").read_text(encoding="utf-8")
+    report = cli("report", str(tmp_path / "s.jsonl"), "--html", str(tmp_path / "r.html"))
+    assert report.returncode == 0 and shown in (tmp_path / "r.html").read_text(encoding="utf-8")
+    # an error naming the folder stays on one line
+    config = tmp_path / "ds.toml"
+    config.write_text(f'[[datasets]]\nresolution = 64\n[[datasets.subsets]]\nimage_dir = "{(tmp_path / "train").as_posix()}/a\\nb"\n')
+    result = cli("plan", str(config))
+    assert result.returncode == 2 and "a\\nb" in one_error_line(result.stderr)
