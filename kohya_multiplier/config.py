@@ -68,6 +68,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from kohya_multiplier.buckets import BucketLayout
+from kohya_multiplier.reading import parse_json, parse_toml
 from kohya_multiplier.errors import UserError
 from kohya_multiplier.finetune_metadata import read_metadata_images, rules_for_layout
 from kohya_multiplier.images import ImageEntry
@@ -396,20 +397,23 @@ def read_config_file(path: str) -> dict:
     except OSError as error:
         raise UserError(f"cannot be read: {error.strerror or error}", file=shown) from None
     if lower.endswith(".toml"):
+        if data.startswith(b"\xef\xbb\xbf"):
+            raise UserError("starts with a byte-order mark (BOM), which TOML does not allow: save it as UTF-8 "
+                            "without BOM", file=shown)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as error:
             line = data[: error.start].count(b"\n") + 1
             raise UserError("TOML syntax error: the file is not UTF-8 text", file=shown, where=f"line {line}") from None
         try:
-            return tomllib.loads(text)
+            return parse_toml(text, file=shown)
         except tomllib.TOMLDecodeError as error:
             message, line, column = _split_toml_error(error)
             where = f"line {line}, column {column}" if line else None
             raise UserError(f"TOML syntax error: {message}", file=shown, where=where) from None
     if lower.endswith(".json"):
         try:
-            value = json.loads(data.decode("utf-8-sig"))
+            value = parse_json(data.decode("utf-8-sig"), file=shown)
         except UnicodeDecodeError:
             raise UserError("JSON syntax error: the file is not UTF-8 text", file=shown) from None
         except json.JSONDecodeError as error:

@@ -32,6 +32,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from kohya_multiplier.reading import image_side, parse_json
 from kohya_multiplier.errors import UserError
 from kohya_multiplier.images import IMAGE_EXTENSIONS, ImageEntry, images_with_sizes
 
@@ -75,7 +76,7 @@ def read_metadata(
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = parse_json(line, file=file, where=where, key="metadata_file")
             except json.JSONDecodeError as error:
                 raise UserError(f"{shown} line {number}: JSON syntax error: {error.msg}", file=file, where=where, key="metadata_file") from None
             if not isinstance(record, dict) or not isinstance(record.get("image_path"), str):
@@ -88,7 +89,7 @@ def read_metadata(
             metadata[record["image_path"]] = entry
         return metadata
     try:
-        metadata = json.loads(text)
+        metadata = parse_json(text, file=file, where=where, key="metadata_file")
     except json.JSONDecodeError as error:
         raise UserError(
             f"{shown}: JSON syntax error: {error.msg} (line {error.lineno}, column {error.colno})", file=file, where=where, key="metadata_file"
@@ -143,8 +144,11 @@ def _size_from_cache_name(path: str) -> tuple[int, int] | None:
 
 
 def _pair(value: Any) -> tuple[int, int] | None:
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
-        return int(value[0]), int(value[1])
+    """[width, height]: two whole numbers of pixels, each at most MAX_IMAGE_SIDE."""
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        width, height = image_side(value[0]), image_side(value[1])
+        if width is not None and height is not None:
+            return width, height
     return None
 
 

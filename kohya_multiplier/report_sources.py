@@ -5,7 +5,6 @@ Builds ``report_data`` objects; draws nothing."""
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from typing import Sequence
 
 import numpy as np
@@ -59,29 +58,18 @@ def _from_stats(stats: DatasetStats, dataset: DatasetSpec, accumulator, batches,
     )
 
 
-def _group(records: list[dict], file: str) -> dict[int, dict[int, list[dict]]]:
-    by_dataset: dict[int, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for number, record in enumerate(records, start=1):
-        try:
-            dataset, epoch = int(record["dataset"]), int(record["epoch"])
-        except (TypeError, ValueError):
-            raise UserError(f"record {number}: epoch and dataset must be integers", file=file) from None
-        if not isinstance(record["images"], list):
-            raise UserError(f"record {number}: images must be a list of paths", file=file)
-        by_dataset[dataset][epoch].append(record)
-    return by_dataset
-
-
-def schedule_reports(records: list[dict], file: str, config: TrainingConfig | None) -> list[DatasetReport]:
-    """One report per dataset of a schedule. With the config, images are mapped to its subsets
-    (targets, multipliers, loss weights); without, each image folder is a subset of unknown target."""
-    if not records:
+def schedule_reports(schedule, config: TrainingConfig | None, notes: list[str] | None = None) -> list[DatasetReport]:
+    """One report per dataset of a schedule (a ScheduleFile, read one epoch at a time). With the
+    config, images are mapped to its subsets (targets, multipliers, loss weights); without, each
+    image folder is a subset of unknown target. Repeated batches (several GPUs) count as trained;
+    ``notes`` gets a line saying how many there were."""
+    file = schedule.path
+    if not schedule.batch_count:
         raise UserError("the schedule holds no batches", file=file)
-    by_dataset = _group(records, file)
     reports = []
-    for index in sorted(by_dataset):
-        epochs = by_dataset[index]
-        order = sorted(epochs)
+    repeats = 0
+    for index in schedule.datasets:
+        order = sorted(e for e, d in schedule.keys() if d == index)
         dataset = None
         if config is not None:
             if index >= len(config.datasets):
@@ -96,24 +84,26 @@ def schedule_reports(records: list[dict], file: str, config: TrainingConfig | No
             subset_of_image = plan_input.subset_of_image
             accumulator = EpochAccumulator(subset_of_image, len(dataset.subsets), order[0])
         else:
-            folders = sorted({os.path.dirname(str(p)) for e in order for r in epochs[e] for p in r["images"]})
+            keys = sorted(schedule.images_by_dataset[index])
+            folders = sorted({os.path.dirname(k) for k in keys})
             folder_index = {f: i for i, f in enumerate(folders)}
-            keys = sorted({str(p) for e in order for r in epochs[e] for p in r["images"]})
             position = {key: i for i, key in enumerate(keys)}
             subset_of_image = np.array([folder_index[os.path.dirname(k)] for k in keys], dtype=np.int64)
             accumulator = EpochAccumulator(subset_of_image, len(folders), order[0])
         batches = []
         for epoch in order:
+            unique, repeated = schedule.read(epoch, index)
+            repeats += len(repeated)
             indices = []
-            for record in epochs[epoch]:
-                for path in record["images"]:
-                    i = position.get(str(path), position.get(os.path.normpath(str(path))))
+            for record in (*unique, *repeated):
+                for path in record.images:
+                    i = position.get(path, position.get(os.path.normpath(path)))
                     if i is None:
-                        raise UserError(f"epoch {epoch}, batch {record.get('batch')}: image {path} is in no subset of "
+                        raise UserError(f"epoch {epoch}, batch {record.batch}: image {path} is in no subset of "
                                         f"dataset {index} of the config", file=file)
                     indices.append(i)
             accumulator.add(epoch, indices)
-            batches.append(len(epochs[epoch]))
+            batches.append(len(unique))
         if dataset is not None:
             reports.append(_from_stats(stats, dataset, accumulator, batches))
         else:
@@ -122,6 +112,9 @@ def schedule_reports(records: list[dict], file: str, config: TrainingConfig | No
                 index, accumulator, names=names, multipliers=[None] * len(folders),
                 multiplier_texts=["unknown (give --config)"] * len(folders), targets=[None] * len(folders),
                 batches_per_epoch=batches))
+    if repeats and notes is not None:
+        notes.append(f"{repeats} batch{'es' * (repeats != 1)} recorded twice (a run on several GPUs: accelerate gives a "
+                     "rank with fewer batches the first ones again); counted as trained, not as extra batches")
     return reports
 
 
@@ -134,6 +127,6 @@ def _folder_name(folder: str, folders: Sequence[str]) -> str:
     return base
 
 
-def planner_versions(records: list[dict]) -> list[str]:
-    versions = sorted({str(r.get("planner_version", "1 (not recorded)")) for r in records})
-    return versions
+def planner_versions(schedule) -> list[str]:
+    versions = [str(v) for v in sorted(schedule.versions)]
+    return versions + (["1 (not recorded)"] if schedule.unversioned else [])

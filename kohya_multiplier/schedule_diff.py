@@ -17,86 +17,14 @@ from typing import Callable, Iterable, Mapping
 
 from kohya_multiplier import progress
 from kohya_multiplier.errors import UserError
+from kohya_multiplier.schedule import Batch, BatchList, ScheduleFile, parse_record
+
+parse_line = parse_record  # the one schedule line parser (kohya_multiplier.schedule)
 
 
-@dataclass(frozen=True)
-class Batch:
-    epoch: int
-    dataset: int
-    batch: int
-    resolution: tuple[int, int]
-    images: tuple[str, ...]
-    planner_version: int | None = None  # absent in schedules written before planner version 2
-
-
-def _int(value, *, file: str, where: str, key: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and math.isfinite(value) and value == int(value):
-            value = int(value)
-        else:
-            raise UserError(f"must be an integer, got {value!r}", file=file, where=where, key=key)
-    if value < minimum:
-        raise UserError(f"must be >= {minimum}, got {value}", file=file, where=where, key=key)
-    return value
-
-
-def parse_line(text: str, *, file: str, line: int) -> Batch:
-    where = f"line {line}"
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UserError(f"not valid JSON ({error.msg}, column {error.colno})", file=file, where=where) from None
-    if not isinstance(record, dict):
-        raise UserError("expected one JSON object per line", file=file, where=where)
-    def field(key: str):
-        if key not in record:
-            raise UserError("missing", file=file, where=where, key=key)
-        return record[key]
-
-    epoch = _int(field("epoch"), file=file, where=where, key="epoch", minimum=1)
-    dataset = _int(field("dataset"), file=file, where=where, key="dataset", minimum=0)
-    batch = _int(field("batch"), file=file, where=where, key="batch", minimum=0)
-    field("resolution")
-    field("images")
-    resolution = record["resolution"]
-    if not isinstance(resolution, list) or len(resolution) != 2:
-        raise UserError(f"must be [width, height], got {resolution!r}", file=file, where=where, key="resolution")
-    reso = tuple(_int(v, file=file, where=where, key="resolution", minimum=1) for v in resolution)
-    images = record["images"]
-    if not isinstance(images, list) or not images or not all(isinstance(p, str) and p for p in images):
-        raise UserError("must be a non-empty list of image paths", file=file, where=where, key="images")
-    version = record.get("planner_version")
-    if version is not None:
-        version = _int(version, file=file, where=where, key="planner_version", minimum=1)
-    return Batch(epoch, dataset, batch, reso, tuple(images), version)  # type: ignore[arg-type]
-
-
-def read_schedule(path: str | os.PathLike) -> list[Batch]:
-    """All batches of a schedule file, sorted by (epoch, dataset, batch); one-line errors."""
-    file = str(path)
-    batches: list[Batch] = []
-    seen: dict[tuple[int, int, int], int] = {}
-    try:
-        handle = open(path, "r", encoding="utf-8")
-    except OSError as error:
-        raise UserError(f"cannot read: {error.strerror or error}", file=file) from None
-    with handle:
-        try:
-            for number, text in enumerate(progress.track(handle, None, f"reading {os.path.basename(file)}"), 1):
-                if not text.strip():
-                    continue
-                batch = parse_line(text, file=file, line=number)
-                key = (batch.epoch, batch.dataset, batch.batch)
-                if key in seen:
-                    raise UserError(
-                        f"epoch {batch.epoch}, dataset {batch.dataset}, batch {batch.batch} appears twice "
-                        f"(also on line {seen[key]})", file=file, where=f"line {number}")
-                seen[key] = number
-                batches.append(batch)
-        except UnicodeDecodeError:
-            raise UserError("is not UTF-8 text", file=file) from None
-    batches.sort(key=lambda b: (b.epoch, b.dataset, b.batch))
-    return batches
+def read_schedule(path: str | os.PathLike) -> ScheduleFile:
+    """A schedule file, checked line by line and indexed, read one epoch at a time by :func:`compare`."""
+    return ScheduleFile(path)
 
 
 # --- subsets -------------------------------------------------------------------------------------------
@@ -140,19 +68,16 @@ def mapping_namer(mapping: Mapping[str, str], fallback: Callable[[str], str]) ->
     return name
 
 
-def strip_common_prefix(batches: list[Batch]) -> list[Batch]:
+def common_prefix_remover(paths: Iterable[str]) -> Callable[[str], str]:
     """Paths relative to the schedule's common folder (to compare schedules made on different machines)."""
-    paths = [p for b in batches for p in b.images]
-    if not paths:
-        return batches
+    folders = {os.path.dirname(p) for p in paths}
     try:
-        root = os.path.commonpath([os.path.dirname(p) for p in paths])
+        root = os.path.commonpath(sorted(folders)) if folders else ""
     except ValueError:
-        return batches
+        root = ""
     if not root:
-        return batches
-    return [Batch(b.epoch, b.dataset, b.batch, b.resolution,
-                  tuple(os.path.relpath(p, root) for p in b.images), b.planner_version) for b in batches]
+        return lambda path: path
+    return lambda path: os.path.relpath(path, root)
 
 
 # --- comparison ----------------------------------------------------------------------------------------
@@ -206,6 +131,7 @@ class ScheduleDiff:
     planner_versions: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())  # versions recorded in A, in B
     empty: tuple[bool, bool] = (False, False)  # a side holds no batch at all (e.g. a run that trained nothing)
     epochs_held: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())  # epochs in A, in B
+    repeats: tuple[int, int] = (0, 0)  # records repeating a batch (several GPUs: accelerate evens out the ranks)
 
     @property
     def identical(self) -> bool:
@@ -215,23 +141,31 @@ class ScheduleDiff:
         return all(e.verdict == IDENTICAL for e in self.epochs)
 
 
-def _group(batches: list[Batch], epochs: set[int] | None) -> dict[tuple[int, int], list[Batch]]:
-    groups: dict[tuple[int, int], list[Batch]] = defaultdict(list)
-    for b in batches:
-        if epochs is None or b.epoch in epochs:
-            groups[(b.epoch, b.dataset)].append(b)
-    return groups
+def _source(side) -> ScheduleFile | BatchList:
+    return side if isinstance(side, (ScheduleFile, BatchList)) else BatchList(side)
 
 
-def compare(a: list[Batch], b: list[Batch], *, namer: Callable[[str], str] | None = None,
-            common_epochs_only: bool = False) -> ScheduleDiff:
-    """Compare two schedules (lists of batches sorted by epoch, dataset, batch)."""
-    epochs_a = {x.epoch for x in a}
-    epochs_b = {x.epoch for x in b}
+def _renamed(batches: list[Batch], rename: Callable[[str], str] | None) -> list[Batch]:
+    if rename is None:
+        return batches
+    return [Batch(b.epoch, b.dataset, b.batch, b.resolution, tuple(rename(p) for p in b.images), b.planner_version)
+            for b in batches]
+
+
+def compare(a, b, *, namer: Callable[[str], str] | None = None, common_epochs_only: bool = False,
+            relative: bool = False) -> ScheduleDiff:
+    """Compare two schedules (ScheduleFile, or lists of batches), one (epoch, dataset) at a time, so
+    memory follows one epoch. ``relative``: paths taken relative to each schedule's common folder.
+    Repeats (the same batch recorded again by a rank accelerate evened out) are counted, not compared."""
+    a, b = _source(a), _source(b)
+    rename_a = common_prefix_remover(a.paths) if relative else None
+    rename_b = common_prefix_remover(b.paths) if relative else None
+    epochs_a, epochs_b = set(a.epochs), set(b.epochs)
     keep = epochs_a & epochs_b if common_epochs_only else None
-    groups_a, groups_b = _group(a, keep), _group(b, keep)
     if namer is None:
-        namer = parent_folder_namer(p for batches in (a, b) for x in batches for p in x.images)
+        names_a = {rename_a(p) for p in a.paths} if rename_a else a.paths
+        names_b = {rename_b(p) for p in b.paths} if rename_b else b.paths
+        namer = parent_folder_namer(names_a | names_b)
     name_cache: dict[str, str] = {}
 
     def subset_of(path: str) -> str:
@@ -242,38 +176,16 @@ def compare(a: list[Batch], b: list[Batch], *, namer: Callable[[str], str] | Non
 
     epoch_rows: list[EpochDiff] = []
     counts: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-    keys = sorted(set(groups_a) | set(groups_b))
+    keys = sorted(k for k in set(a.keys()) | set(b.keys()) if keep is None or k[0] in keep)
+    repeats = [0, 0]
     for key in progress.track(keys, len(keys), "comparing epochs"):
         epoch, dataset = key
-        ga, gb = groups_a.get(key, []), groups_b.get(key, [])
-        images_a = Counter(p for x in ga for p in x.images)
-        images_b = Counter(p for x in gb for p in x.images)
-        for side, images in ((0, images_a), (1, images_b)):
-            for path, n in images.items():
-                counts[subset_of(path)][epoch][side] += n
-        row = EpochDiff(epoch, dataset, IDENTICAL, (len(ga), len(gb)),
-                        (sum(images_a.values()), sum(images_b.values())))
-        row.only_in_a = sum((images_a - images_b).values())
-        row.only_in_b = sum((images_b - images_a).values())
-        by_index_a = {x.batch: x for x in ga}
-        by_index_b = {x.batch: x for x in gb}
-        for index in set(by_index_a) | set(by_index_b):
-            xa, xb = by_index_a.get(index), by_index_b.get(index)
-            if xa is None or xb is None or xa.resolution != xb.resolution or xa.images != xb.images:
-                row.batches_differing += 1
-        if not ga:
-            row.verdict = "only_b"
-        elif not gb:
-            row.verdict = "only_a"
-        elif row.batches_differing == 0:
-            row.verdict = IDENTICAL
-        elif row.only_in_a or row.only_in_b:
-            row.verdict = "images"
-        else:
-            batches_a = Counter((x.resolution, tuple(sorted(x.images))) for x in ga)
-            batches_b = Counter((x.resolution, tuple(sorted(x.images))) for x in gb)
-            row.verdict = "order" if batches_a == batches_b else "batching"
-        epoch_rows.append(row)
+        ga, repeated_a = a.read(*key)
+        gb, repeated_b = b.read(*key)
+        repeats[0] += len(repeated_a)
+        repeats[1] += len(repeated_b)
+        ga, gb = _renamed(ga, rename_a), _renamed(gb, rename_b)
+        epoch_rows.append(_compare_epoch(epoch, dataset, ga, gb, counts, subset_of))
 
     compared = sorted({e for e, _ in keys})
     subsets = []
@@ -283,9 +195,40 @@ def compare(a: list[Batch], b: list[Batch], *, namer: Callable[[str], str] | Non
             a_count, b_count = counts[name].get(epoch, (0, 0))
             diff.per_epoch[epoch] = (a_count, b_count)
         subsets.append(diff)
-    versions = tuple(tuple(sorted({x.planner_version for x in side if x.planner_version is not None})) for side in (a, b))
+    versions = (tuple(sorted(a.versions)), tuple(sorted(b.versions)))
     held = (tuple(sorted(epochs_a)), tuple(sorted(epochs_b)))
-    return ScheduleDiff(epoch_rows, subsets, compared, versions, (not a, not b), held)  # type: ignore[arg-type]
+    empty = (a.batch_count == 0, b.batch_count == 0)
+    return ScheduleDiff(epoch_rows, subsets, compared, versions, empty, held, (repeats[0], repeats[1]))  # type: ignore[arg-type]
+
+
+def _compare_epoch(epoch: int, dataset: int, ga: list[Batch], gb: list[Batch], counts, subset_of) -> EpochDiff:
+    images_a = Counter(p for x in ga for p in x.images)
+    images_b = Counter(p for x in gb for p in x.images)
+    for side, images in ((0, images_a), (1, images_b)):
+        for path, n in images.items():
+            counts[subset_of(path)][epoch][side] += n
+    row = EpochDiff(epoch, dataset, IDENTICAL, (len(ga), len(gb)), (sum(images_a.values()), sum(images_b.values())))
+    row.only_in_a = sum((images_a - images_b).values())
+    row.only_in_b = sum((images_b - images_a).values())
+    by_index_a = {x.batch: x for x in ga}
+    by_index_b = {x.batch: x for x in gb}
+    for index in set(by_index_a) | set(by_index_b):
+        xa, xb = by_index_a.get(index), by_index_b.get(index)
+        if xa is None or xb is None or xa.resolution != xb.resolution or xa.images != xb.images:
+            row.batches_differing += 1
+    if not ga:
+        row.verdict = "only_b"
+    elif not gb:
+        row.verdict = "only_a"
+    elif row.batches_differing == 0:
+        row.verdict = IDENTICAL
+    elif row.only_in_a or row.only_in_b:
+        row.verdict = "images"
+    else:
+        batches_a = Counter((x.resolution, tuple(sorted(x.images))) for x in ga)
+        batches_b = Counter((x.resolution, tuple(sorted(x.images))) for x in gb)
+        row.verdict = "order" if batches_a == batches_b else "batching"
+    return row
 
 
 # --- text ----------------------------------------------------------------------------------------------
@@ -314,13 +257,14 @@ def _table(header: list[str], rows: list[list[str]], left: frozenset[int] = froz
     return [line(header)] + [line(r) for r in rows]
 
 
-def summarize_file(label: str, path: str, batches: list[Batch]) -> str:
-    epochs = sorted({b.epoch for b in batches})
-    datasets = sorted({b.dataset for b in batches})
-    images = sum(len(b.images) for b in batches)
+def summarize_file(label: str, path: str, schedule) -> str:
+    schedule = _source(schedule)
+    epochs = schedule.epochs
+    datasets = schedule.datasets
     span = _ranges(epochs)
     return (f"{label}: {path}: {len(epochs)} epoch{'s' if len(epochs) != 1 else ''} ({span}), "
-            f"{len(datasets)} dataset{'s' if len(datasets) != 1 else ''}, {len(batches)} batches, {images} images")
+            f"{len(datasets)} dataset{'s' if len(datasets) != 1 else ''}, {schedule.batch_count} batches, "
+            f"{schedule.image_count} images")
 
 
 def format_diff(diff: ScheduleDiff, *, show_all: bool = False, per_epoch: bool = False) -> str:
@@ -358,6 +302,10 @@ def format_diff(diff: ScheduleDiff, *, show_all: bool = False, per_epoch: bool =
             cells = ", ".join(f"{e}: {s.per_epoch[e][0]}/{s.per_epoch[e][1]}" for e in s.epochs_differing)
             lines.append(f"  {s.name}: {cells}")
     lines.append("")
+    for label, count in zip("AB", diff.repeats):
+        if count:
+            lines.append(f"{label} repeats {count} batch{'es' * (count != 1)} (recorded again by a GPU that accelerate gave "
+                         "the first batches of the epoch again, to even out the ranks); compared once")
     versions_a, versions_b = diff.planner_versions
     if versions_a and versions_b and versions_a != versions_b:
         lines.append(f"planner versions differ: A {', '.join(map(str, versions_a))}, B {', '.join(map(str, versions_b))} "

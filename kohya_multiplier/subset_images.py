@@ -18,13 +18,13 @@ folder, or one without any image file, is an error before any filter (the user a
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
 from dataclasses import dataclass
 from typing import Any
 
+from kohya_multiplier.reading import image_side, parse_json
 from kohya_multiplier.errors import UserError
 from kohya_multiplier.images import ImageEntry, images_with_sizes, list_image_files, load_images
 
@@ -65,7 +65,7 @@ def read_subset_images(
         with contextlib.suppress(UserError):
             return images_with_sizes(paths, file=file, where=where, folder=image_dir)
         return []
-    cached = read_info_cache(image_dir) if cache_info else None
+    cached = read_info_cache(image_dir, file=file, where=where) if cache_info else None
     if cached is None and validation_split <= 0 and skip_image_resolution is None:
         return load_images(image_dir, file=file, where=where)
     if cached is not None:
@@ -114,17 +114,39 @@ def skip_small_images(entries: list[ImageEntry], filters: DatasetFilters, *, whe
     return kept
 
 
-def read_info_cache(image_dir: str) -> dict[str, Any] | None:
-    """sd-scripts' ``metadata_cache.json`` (``cache_info``): image path -> [width, height]."""
+def read_info_cache(image_dir: str, *, file: str | None = None, where: str | None = None) -> dict[str, Any] | None:
+    """sd-scripts' ``metadata_cache.json`` (``cache_info``): image path -> [width, height] (or None
+    where the entry has no resolution, read from the image). None when the folder has no cache; a
+    cache that sd-scripts could not use (not JSON, another shape, a size that is not two pixel
+    counts) is a one-line error naming it: sd-scripts would stop on it or train from wrong sizes."""
     path = os.path.join(image_dir, "metadata_cache.json")
     if not os.path.isfile(path):
         return None
     try:
         with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-        return {str(k): (v.get("resolution") if isinstance(v, dict) else None) for k, v in data.items()}
-    except (OSError, ValueError, AttributeError):
-        return None
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read {path}: {getattr(error, 'strerror', None) or 'not UTF-8 text'}", file=file,
+                        where=where, key="cache_info") from None
+    try:
+        data = parse_json(text, file=path, key="cache_info")
+    except ValueError as error:
+        raise UserError(f"{path} is not valid JSON ({error}); delete it and sd-scripts writes it anew", file=file,
+                        where=where, key="cache_info") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must be a JSON object of image path -> entry; delete it and sd-scripts writes it anew",
+                        file=file, where=where, key="cache_info")
+    sizes: dict[str, Any] = {}
+    for image, entry in data.items():
+        resolution = entry.get("resolution") if isinstance(entry, dict) else None
+        if resolution is not None:
+            pair = [image_side(v) for v in resolution] if isinstance(resolution, list) and len(resolution) == 2 else [None]
+            if None in pair:
+                raise UserError(f"{path}: {image!r}: resolution must be [width, height] in pixels, not {resolution!r}; "
+                                "delete the file and sd-scripts writes it anew", file=file, where=where, key="cache_info")
+            resolution = tuple(pair)
+        sizes[str(image)] = resolution
+    return sizes
 
 
 __all__ = ["DatasetFilters", "read_subset_images", "read_info_cache"]

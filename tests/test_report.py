@@ -208,10 +208,10 @@ def test_report_from_a_schedule_equals_the_plans_report(tmp_path, capsys):
     assert main(["report", str(schedule), "--config", str(config), "--html", str(page)]) == 0
     assert "report of 12 epochs" in capsys.readouterr().out
     from kohya_multiplier.report_sources import schedule_reports
-    from kohya_multiplier.schedule import read_schedule
+    from kohya_multiplier.schedule import ScheduleFile
     from kohya_multiplier.config import load_training_config
 
-    (read,) = schedule_reports(read_schedule(str(schedule)), str(schedule), load_training_config(str(config)))
+    (read,) = schedule_reports(ScheduleFile(str(schedule)), load_training_config(str(config)))
     (plan_d,) = planned.datasets
     for a, b in zip(read.subsets, plan_d.subsets):
         assert (a.name, a.target, a.counts.tolist(), a.seen, a.all_seen_epoch, a.longest_gap) == \
@@ -226,9 +226,9 @@ def test_report_without_config_makes_each_folder_a_subset(tmp_path):
     schedule = tmp_path / "s.jsonl"
     assert main(["plan", str(config), "--epochs", "4", "--schedule", str(schedule)]) == 0
     from kohya_multiplier.report_sources import schedule_reports
-    from kohya_multiplier.schedule import read_schedule
+    from kohya_multiplier.schedule import ScheduleFile
 
-    (d,) = schedule_reports(read_schedule(str(schedule)), str(schedule), None)
+    (d,) = schedule_reports(ScheduleFile(str(schedule)), None)
     assert [s.name for s in d.subsets] == ["alice", "bob"] and not d.has_targets
     assert [s.counts.tolist() for s in d.subsets] == [[3] * 4, [2] * 4]
     assert d.subsets[1].seen_text == "2 of 2"
@@ -241,7 +241,7 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"epoch": 1, "dataset": 0, "batch": 0, "images": ["/elsewhere/x.png"]}) + "\n")
+    bad.write_text(json.dumps({"epoch": 1, "dataset": 0, "batch": 0, "resolution": [64, 64], "images": ["/elsewhere/x.png"]}) + "\n")
     cases = [
         (["report", str(empty), "--html", str(tmp_path / "r.html")], "holds no batches"),
         (["report", str(bad), "--config", str(config), "--html", str(tmp_path / "r.html")], "is in no subset"),

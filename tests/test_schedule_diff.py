@@ -134,9 +134,15 @@ def test_subsets_from_a_config(tmp_path, monkeypatch, capsys):
     ('{"epoch": true, "dataset": 0, "batch": 0, "resolution": [1, 1], "images": ["a"]}\n', "epoch: must be an integer"),
     ('{"epoch": 1, "dataset": 0, "batch": 0, "resolution": [1], "images": ["a"]}\n', "resolution: must be [width, height]"),
     ('{"epoch": 1, "dataset": 0, "batch": 0, "resolution": [1, 1], "images": []}\n', "images: must be a non-empty list"),
-    ('{"epoch": 1, "dataset": 0, "batch": 0, "resolution": [1, 1], "images": ["a"]}\n' * 2,
-     "a.jsonl: line 2: epoch 1, dataset 0, batch 0 appears twice (also on line 1)"),
-    (b"\xff\xfe\x00", "a.jsonl: is not UTF-8 text"),
+    ('{"epoch": 1, "dataset": 0, "batch": 0, "resolution": [1, 1], "images": ["a"]}\n'
+     '{"epoch": 1, "dataset": 0, "batch": 0, "resolution": [1, 1], "images": ["b"]}\n',
+     "a.jsonl: line 2: epoch 1, dataset 0, batch 0 appears twice with different images"),
+    ('{"epoch": Infinity, "dataset": 0, "batch": 0, "resolution": [1, 1], "images": ["a"]}\n', "Infinity is not a number"),
+    ('{"epoch": 1e20, "dataset": 0, "batch": 0, "resolution": [1, 1], "images": ["a"]}\n', "epoch: must be <= 10000"),
+    ('{"epoch": 1, "dataset": 0, "batch": 0, "resolution": [1e30, 1], "images": ["a"]}\n', "resolution: must be <="),
+    ('{"epoch": 1, "dataset": 0, "batch": 0, "resolution": ' + "[" * 100000 + "]" * 100000 + ', "images": ["a"]}\n',
+     "line 1: is nested too deeply"),
+    (b"\xff\xfe\x00", "a.jsonl: line 1: is not UTF-8 text"),
 ])
 def test_bad_input_exit_2_with_one_line(tmp_path, monkeypatch, capsys, content, message):
     monkeypatch.chdir(tmp_path)

@@ -75,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
     warnings_before = len(warnings_given())
     from kohya_multiplier.report_data import Report
     from kohya_multiplier.report_sources import planner_versions, schedule_reports
-    from kohya_multiplier.schedule import read_schedule
+    from kohya_multiplier.schedule import ScheduleFile
 
-    records = read_schedule(args.schedule)
+    schedule = ScheduleFile(args.schedule)
     config = None
     notes: list[str] = []
     options = options_from_args(args)
@@ -88,18 +88,18 @@ def run(args: argparse.Namespace) -> int:
         notes = list(config.notes)
         for note in notes:
             print(note)
-    image_folders = sorted({os.path.dirname(str(p)) for r in records for p in r["images"]})
+    image_folders = sorted({os.path.dirname(p) for p in schedule.paths})
     files = OutputFiles(outputs, with_config_folders(InputPaths(
         inputs.config_file, (*inputs.folders, *image_folders), inputs.metadata_files, inputs.read_files), config)
         if config is not None else InputPaths(None, tuple(image_folders), (), inputs.read_files))
-    datasets = schedule_reports(records, args.schedule, config)
+    datasets = schedule_reports(schedule, config, notes)
     notes += partial_epoch_notes(datasets)
     facts = [("schedule", args.schedule), ("config", args.config or "none (targets unknown)"),
-             ("planner version", ", ".join(planner_versions(records)))]
+             ("planner version", ", ".join(planner_versions(schedule)))]
     report = Report(title=f"schedule {os.path.basename(args.schedule)}", datasets=datasets, notes=notes,
                     warnings=warnings_given()[warnings_before:], facts=facts)
     with files:
         write_report(report, files, args.plot, args.html)
     written = " and ".join(p for p in (args.html, args.plot) if p)
-    print(f"report of {sum(len(d.epochs) for d in datasets)} epochs ({len(records)} batches) written to {written}")
+    print(f"report of {sum(len(d.epochs) for d in datasets)} epochs ({schedule.batch_count} batches) written to {written}")
     return 0

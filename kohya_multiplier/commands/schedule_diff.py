@@ -36,7 +36,7 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=run)
 
 
-def _config_namer(path: str, a: list[sd.Batch], b: list[sd.Batch]):
+def _config_namer(path: str, a, b):
     from kohya_multiplier.config import CommandLineOptions, load_training_config
 
     config = load_training_config(path, CommandLineOptions())
@@ -53,8 +53,7 @@ def _config_namer(path: str, a: list[sd.Batch], b: list[sd.Batch]):
                 label = f"{dataset.index}:{label}"
             for image in subset.images:
                 mapping.setdefault(os.path.normpath(os.path.abspath(str(image.path))), label)
-    unmapped = {p for batches in (a, b) for x in batches for p in x.images
-                if os.path.normpath(os.path.abspath(p)) not in mapping}
+    unmapped = {p for schedule in (a, b) for p in schedule.paths if os.path.normpath(os.path.abspath(p)) not in mapping}
     fallback = sd.parent_folder_namer(unmapped)
     return sd.mapping_namer(mapping, fallback)
 
@@ -70,10 +69,8 @@ def _relative(path: str) -> str:
 def run(args: argparse.Namespace) -> int:
     a = sd.read_schedule(args.a)
     b = sd.read_schedule(args.b)
-    if args.relative:
-        a, b = sd.strip_common_prefix(a), sd.strip_common_prefix(b)
     namer = _config_namer(args.config, a, b) if args.config and not args.relative else None
-    diff = sd.compare(a, b, namer=namer, common_epochs_only=args.common_epochs)
+    diff = sd.compare(a, b, namer=namer, common_epochs_only=args.common_epochs, relative=args.relative)
     if not args.quiet:
         print(sd.summarize_file("A", args.a, a))
         print(sd.summarize_file("B", args.b, b))
