@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -122,28 +121,127 @@ def _check_chunk(paths: Sequence[str]) -> list[ImageProblem]:
     return [p for p in map(check_one, paths) if p is not None]
 
 
-def check_images(paths: Iterable[str], *, workers: int | None = None) -> CheckResult:
+# A worker that shows no progress on one image for this long is taken as hung (a legitimate image
+# at Pillow's 89-megapixel limit decodes in a few seconds).
+DEFAULT_IMAGE_TIMEOUT = 120.0
+
+
+class WorkerLost(UserError):
+    """A decoding worker died or hung; ``result`` holds what was checked before."""
+
+    def __init__(self, image: str, message: str, result: "CheckResult"):
+        super().__init__(message, file=image)
+        self.result = result
+
+
+def _worker(worker: int, tasks, results, current) -> None:
+    """Decode the chunks handed out on ``tasks``; ``current[worker]`` names the image being decoded,
+    so the parent can say which one a dead or hung worker was on."""
+    while True:
+        chunk = tasks.get()
+        if chunk is None:
+            return
+        problems = []
+        for index, path in chunk:
+            current[worker] = index
+            problem = check_one(path)
+            if problem is not None:
+                problems.append(problem)
+        current[worker] = -1
+        results.put((worker, len(chunk), problems))
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        import signal
+
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (the out-of-memory killer does this to huge images)" if name == "SIGKILL" else ""
+        return f"was killed by {name}{hint}"
+    return f"exited with status {code}"
+
+
+def check_images(paths: Iterable[str], *, workers: int | None = None,
+                 image_timeout: float = DEFAULT_IMAGE_TIMEOUT) -> CheckResult:
     """Decode every image of ``paths`` over ``workers`` processes (default: every core), with a
-    progress bar; problems in path order."""
+    progress bar; problems in path order. A worker that dies (killed, out of memory) or shows no
+    progress on one image for ``image_timeout`` seconds stops the check with :class:`WorkerLost`,
+    naming that image, never a traceback or a hang."""
     require_pillow()
     paths = list(dict.fromkeys(paths))
     workers = max(1, min(workers or os.cpu_count() or 1, max(1, len(paths) // _CHUNK)))
-    chunks = [paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
     problems: list[ImageProblem] = []
     start = time.monotonic()
     with Progress(len(paths), "checking images") as bar:
         if workers == 1:
-            for chunk in chunks:
+            for i in range(0, len(paths), _CHUNK):
+                chunk = paths[i : i + _CHUNK]
                 problems.extend(_check_chunk(chunk))
                 bar.advance(len(chunk))
+            checked = len(paths)
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for chunk, found in zip(chunks, pool.map(_check_chunk, chunks)):
-                    problems.extend(found)
-                    bar.advance(len(chunk))
-    seconds = time.monotonic() - start
+            checked = _check_in_workers(paths, workers, image_timeout, problems, bar, start)
     problems.sort(key=lambda p: p.path)
-    return CheckResult(len(paths), problems, seconds, workers)
+    return CheckResult(checked, problems, time.monotonic() - start, workers)
+
+
+def _check_in_workers(paths: list[str], workers: int, image_timeout: float, problems: list[ImageProblem], bar,
+                      start: float) -> int:
+    import multiprocessing
+    import queue
+
+    context = multiprocessing.get_context("spawn")  # as on Windows: no state inherited by fork
+    tasks, results = context.Queue(), context.Queue()
+    current = context.Array("q", [-1] * workers, lock=False)
+    for i in range(0, len(paths), _CHUNK):
+        tasks.put([(j, paths[j]) for j in range(i, min(i + _CHUNK, len(paths)))])
+    for _ in range(workers):
+        tasks.put(None)
+    processes = [context.Process(target=_worker, args=(w, tasks, results, current), daemon=True) for w in range(workers)]
+    for process in processes:
+        process.start()
+    checked = 0
+    watched = [(-1, time.monotonic())] * workers  # (image index, since when) per worker
+    try:
+        while checked < len(paths):
+            try:
+                _, count, found = results.get(timeout=0.5)
+                checked += count
+                problems.extend(found)
+                bar.advance(count)
+                continue
+            except queue.Empty:
+                pass
+            now = time.monotonic()
+            for w, process in enumerate(processes):
+                index = current[w]
+                if index != watched[w][0]:
+                    watched[w] = (index, now)
+                if process.exitcode is not None and process.exitcode != 0 or (process.exitcode == 0 and index >= 0):
+                    _lost(paths, index, f"the worker decoding it {_describe_exit(process.exitcode)}", checked, problems,
+                          workers, start)
+                if index >= 0 and now - watched[w][1] > image_timeout:
+                    _lost(paths, index, f"no progress decoding it for {image_timeout:.0f} s (a hung decoder)", checked,
+                          problems, workers, start)
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+            process.join(timeout=5)
+        tasks.cancel_join_thread()
+        results.cancel_join_thread()
+    return checked
+
+
+def _lost(paths: list[str], index: int, what: str, checked: int, problems: list[ImageProblem], workers: int,
+          start: float) -> None:
+    problems.sort(key=lambda p: p.path)
+    result = CheckResult(checked, problems, time.monotonic() - start, workers)
+    where = paths[index] if index >= 0 else "(between two images)"
+    raise WorkerLost(where, f"{what}; check stopped after {checked} of {len(paths)} images", result)
 
 
 def config_image_paths(config) -> list[str]:
@@ -166,10 +264,14 @@ def config_image_paths(config) -> list[str]:
     return paths
 
 
-def report_lines(result: CheckResult) -> list[str]:
+def report_lines(result: CheckResult, *, stopped: bool = False) -> list[str]:
+    """The problems and the summary; ``stopped``: the check ended early (a worker lost)."""
     lines = [problem.line() for problem in result.problems]
-    verdict = (f"{len(result.problems)} of {result.checked} images unreadable or implausible" if result.problems
-               else f"all {result.checked} images decode")
+    if stopped:
+        verdict = f"{len(result.problems)} of the {result.checked} images checked before the stop unreadable or implausible"
+    else:
+        verdict = (f"{len(result.problems)} of {result.checked} images unreadable or implausible" if result.problems
+                   else f"all {result.checked} images decode")
     lines.append(f"{verdict} (checked in {result.seconds:.1f} s, {result.images_per_second:.0f} images/s, "
                  f"{result.workers} process{'es' * (result.workers != 1)})")
     return lines

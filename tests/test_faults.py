@@ -293,3 +293,58 @@ def test_odd_bytes_in_names_are_escaped_in_tables_errors_and_pages(tmp_path):
     config.write_text(f'[[datasets]]\nresolution = 64\n[[datasets.subsets]]\nimage_dir = "{(tmp_path / "train").as_posix()}/a\\nb"\n')
     result = cli("plan", str(config))
     assert result.returncode == 2 and "a\\nb" in one_error_line(result.stderr)
+
+
+# --- check survives its workers ------------------------------------------------------------------
+
+
+def _decoding_workers(pid: int) -> list[int]:
+    """The check's worker processes (spawned children; not multiprocessing's resource tracker)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:")), None)
+        if parent == pid and b"spawn_main" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture(scope="module")
+def many_images(tmp_path_factory) -> Path:
+    pytest.importorskip("PIL")
+    root = tmp_path_factory.mktemp("many")
+    folder = root / "big"
+    folder.mkdir()
+    for i in range(600):  # flat colour: tiny files, each a few milliseconds to decode
+        write_png(str(folder / f"{i:04d}.png"), 1536, 1536, (i % 256, 0, 0))
+    config = root / "ds.toml"
+    config.write_text(f'[[datasets]]\nresolution = 512\n[[datasets.subsets]]\nimage_dir = "{folder.as_posix()}"\n')
+    return config
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="finds the workers through /proc")
+@pytest.mark.parametrize("fault", ["killed", "hung"])
+def test_check_ends_in_one_line_naming_the_image_when_a_worker_is_lost(many_images, fault):
+    args = [*PYTHON, "check", str(many_images), "--workers", "2"] + (["--image-timeout", "3"] if fault == "hung" else [])
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(workers := _decoding_workers(process.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert workers, "the check started no worker"
+    time.sleep(0.5)
+    os.kill(workers[0], signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 2, (out, err)
+    line = one_error_line(err)
+    expected = "was killed by SIGKILL" if fault == "killed" else "no progress decoding it for 3 s"
+    assert expected in line and "check stopped after" in line, line
+    named = line.split(": ")[2]  # kohya-multiplier: error: PATH: ...
+    assert named.endswith(".png") and os.path.isfile(named), line
+    assert "images checked before the stop" in out
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)  # no worker left behind, stopped or not

@@ -25,15 +25,24 @@ def register(subparsers) -> None:
     )
     parser.add_argument("config", nargs="?", help="sd-scripts dataset config (.toml or .json); or give --train_data_dir")
     parser.add_argument("--workers", type=int, default=None, metavar="N", help="processes (default: every core)")
+    parser.add_argument("--image-timeout", "--image_timeout", dest="image_timeout", type=float, default=None,
+                        metavar="SECONDS", help="stop when one image shows no progress for this long (default 120)")
     add_dataset_arguments(parser)
     parser.set_defaults(handler=run)
 
 
-def verify(config, *, workers: int | None = None, stream=None) -> int:
-    """Check the images of a loaded config; print the problems and the summary; 0 or EXIT_PROBLEMS."""
-    from kohya_multiplier.image_check import check_images, config_image_paths, report_lines
+def verify(config, *, workers: int | None = None, stream=None, image_timeout: float | None = None) -> int:
+    """Check the images of a loaded config; print the problems and the summary; 0 or EXIT_PROBLEMS.
+    A worker that dies or hangs: the summary of what was checked, then the one-line error."""
+    from kohya_multiplier.image_check import DEFAULT_IMAGE_TIMEOUT, WorkerLost, check_images, config_image_paths, report_lines
 
-    result = check_images(config_image_paths(config), workers=workers)
+    try:
+        result = check_images(config_image_paths(config), workers=workers,
+                              image_timeout=image_timeout or DEFAULT_IMAGE_TIMEOUT)
+    except WorkerLost as lost:
+        for line in report_lines(lost.result, stopped=True):
+            print(line, file=stream or sys.stdout)
+        raise
     for line in report_lines(result):
         print(line, file=stream or sys.stdout)
     return EXIT_PROBLEMS if result.problems else 0
@@ -45,10 +54,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise UserError(f"must be at least 1, got {args.workers}", key="--workers")
+    if args.image_timeout is not None and not args.image_timeout > 0:
+        raise UserError(f"must be a positive number of seconds, got {args.image_timeout}", key="--image-timeout")
     require_pillow()
     options = options_from_args(args)
     require_dataset_source(args.config, options)
     config = load_training_config(args.config, options)
     for note in config.notes:
         print(note)
-    return verify(config, workers=args.workers)
+    return verify(config, workers=args.workers, image_timeout=args.image_timeout)
