@@ -68,7 +68,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from kohya_multiplier.buckets import BucketLayout
-from kohya_multiplier.reading import parse_json, parse_toml
+from kohya_multiplier.reading import parse_json, parse_toml, why_unreachable
 from kohya_multiplier.errors import UserError
 from kohya_multiplier.finetune_metadata import read_metadata_images, rules_for_layout
 from kohya_multiplier.images import ImageEntry
@@ -383,13 +383,19 @@ def config_from_dict(raw: Mapping[str, Any], *, file: str | None, options: Comma
     return TrainingConfig(source=str(file or "<config>"), datasets=reader.read(raw), notes=notes)
 
 
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def read_config_file(path: str) -> dict:
     """Parse a ``.toml`` or ``.json`` dataset config; syntax errors become one-line UserErrors."""
     shown = str(path)
     if not os.path.isfile(path):
-        if os.path.exists(path):
-            raise UserError("not a file", file=shown)
-        raise UserError("file not found", file=shown)
+        raise UserError(why_unreachable(path, what="file"), file=shown)
     lower = shown.lower()
     try:
         with open(path, "rb") as handle:
@@ -465,8 +471,7 @@ def _config_from_folders(options: CommandLineOptions, notes: list[str]) -> tuple
             continue
         root = os.path.abspath(base)
         if not os.path.isdir(root):
-            reason = "not a directory" if os.path.exists(root) else "directory not found"
-            raise UserError(f"{reason}: {root}", key=option)
+            raise UserError(f"{why_unreachable(root)}: {root}", key=option)
         found = 0
         listed = os.listdir(root)  # sd-scripts' Path.iterdir() order; it decides which reg images come first
         rank = {name: i for i, name in enumerate(listed)}
@@ -636,7 +641,7 @@ class _Reader:
         filters = DatasetFilters(0.0, None, skip) if fine_tuning else DatasetFilters(float(validation_split), validation_seed, skip)
 
         subsets: list[SubsetSpec] = []
-        seen_dirs: set[str] = set()
+        seen_dirs: dict = {}  # image_dir / metadata_file as written, and (device, inode) of each -> (where, as written)
         for sub_index, sub_table in enumerate(subsets_raw):
             spec = self.read_subset(index, sub_index, sub_table, table, general, filters, seen_dirs)
             if spec is not None:
@@ -711,7 +716,7 @@ class _Reader:
         dataset: Mapping[str, Any],
         general: Mapping[str, Any],
         filters: DatasetFilters,
-        seen_dirs: set[str],
+        seen_dirs: dict,
     ) -> SubsetSpec | None:
         folder = self.folder_info[index] if self.folder_info is not None else None
         where = self.subset_where(dataset_index, index, table)
@@ -754,13 +759,23 @@ class _Reader:
         excluded = (multiplier is not None and multiplier <= 0) or (multiplier is None and num_repeats < 1)
         same = metadata_raw if metadata_raw is not None else image_dir_raw  # sd-scripts' subset equality
         if not excluded:
+            key = "metadata_file" if metadata_raw is not None else "image_dir"
             if same in seen_dirs:
-                key = "metadata_file" if metadata_raw is not None else "image_dir"
                 self.notes.append(
                     f"{self.prefix()}{where}: ignored: the same {key} as an earlier subset of this dataset (as sd-scripts does)"
                 )
                 return None
-            seen_dirs.add(same)
+            seen_dirs[same] = (where, same)
+            identity = _identity(metadata_file if metadata_file is not None else image_dir)
+            if identity is not None and identity in seen_dirs:
+                earlier_where, earlier = seen_dirs[identity]
+                self.notes.append(
+                    f"{self.prefix()}{where}: note: {key} {same!r} is the same {'file' if metadata_raw else 'folder'} as "
+                    f"{earlier_where}'s {earlier!r} (another spelling or a link); sd-scripts compares the text, so it "
+                    "trains both subsets and these images twice as often; write one spelling if that is not intended"
+                )
+            elif identity is not None:
+                seen_dirs[identity] = (where, same)
         if metadata_file is not None:
             found = read_metadata_images(
                 metadata_file, image_dir_given, rules=rules_for_layout(self.options.sd_scripts_layout), file=self.file,

@@ -28,6 +28,7 @@ from typing import Iterable
 import imagesize
 
 from kohya_multiplier.progress import track
+from kohya_multiplier.reading import why_unreachable
 from kohya_multiplier.errors import UserError, warn_once
 
 # sd-scripts' list, in its order.
@@ -164,10 +165,8 @@ def load_images(
     files are skipped with one warning that lists them.
     """
     root = os.path.abspath(image_dir)
-    if not os.path.exists(root):
-        raise UserError(f"directory not found: {root}", file=file, where=where, key=key)
     if not os.path.isdir(root):
-        raise UserError(f"not a directory: {root}", file=file, where=where, key=key)
+        raise UserError(f"{why_unreachable(root)}: {root}", file=file, where=where, key=key)
     try:
         paths = list_image_files(root, recursive=recursive, extra_extensions=extra_extensions)
     except OSError as error:

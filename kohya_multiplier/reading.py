@@ -8,7 +8,9 @@ somewhere later.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from typing import Any
 
 from kohya_multiplier.errors import UserError
@@ -21,11 +23,14 @@ def _no_constants(name: str):
     raise ValueError(f"{name} is not a number sd-scripts can use")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)  # one decoder: building one per line costs more than parsing
+
+
 def parse_json(text: str, *, file: str | None, where: str | None = None, key: str | None = None) -> Any:
     """``json.loads`` without NaN/Infinity and with nesting depth bounded by the interpreter;
     a ``json.JSONDecodeError`` is left to the caller (which names the line its own way)."""
     try:
-        return json.loads(text, parse_constant=_no_constants)
+        return _DECODER.decode(text)
     except RecursionError:
         raise UserError("is nested too deeply to be a config, metadata or schedule file", file=file, where=where,
                         key=key) from None
@@ -53,3 +58,18 @@ def image_side(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_IMAGE_SIDE:
         return value
     return None
+
+
+def why_unreachable(path: str, *, what: str = "directory") -> str:
+    """Why ``path`` cannot be used, in the system's words: ``directory not found`` only when it is
+    not there; else the real reason (a path longer than the system allows, a permission)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return f"{what} not found"
+    except OSError as error:
+        detail = f" ({len(str(path))} characters)" if error.errno == errno.ENAMETOOLONG else ""
+        return f"cannot be reached: {error.strerror or error}{detail}"
+    except ValueError as error:
+        return f"cannot be reached: {error}"
+    return f"not a {what}"

@@ -67,6 +67,8 @@ class Batch:
 
 
 def _int(value, *, file: str, where: str, key: str, minimum: int, maximum: int) -> int:
+    if type(value) is int and minimum <= value <= maximum:
+        return value
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and math.isfinite(value) and value == int(value):
             value = int(value)
@@ -187,10 +189,31 @@ class ScheduleFile:
         repeated: list[Batch] = []
         with open(self.path, "rb") as handle:
             for offset, number in zip(offsets, lines):
-                handle.seek(offset)
-                batch = parse_record(self._decode(handle.readline(), number), file=self.path, line=number)
+                if handle.tell() != offset:  # an epoch's lines are mostly consecutive: seek only at gaps
+                    handle.seek(offset)
+                batch = _parse_checked(handle.readline(), file=self.path, line=number)
                 _add_or_repeat(found, repeated, batch, file=self.path, where=f"line {number}")
         return [found[i] for i in sorted(found)], repeated
+
+
+_PLAIN = json.JSONDecoder()
+
+
+def _parse_checked(raw: bytes, *, file: str, line: int) -> Batch:
+    """A line the first pass has checked, parsed without checking again; anything unexpected (the
+    file changed since) goes through the checking parser for its one-line error."""
+    try:
+        record = _PLAIN.decode(raw.decode("utf-8"))
+        width, height = record["resolution"]
+        return Batch(int(record["epoch"]), int(record["dataset"]), int(record["batch"]), (int(width), int(height)),
+                     tuple(record["images"]), record.get(PLANNER_VERSION_KEY))
+    except (ValueError, KeyError, TypeError):
+        pass
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError("is not UTF-8 text", file=file, where=f"line {line}") from None
+    return parse_record(text, file=file, line=line)
 
 
 def _add_or_repeat(found: dict[int, Batch], repeated: list[Batch], batch: Batch, *, file: str, where: str) -> None:

@@ -348,3 +348,92 @@ def test_check_ends_in_one_line_naming_the_image_when_a_worker_is_lost(many_imag
     assert named.endswith(".png") and os.path.isfile(named), line
     assert "images checked before the stop" in out
     assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)  # no worker left behind, stopped or not
+
+
+# --- the same folder twice ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", ["trailing separator", "dot segment", "symbolic link"])
+def test_one_folder_by_two_spellings_gets_a_note_and_trains_twice_as_sd_scripts_does(tmp_path, capsys, spelling):
+    folder = tmp_path / "alice"
+    folder.mkdir()
+    for i in range(6):
+        write_png(str(folder / f"{i}.png"), 64, 64, (i, 0, 0))
+    other = {"trailing separator": f"{folder.as_posix()}/", "dot segment": f"{tmp_path.as_posix()}/./alice",
+             "symbolic link": (tmp_path / "link").as_posix()}[spelling]
+    if spelling == "symbolic link":
+        os.symlink(folder, tmp_path / "link")
+    config = tmp_path / "ds.toml"
+    config.write_text(f'[[datasets]]\nresolution = 64\n[[datasets.subsets]]\nimage_dir = "{folder.as_posix()}"\n'
+                      f'[[datasets.subsets]]\nimage_dir = "{other}"\n')
+    assert main(["plan", str(config), "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    notes = [line for line in out.splitlines() if "is the same folder as" in line]
+    assert len(notes) == 1 and "subsets[1]" in notes[0] and "subsets[0]" in notes[0], out
+    assert "12 batches per epoch" in out  # both subsets train, as sd-scripts trains them
+
+
+# --- smaller readers' faults -----------------------------------------------------------------------
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux's PATH_MAX")
+def test_a_folder_beyond_path_max_is_not_reported_as_missing(tmp_path, capsys, monkeypatch):
+    deep = tmp_path
+    monkeypatch.chdir(tmp_path)
+    while len(str(deep)) <= 4200:  # beyond PATH_MAX (4096), made one level at a time, relative to the last
+        os.mkdir("d" * 200)
+        os.chdir("d" * 200)
+        deep = deep / ("d" * 200)
+    os.chdir(tmp_path)
+    assert main(["plan", "--train_data_dir", str(deep), "--resolution", "64"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "not found" not in line and "File name too long" in line, line[:200]
+
+
+def test_toml_with_a_byte_order_mark_names_it(tmp_path, capsys):
+    config = tmp_path / "ds.toml"
+    config.write_bytes(b"\xef\xbb\xbf[[datasets]]\nresolution = 64\n")
+    assert main(["plan", str(config)]) == 2
+    assert "byte-order mark" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("kind", ["toml", "json", "metadata"])
+def test_inputs_nested_100000_deep_are_one_line(tmp_path, capsys, kind):
+    deep = "[" * 100000 + "]" * 100000
+    if kind == "toml":
+        config = tmp_path / "ds.toml"
+        config.write_text(f"x = {deep}\n")
+    elif kind == "json":
+        config = tmp_path / "ds.json"
+        config.write_text(f'{{"x": {deep}}}')
+    else:
+        (tmp_path / "meta.json").write_text(f'{{"a": {{"image_size": {deep}}}}}')
+        config = tmp_path / "ds.toml"
+        config.write_text(f'[[datasets]]\nresolution = 64\n[[datasets.subsets]]\nmetadata_file = "{(tmp_path / "meta.json").as_posix()}"\n'
+                          f'image_dir = "{tmp_path.as_posix()}"\n')
+    assert main(["plan", str(config)]) == 2
+    assert "nested too deeply" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("size", ["[1000000000000000000000000000000, 512]", "[512, 512, 512]", "[1e30, 512]", "[NaN, 512]"])
+def test_metadata_sizes_out_of_range_are_one_line(tmp_path, capsys, size):
+    (tmp_path / "meta.json").write_text(f'{{"{(tmp_path / "a.png").as_posix()}": {{"image_size": {size}}}}}')
+    config = tmp_path / "ds.toml"
+    config.write_text(f'[[datasets]]\nresolution = 64\n[[datasets.subsets]]\nmetadata_file = "{(tmp_path / "meta.json").as_posix()}"\n')
+    assert main(["plan", str(config)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "image_size must be [width, height]" in line or "NaN is not a number" in line, line
+
+
+@pytest.mark.parametrize("cache", ['{"a.png": {"resolution": [1, 2, 3]}}', '{"a.png": {"resolution": [1e30, 5]}}',
+                                   '[1, 2, 3]', '{"a.png": {"resolution": "big"}}', "{not json"])
+def test_a_corrupt_metadata_cache_is_one_line(tmp_path, capsys, cache):
+    folder = tmp_path / "alice"
+    folder.mkdir()
+    write_png(str(folder / "a.png"), 64, 64, (1, 2, 3))
+    (folder / "metadata_cache.json").write_text(cache)
+    config = tmp_path / "ds.toml"
+    config.write_text(f'[[datasets]]\nresolution = 64\n[[datasets.subsets]]\nimage_dir = "{folder.as_posix()}"\ncache_info = true\n')
+    assert main(["plan", str(config)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "metadata_cache.json" in line and "cache_info" in line, line
