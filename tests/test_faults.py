@@ -99,7 +99,10 @@ def test_ctrl_c_is_one_line_with_status_130_and_the_output_unchanged(example, tm
     process = subprocess.Popen([*PYTHON, "plan", str(example), "--epochs", "3000", "--schedule", str(target),
                                 "--html", str(tmp_path / "page.html")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.5)
+    deadline = time.monotonic() + 60
+    while not temporaries(tmp_path) and time.monotonic() < deadline:  # planning has begun: its temporary exists
+        time.sleep(0.02)
+    time.sleep(0.3)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130
