@@ -440,3 +440,16 @@ def test_a_corrupt_metadata_cache_is_one_line(tmp_path, capsys, cache):
     assert main(["plan", str(config)]) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "metadata_cache.json" in line and "cache_info" in line, line
+
+
+@pytest.mark.parametrize("line", [b'{"epoch": 1, "dataset": 0, "batch": 0, "resolution": [64, 64], "images": ["caf\xe9.png"]}\n',
+                                  b'{"epoch": Infinity, "dataset": 0, "batch": 0, "resolution": [64, 64], "images": ["a.png"]}\n',
+                                  b'{"epoch": 1e20, "dataset": 0, "batch": 0, "resolution": [64, 64], "images": ["a.png"]}\n'])
+def test_report_and_schedule_diff_read_a_bad_schedule_as_one_line(tmp_path, line):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(line)
+    for argv in (["report", str(bad), "--html", str(tmp_path / "r.html")], ["schedule-diff", str(bad), str(bad)]):
+        result = cli(*argv)
+        assert result.returncode == 2, (argv, result.stderr)
+        assert "bad.jsonl: line 1: " in one_error_line(result.stderr)
+    assert not (tmp_path / "r.html").exists()
