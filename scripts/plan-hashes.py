@@ -147,17 +147,31 @@ def plan_hashes() -> dict[str, str]:
     with tempfile.TemporaryDirectory(prefix="plan-hashes-") as root:
         root = os.path.realpath(root)
         # no configured checkout: fine-tuning metadata is read by the newest rules on every machine
+        saved = {key: os.environ.get(key) for key in ("KOHYA_SD_SCRIPTS", "XDG_CONFIG_HOME")}
         os.environ.pop("KOHYA_SD_SCRIPTS", None)
         os.environ["XDG_CONFIG_HOME"] = os.path.join(root, "config-home")
-        for name, args in build_cases(root).items():
-            schedule = os.path.join(root, f"{name}.jsonl")
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
-                status = main(["plan", *args, "--schedule", schedule])
-            if status != 0:
-                raise SystemExit(f"plan-hashes: {name}: plan exited {status}: {err.getvalue().strip()}")
-            with open(schedule, "rb") as handle:
-                data = handle.read().replace(root.replace("\\", "/").encode(), b"ROOT").replace(root.encode(), b"ROOT")
-            hashes[name] = hashlib.sha256(data).hexdigest()
+        try:
+            hashes = _hash_cases(root)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    return hashes
+
+
+def _hash_cases(root: str) -> dict[str, str]:
+    hashes = {}
+    for name, args in build_cases(root).items():
+        schedule = os.path.join(root, f"{name}.jsonl")
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+            status = main(["plan", *args, "--schedule", schedule])
+        if status != 0:
+            raise SystemExit(f"plan-hashes: {name}: plan exited {status}: {err.getvalue().strip()}")
+        with open(schedule, "rb") as handle:
+            data = handle.read().replace(root.replace("\\", "/").encode(), b"ROOT").replace(root.encode(), b"ROOT")
+        hashes[name] = hashlib.sha256(data).hexdigest()
     return hashes
 
 
