@@ -91,7 +91,7 @@ def with_config_folders(inputs: InputPaths, config: Any) -> InputPaths:
 
 def _inputs_named_in(config_file: str) -> tuple[list[str], list[str]]:
     """The ``image_dir`` and ``metadata_file`` strings of the config's subsets."""
-    from kohya_multiplier.config import read_config_file
+    from kohya_multiplier.dataset.config import read_config_file
 
     try:
         raw = read_config_file(config_file)

@@ -6,7 +6,6 @@ import pytest
 from hypothesis import settings
 
 from kohya_multiplier import errors
-
 # CI runs a fixed sequence of examples (reproducible); local runs explore new ones each time.
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):

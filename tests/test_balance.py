@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kohya_multiplier import balance as bal
+from kohya_multiplier.balance import solve as bal
 from kohya_multiplier.cli import main
 from kohya_multiplier.errors import UserError
 from kohya_multiplier.planner import DatasetPlanner
@@ -106,7 +106,7 @@ def test_automatic_regularization_follows_the_training_images():
     assert result[2].rule.startswith("auto") and not result[2].changed
     assert result[2].images_per_epoch == pytest.approx(50)  # = training images per epoch
     # the same rule as the config reader's (multipliers.auto_regularization_multipliers)
-    from kohya_multiplier.multipliers import RegularizationInput, auto_regularization_multipliers
+    from kohya_multiplier.dataset.multipliers import RegularizationInput, auto_regularization_multipliers
 
     expected = auto_regularization_multipliers([
         RegularizationInput(False, 100, result[0].multiplier, 1),
@@ -279,8 +279,8 @@ def test_balance_batches_per_epoch_equal_the_planner(project, capsys):
     line = next(l for l in out.splitlines() if l.startswith("batches per epoch:"))
     before, after = (int(x) for x in line.split(":")[1].split("->"))
     from kohya_multiplier.commands.balance import load
-    from kohya_multiplier.config import CommandLineOptions
-    from kohya_multiplier.buckets import assign_buckets
+    from kohya_multiplier.dataset.config import CommandLineOptions
+    from kohya_multiplier.dataset.buckets import assign_buckets
 
     config = load("cfg.toml", CommandLineOptions()).config
     dataset = config.datasets[0]
@@ -293,7 +293,7 @@ def test_balance_batches_per_epoch_equal_the_planner(project, capsys):
     assert len(keys) == 3
     # before: the config has no multiplier, so it is stock sd-scripts: its 500 regularization images
     # are repeated until they match the 770 training images per epoch, not once each
-    from kohya_multiplier.plan_input import planner_for_dataset
+    from kohya_multiplier.planner.plan_input import planner_for_dataset
 
     assert planner_for_dataset(dataset, 0)[0].epoch_length == before
     old = [s.effective_multiplier for s in dataset.subsets]
@@ -341,7 +341,7 @@ def test_balance_write_round_trips_the_toml(project, capsys):
     # subsets without either key get a multiplier line at the end of their table
     assert inserted == ["  multiplier = 0.5\n", "  multiplier = 0.02\n"]
     # the file is a valid config for plan/training now, and a second run has nothing to do
-    from kohya_multiplier.config import load_training_config
+    from kohya_multiplier.dataset.config import load_training_config
 
     config = load_training_config("cfg.toml")
     assert [round(s.effective_multiplier, 6) for s in config.datasets[0].subsets] == [0.083333, 0.333333, 0.5, 0.02]

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kohya_multiplier import limits
+from kohya_multiplier.dataset import limits
 from kohya_multiplier.cli import main
 from kohya_multiplier.example import write_png
 
@@ -132,7 +132,7 @@ def test_an_epoch_longer_than_a_gpu_could_train_is_refused(tmp_path, capsys, mon
 @given(st.floats(min_value=0, max_value=1e308, allow_nan=False), st.integers(1, 10**7))
 def test_every_accepted_dataset_is_within_the_limits(m, n):
     """Property: whatever multiplier and size, check_dataset refuses or the epoch is bounded."""
-    from kohya_multiplier.config import DatasetSpec, SubsetSpec
+    from kohya_multiplier.dataset.config import DatasetSpec, SubsetSpec
     from kohya_multiplier.errors import UserError
 
     images = [None] * min(n, 50)
@@ -211,7 +211,7 @@ def test_batch_and_bucket_sizes_beyond_a_gpu_are_refused_at_once(tmp_path, capsy
 
 
 def test_a_long_jump_shows_progress(monkeypatch, capsys):
-    from kohya_multiplier.jump import jump_to
+    from kohya_multiplier.planner.jump import jump_to
 
     class SlowPlanner:
         planned = []

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kohya_multiplier.buckets import BucketLayout, assign_buckets, make_bucket_resolutions
+from kohya_multiplier.dataset.buckets import BucketLayout, assign_buckets, make_bucket_resolutions
 from kohya_multiplier.errors import UserError
 
 # make_bucket_resolutions((512, 512)) with sd-scripts' defaults (checked against sd-scripts).

@@ -19,7 +19,7 @@ import warnings
 
 import pytest
 
-from kohya_multiplier.buckets import BucketLayout, make_bucket_resolutions
+from kohya_multiplier.dataset.buckets import BucketLayout, make_bucket_resolutions
 from kohya_multiplier.errors import UserError
 
 ORACLE = os.path.join(os.path.dirname(__file__), "sdscripts_bucket_oracle.py")
@@ -213,7 +213,7 @@ def test_header_sizes_equal_sd_scripts(tmp_path):
     plus its Pillow fallback), for every format and header variant the tests can write."""
     from imagegen import bmp_bytes, jpeg_bytes, png_bytes, webp_bytes
 
-    from kohya_multiplier.images import read_image_size
+    from kohya_multiplier.dataset.images import read_image_size
 
     rng = random.Random(5)
     files = {}

@@ -11,10 +11,10 @@ import textwrap
 import pytest
 
 from imagegen import make_folder, make_image
-from kohya_multiplier.config import CommandLineOptions, load_training_config
+from kohya_multiplier.dataset.config import CommandLineOptions, load_training_config
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.finetune_metadata import CURRENT, LEGACY, SPLIT, image_path, read_metadata_images, rules_for_layout
-from kohya_multiplier.plan_input import plan_input_for_dataset, planner_for_dataset
+from kohya_multiplier.dataset.finetune_metadata import CURRENT, LEGACY, SPLIT, image_path, read_metadata_images, rules_for_layout
+from kohya_multiplier.planner.plan_input import plan_input_for_dataset, planner_for_dataset
 
 ALL_RULES = (LEGACY, CURRENT, SPLIT)
 LAYOUT_OF = {LEGACY: "v0.9", CURRENT: "strategies", SPLIT: "split"}

@@ -14,7 +14,7 @@ PIL = pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
 from kohya_multiplier.cli import main  # noqa: E402
-from kohya_multiplier.image_check import check_images, check_one  # noqa: E402
+from kohya_multiplier.dataset.image_check import check_images, check_one  # noqa: E402
 
 
 def png_bytes(width: int, height: int) -> bytes:

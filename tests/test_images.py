@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from imagegen import bmp_bytes, jpeg_bytes, make_image, png_bytes, webp_bytes
 from kohya_multiplier import errors
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.images import ImageEntry, list_image_files, load_images, read_image_size
+from kohya_multiplier.dataset.images import ImageEntry, list_image_files, load_images, read_image_size
 
 
 @pytest.fixture(autouse=True)

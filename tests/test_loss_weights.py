@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from imagegen import make_folder
 from kohya_multiplier import errors
-from kohya_multiplier.config import CommandLineOptions, load_training_config
+from kohya_multiplier.dataset.config import CommandLineOptions, load_training_config
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.loss_weights import MAX_LOSS_WEIGHT, check_loss_weight
+from kohya_multiplier.dataset.loss_weights import MAX_LOSS_WEIGHT, check_loss_weight
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.multipliers import (
+from kohya_multiplier.dataset.multipliers import (
     RegularizationInput,
     auto_regularization_multipliers,
     check_multiplier,

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kohya_multiplier import html_report
+from kohya_multiplier.report import page as html_report
 from kohya_multiplier.cli import main
-from kohya_multiplier.report_data import EpochAccumulator, Report, dataset_report
+from kohya_multiplier.report.data import EpochAccumulator, Report, dataset_report
 
 
 def _chromium() -> str | None:

@@ -17,12 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kohya_multiplier.buckets import BucketLayout
-from kohya_multiplier.config import DatasetSpec, SubsetSpec
-from kohya_multiplier.images import ImageEntry
-from kohya_multiplier.plan_input import build_plan_input, plan_input_for_dataset, planner_for_dataset, planner_from_input
+from kohya_multiplier.dataset.buckets import BucketLayout
+from kohya_multiplier.dataset.config import DatasetSpec, SubsetSpec
+from kohya_multiplier.dataset.images import ImageEntry
+from kohya_multiplier.planner.plan_input import build_plan_input, plan_input_for_dataset, planner_for_dataset, planner_from_input
 from kohya_multiplier.planner import DatasetPlanner
-from kohya_multiplier.regularization import stock_image_repeats, stock_regularization_note, stock_regularization_repeats
+from kohya_multiplier.dataset.regularization import stock_image_repeats, stock_regularization_note, stock_regularization_repeats
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kohya_multiplier import html_report, svg_chart
+from kohya_multiplier.report import page as html_report
+
+from kohya_multiplier.report import svg_chart
 from kohya_multiplier.cli import main
-from kohya_multiplier.report_data import (
+from kohya_multiplier.report.data import (
     FAR_OVER, FAR_UNDER, OK, OVER, UNDER, EpochAccumulator, Report, balance_status, dataset_report, epoch_bins,
     rotation_bound,
 )
@@ -207,9 +209,9 @@ def test_report_from_a_schedule_equals_the_plans_report(tmp_path, capsys):
     page = tmp_path / "r.html"
     assert main(["report", str(schedule), "--config", str(config), "--html", str(page)]) == 0
     assert "report of 12 epochs" in capsys.readouterr().out
-    from kohya_multiplier.report_sources import schedule_reports
-    from kohya_multiplier.schedule import ScheduleFile
-    from kohya_multiplier.config import load_training_config
+    from kohya_multiplier.report.sources import schedule_reports
+    from kohya_multiplier.report.schedule import ScheduleFile
+    from kohya_multiplier.dataset.config import load_training_config
 
     (read,) = schedule_reports(ScheduleFile(str(schedule)), load_training_config(str(config)))
     (plan_d,) = planned.datasets
@@ -225,8 +227,8 @@ def test_report_without_config_makes_each_folder_a_subset(tmp_path):
     config = _tree(tmp_path, {"alice": (6, 0.5), "bob": (2, 1.0)})
     schedule = tmp_path / "s.jsonl"
     assert main(["plan", str(config), "--epochs", "4", "--schedule", str(schedule)]) == 0
-    from kohya_multiplier.report_sources import schedule_reports
-    from kohya_multiplier.schedule import ScheduleFile
+    from kohya_multiplier.report.sources import schedule_reports
+    from kohya_multiplier.report.schedule import ScheduleFile
 
     (d,) = schedule_reports(ScheduleFile(str(schedule)), None)
     assert [s.name for s in d.subsets] == ["alice", "bob"] and not d.has_targets
@@ -288,8 +290,7 @@ def test_charts_keep_their_size_for_1000_epochs_and_200_subsets():
 
 def test_picture_of_unicode_names_without_matplotlib_warnings():
     pytest.importorskip("matplotlib")
-    from kohya_multiplier import plot
-
+    from kohya_multiplier.report import picture as plot
     d = _report([[0, 1]], [0, 1], names=["猫_café", "Ωmega_α"])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -307,8 +308,7 @@ def test_picture_of_unicode_names_without_matplotlib_warnings():
 
 def test_picture_grows_with_subsets_not_with_epochs():
     pytest.importorskip("matplotlib")
-    from kohya_multiplier import plot
-
+    from kohya_multiplier.report import picture as plot
     small = plot.build_figure(_synthetic(subsets=5, epochs=1000)).get_size_inches()
     tall = plot.build_figure(_synthetic(subsets=200, epochs=10)).get_size_inches()
     assert small[0] < 20 and tall[0] < 20  # width bounded: epochs are grouped into ranges
@@ -361,8 +361,7 @@ def test_a_run_cut_short_names_its_short_epoch(tmp_path):
 
 def test_the_pictures_panel_titles_carry_the_verdicts():
     pytest.importorskip("matplotlib")
-    from kohya_multiplier import plot
-
+    from kohya_multiplier.report import picture as plot
     d = _report([[0, 1, 2, 3], [0]], [0, 0, 0, 0], targets=[2.0])
     titles = [ax.get_title(loc="left") for ax in plot.build_figure(Report(title="t", datasets=[d])).axes]
     assert "Dataset 0: balance (1 subset off target)" in titles

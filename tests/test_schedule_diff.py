@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kohya_multiplier import progress
-from kohya_multiplier import schedule_diff as sd
+from kohya_multiplier.report import schedule_diff as sd
 from kohya_multiplier.cli import main
 
 

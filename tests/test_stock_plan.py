@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from imagegen import make_folder
-from kohya_multiplier.config import CommandLineOptions, load_training_config
+from kohya_multiplier.dataset.config import CommandLineOptions, load_training_config
 from kohya_multiplier.errors import UserError
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -211,7 +211,7 @@ skip_image_resolution = 256
   image_dir = "reg/r"
   is_reg = true
 """)
-    from kohya_multiplier.regularization import stock_image_repeats
+    from kohya_multiplier.dataset.regularization import stock_image_repeats
 
     (dataset,) = load_training_config("dataset.toml").datasets
     assert [len(s.images) for s in dataset.subsets] == [2, 0, 5]
@@ -263,7 +263,7 @@ validation_seed = 3
   is_reg = true
   num_repeats = 4
 """)
-    from kohya_multiplier.plan_input import planner_for_dataset
+    from kohya_multiplier.planner.plan_input import planner_for_dataset
 
     config = load_training_config("dataset.toml")
     (dataset,) = config.datasets
@@ -277,7 +277,7 @@ validation_seed = 3
 def test_dreambooth_regularization_folders_queue_in_sd_scripts_listing_order(monkeypatch):
     """sd-scripts lists --reg_data_dir folders with Path.iterdir() (file-system order); the first
     listed are registered first, so they decide which regularization images are used."""
-    from kohya_multiplier.regularization import stock_image_repeats
+    from kohya_multiplier.dataset.regularization import stock_image_repeats
 
     make_folder("train/2_alice", [(512, 512)] * 2)  # 4 training images per epoch
     make_folder("reg/1_a", [(512, 512)] * 3)

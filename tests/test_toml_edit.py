@@ -9,7 +9,7 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
-from kohya_multiplier import toml_edit as te
+from kohya_multiplier.balance import toml_edit as te
 from kohya_multiplier.errors import UserError
 
 COMMENTED = """\

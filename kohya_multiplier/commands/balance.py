@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from kohya_multiplier import balance as bal
+from kohya_multiplier.balance import solve as bal
 from kohya_multiplier import progress
-from kohya_multiplier import toml_edit
+from kohya_multiplier.balance import toml_edit
 from kohya_multiplier.errors import UserError
 from kohya_multiplier.writer import InputPaths, check_outputs, input_paths, with_config_folders
 
@@ -105,8 +105,7 @@ def _strip_targets(raw: Any, file: str) -> dict[tuple[int, int], tuple[float, st
 
 
 def load(path: str | None, options) -> Loaded:
-    from kohya_multiplier import config as cfg
-
+    from kohya_multiplier.dataset import config as cfg
     if path is None:
         return Loaded(cfg.load_training_config(None, options), {}, None)
     raw = cfg.read_config_file(path)
@@ -132,7 +131,7 @@ def epoch_length(dataset, multipliers: list[float]) -> int:
     """Batches per epoch of a dataset with the given per-subset multipliers: the planner's L on
     the same input ``plan`` builds (``plan_input``: images of the subsets with multiplier > 0,
     sd-scripts' bucket assignment)."""
-    from kohya_multiplier.plan_input import build_plan_input
+    from kohya_multiplier.planner.plan_input import build_plan_input
     from kohya_multiplier.planner import DatasetPlanner
 
     subset_of_image, paths, resolutions = _bucketed_images(dataset)
@@ -149,8 +148,8 @@ def epoch_length(dataset, multipliers: list[float]) -> int:
 def _as_trained_today(dataset, multipliers: list[float]) -> tuple[int, list[float]]:
     """(batches per epoch, images per epoch of each subset) as the config trains now. A dataset
     without multipliers is stock sd-scripts, which repeats its regularization images by its own
-    rule (kohya_multiplier.regularization), not by their num_repeats."""
-    from kohya_multiplier.plan_input import planner_for_dataset
+    rule (kohya_multiplier.dataset.regularization), not by their num_repeats."""
+    from kohya_multiplier.planner.plan_input import planner_for_dataset
 
     if dataset.uses_multiplier:
         return epoch_length(dataset, multipliers), [max(m, 0.0) * len(s.images) for m, s in zip(multipliers, dataset.subsets)]
@@ -165,7 +164,7 @@ def _bucketed_images(dataset) -> tuple[list[int], list[str], list[tuple[int, int
     cached = getattr(dataset, "_balance_bucketed", None)
     if cached is not None:
         return cached
-    from kohya_multiplier.plan_input import dataset_bucket_ids
+    from kohya_multiplier.planner.plan_input import dataset_bucket_ids
 
     entries = [(index, image) for index, subset in enumerate(dataset.subsets) for image in subset.images]
     paths = [e.path for _, e in entries]
@@ -210,7 +209,7 @@ def _relative(path: str) -> str:
 
 
 def _group_names(config) -> dict[str, str]:
-    from kohya_multiplier.schedule_diff import parent_folder_namer
+    from kohya_multiplier.report.schedule_diff import parent_folder_namer
 
     dirs = [s.image_dir for d in config.datasets for s in d.subsets]
     namer = parent_folder_namer(os.path.join(p, "x") for p in {os.path.dirname(p) for p in dirs})

@@ -34,7 +34,7 @@ def register(subparsers) -> None:
 def verify(config, *, workers: int | None = None, stream=None, image_timeout: float | None = None) -> int:
     """Check the images of a loaded config; print the problems and the summary; 0 or EXIT_PROBLEMS.
     A worker that dies or hangs: the summary of what was checked, then the one-line error."""
-    from kohya_multiplier.image_check import DEFAULT_IMAGE_TIMEOUT, WorkerLost, check_images, config_image_paths, report_lines
+    from kohya_multiplier.dataset.image_check import DEFAULT_IMAGE_TIMEOUT, WorkerLost, check_images, config_image_paths, report_lines
 
     try:
         result = check_images(config_image_paths(config), workers=workers,
@@ -49,8 +49,8 @@ def verify(config, *, workers: int | None = None, stream=None, image_timeout: fl
 
 
 def run(args: argparse.Namespace) -> int:
-    from kohya_multiplier.config import load_training_config
-    from kohya_multiplier.image_check import require_pillow
+    from kohya_multiplier.dataset.config import load_training_config
+    from kohya_multiplier.dataset.image_check import require_pillow
 
     if args.workers is not None and args.workers < 1:
         raise UserError(f"must be at least 1, got {args.workers}", key="--workers")

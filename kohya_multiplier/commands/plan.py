@@ -6,23 +6,23 @@ import argparse
 import sys
 
 from kohya_multiplier.commands.dataset_options import add_dataset_arguments, options_from_args, require_dataset_source
-from kohya_multiplier.config import load_training_config
+from kohya_multiplier.dataset.config import load_training_config
 from kohya_multiplier.commands.report import check_report_paths, write_report
 from kohya_multiplier.errors import UserError, warnings_given
-from kohya_multiplier.distortion import warn_distortions
-from kohya_multiplier.jump import jump_to
-from kohya_multiplier.limits import check_epoch_length, check_epoch_range
+from kohya_multiplier.report.distortion import warn_distortions
+from kohya_multiplier.planner.jump import jump_to
+from kohya_multiplier.dataset.limits import check_epoch_length, check_epoch_range
 from kohya_multiplier.writer import OutputFiles, check_outputs, input_paths, with_config_folders
-from kohya_multiplier.plan_input import planner_for_dataset, planner_seed
+from kohya_multiplier.planner.plan_input import planner_for_dataset, planner_seed
 from kohya_multiplier.progress import track
 from kohya_multiplier.planner import PLANNER_VERSION
-from kohya_multiplier.report import collect_stats, format_table, stock_order_note
-from kohya_multiplier.report_data import Report
-from kohya_multiplier.report_sources import PlanCollector
+from kohya_multiplier.report.stats import collect_stats, format_table, stock_order_note
+from kohya_multiplier.report.data import Report
+from kohya_multiplier.report.sources import PlanCollector
 from kohya_multiplier.run_arithmetic import compute as compute_run
 from kohya_multiplier.run_arithmetic import format_run
-from kohya_multiplier.training_config import apply_defaults, read_training_config
-from kohya_multiplier.schedule import epoch_records, write_records
+from kohya_multiplier.dataset.training_config import apply_defaults, read_training_config
+from kohya_multiplier.report.schedule import epoch_records, write_records
 
 # sd-scripts' options that decide the run's step count (besides the batch size)
 _RUN_OPTIONS = ("max_train_epochs", "max_train_steps", "gradient_accumulation_steps", "num_processes")

@@ -32,7 +32,7 @@ def register(subparsers) -> None:
 
 def check_report_paths(plot: str | None, html: str | None) -> None:
     """Before any work: the picture's format from its extension."""
-    from kohya_multiplier.plot import picture_format
+    from kohya_multiplier.report.picture import picture_format
 
     if plot is not None:
         picture_format(plot)
@@ -41,12 +41,10 @@ def check_report_paths(plot: str | None, html: str | None) -> None:
 def write_report(report, outputs: OutputFiles, plot: str | None, html: str | None) -> None:
     """Render the picture and the page into ``outputs`` (renamed into place when the command ends)."""
     if plot:
-        from kohya_multiplier import plot as picture
-
+        from kohya_multiplier.report import picture as picture
         outputs.write("--plot", picture.draw_report(report, plot))
     if html:
-        from kohya_multiplier import html_report
-
+        from kohya_multiplier.report import page as html_report
         outputs.write("--html", html_report.render_page(report))
 
 
@@ -73,16 +71,16 @@ def run(args: argparse.Namespace) -> int:
     inputs = input_paths(args.config, read_files=[args.schedule])
     check_outputs(outputs, inputs)  # before any work
     warnings_before = len(warnings_given())
-    from kohya_multiplier.report_data import Report
-    from kohya_multiplier.report_sources import planner_versions, schedule_reports
-    from kohya_multiplier.schedule import ScheduleFile
+    from kohya_multiplier.report.data import Report
+    from kohya_multiplier.report.sources import planner_versions, schedule_reports
+    from kohya_multiplier.report.schedule import ScheduleFile
 
     schedule = ScheduleFile(args.schedule)
     config = None
     notes: list[str] = []
     options = options_from_args(args)
     if args.config is not None:
-        from kohya_multiplier.config import load_training_config
+        from kohya_multiplier.dataset.config import load_training_config
 
         config = load_training_config(args.config, options)
         notes = list(config.notes)

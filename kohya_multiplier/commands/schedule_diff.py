@@ -8,8 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from kohya_multiplier import schedule_diff as sd
-
+from kohya_multiplier.report import schedule_diff as sd
 EXIT_DIFFERENT = 1
 
 
@@ -37,7 +36,7 @@ def register(subparsers) -> None:
 
 
 def _config_namer(path: str, a, b):
-    from kohya_multiplier.config import CommandLineOptions, load_training_config
+    from kohya_multiplier.dataset.config import CommandLineOptions, load_training_config
 
     config = load_training_config(path, CommandLineOptions())
     counts: dict[str, int] = {}

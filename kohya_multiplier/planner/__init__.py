@@ -6,7 +6,7 @@ permutations) -> assemble (shuffle and cut into batches).
 """
 
 from kohya_multiplier.planner.assemble import EpochPlan
-from kohya_multiplier.multipliers import split_multiplier  # the one rule, re-exported for callers of the planner
+from kohya_multiplier.dataset.multipliers import split_multiplier  # the one rule, re-exported for callers of the planner
 from kohya_multiplier.planner.planner import PLANNER_VERSION, DatasetPlanner, PlanSummary
 
 __all__ = ["PLANNER_VERSION", "DatasetPlanner", "EpochPlan", "PlanSummary", "split_multiplier"]

@@ -19,7 +19,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from kohya_multiplier.multipliers import split_multiplier
+from kohya_multiplier.dataset.multipliers import split_multiplier
 from kohya_multiplier.planner.tickets import group_starts
 
 UNITS_PER_IMAGE = 1 << 20
@@ -105,7 +105,7 @@ class DatasetLayout:
 def build_layout(subset_of_image, bucket_of_image, multipliers, batch_size: int, image_repeats=None) -> DatasetLayout:
     """``image_repeats`` (optional, one integer >= 0 per image) replaces the integer part of each
     image's multiplier: stock sd-scripts repeats regularization images of one subset differently
-    (see kohya_multiplier.regularization). Fractional parts still come from ``multipliers``."""
+    (see kohya_multiplier.dataset.regularization). Fractional parts still come from ``multipliers``."""
     subset_of_image = np.asarray(subset_of_image, dtype=np.int64)
     bucket_of_image = np.asarray(bucket_of_image, dtype=np.int64)
     if subset_of_image.shape != bucket_of_image.shape or subset_of_image.ndim != 1:

@@ -26,9 +26,9 @@ import torch
 from library import config_util, train_util
 
 from kohya_multiplier.errors import warn_once
-from kohya_multiplier.plan_input import build_plan_input, plan_input_for_dataset, planner_from_input
+from kohya_multiplier.planner.plan_input import build_plan_input, plan_input_for_dataset, planner_from_input
 from kohya_multiplier.planner import PLANNER_VERSION
-from kohya_multiplier.schedule import PLANNER_VERSION_KEY
+from kohya_multiplier.report.schedule import PLANNER_VERSION_KEY
 from kohya_multiplier.sdscripts import session as _session
 
 logger = logging.getLogger(__name__)
@@ -403,13 +403,13 @@ class MultiplierDreamBoothDataset(PlannedDataset, _SdDreamBoothDataset):
 
 class MultiplierFineTuningDataset(PlannedDataset, _SdFineTuningDataset):
     """FineTuningDataset (metadata_file subsets) that follows the planner when the run uses
-    multipliers; stock otherwise. Images are known by the path kohya_multiplier.finetune_metadata
+    multipliers; stock otherwise. Images are known by the path kohya_multiplier.dataset.finetune_metadata
     resolves from their metadata key, as in the dry run."""
 
     _km_sd_class = _SdFineTuningDataset
 
     def __init__(self, *args, **kwargs):
-        from kohya_multiplier.finetune_metadata import rules_for_layout
+        from kohya_multiplier.dataset.finetune_metadata import rules_for_layout
 
         session = _session.current()  # decided here, in the main process: spawned workers have no session
         self._km_rules = rules_for_layout(session.layout if session is not None else None)
@@ -427,7 +427,7 @@ class MultiplierFineTuningDataset(PlannedDataset, _SdFineTuningDataset):
     def _image_path(self, key: str) -> str:
         path = self._km_paths.get(key)
         if path is None:  # not in the core's reading (should not happen): resolve it the same way
-            from kohya_multiplier.finetune_metadata import image_path
+            from kohya_multiplier.dataset.finetune_metadata import image_path
 
             path = image_path(key, self.image_to_subset[key].image_dir, self._km_rules) or os.path.abspath(key)
             self._km_paths[key] = path

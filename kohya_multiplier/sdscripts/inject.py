@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from kohya_multiplier.errors import EXIT_USER_ERROR, UserError, warn_once
-from kohya_multiplier.loss_weights import LOSS_SCALE_TXT
-from kohya_multiplier.multipliers import MULTIPLY_TXT, folder_subset_table, parse_folder_name
+from kohya_multiplier.dataset.loss_weights import LOSS_SCALE_TXT
+from kohya_multiplier.dataset.multipliers import MULTIPLY_TXT, folder_subset_table, parse_folder_name
 from kohya_multiplier.sdscripts import hookpoints, recorder
 from kohya_multiplier.sdscripts.scripts import read_text
 from kohya_multiplier.sdscripts import session as _session
@@ -123,9 +123,9 @@ def _hook_prepare_dataset_args(original, session: _session.Session):
 
 
 def read_dataset_config(args: Any, session: _session.Session) -> None:
-    from kohya_multiplier.config import load_training_config
+    from kohya_multiplier.dataset.config import load_training_config
     from kohya_multiplier.writer import check_training_output
-    from kohya_multiplier.plan_input import planner_seed
+    from kohya_multiplier.planner.plan_input import planner_seed
 
     session.config_read = True
     options = _session.options_from_sd_args(args)
@@ -206,9 +206,9 @@ def _asks_for_extension(options) -> bool:
 def _print_balance(config, session: _session.Session, args: Any, *, seed_given: bool) -> None:
     """The dry run's notes and per-subset balance table, printed once at start; the plan inputs
     stay on the session, for the datasets to compare with what sd-scripts found."""
-    from kohya_multiplier.plan_input import planner_for_dataset
-    from kohya_multiplier.distortion import warn_distortions
-    from kohya_multiplier.report import collect_stats, format_table
+    from kohya_multiplier.planner.plan_input import planner_for_dataset
+    from kohya_multiplier.report.distortion import warn_distortions
+    from kohya_multiplier.report.stats import collect_stats, format_table
 
     epochs = getattr(args, "max_train_epochs", None) or DEFAULT_TABLE_EPOCHS
     epochs = max(1, min(int(epochs), MAX_TABLE_EPOCHS))
@@ -220,7 +220,7 @@ def _print_balance(config, session: _session.Session, args: Any, *, seed_given: 
         planner, plan_input = planner_for_dataset(dataset, seed)
         session.plan_inputs[dataset.index] = plan_input
         stats = collect_stats(dataset, planner, plan_input, range(1, epochs + 1))
-        warn_distortions(stats)  # once, before its table (kohya_multiplier.distortion)
+        warn_distortions(stats)  # once, before its table (kohya_multiplier.report.distortion)
         print(format_table(stats))
     sys.stdout.flush()
 

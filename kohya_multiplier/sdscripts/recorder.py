@@ -1,6 +1,6 @@
 """``--multiplier_schedule FILE``: the batches a training run actually trained, as JSON Lines.
 
-Same records as ``kohya-multiplier plan --schedule`` (kohya_multiplier.schedule), one line per batch,
+Same records as ``kohya-multiplier plan --schedule`` (kohya_multiplier.report.schedule), one line per batch,
 in the order they were trained. A batch is recorded in the process that trains it, at the moment
 accelerate's DataLoader hands it to sd-scripts' training loop: batches a worker prefetched but the
 loop never took (the rest of an epoch cut short by ``--max_train_steps``) are not recorded. Each GPU

@@ -25,7 +25,7 @@ import sys
 from typing import Any
 
 from kohya_multiplier.errors import EXIT_USER_ERROR
-from kohya_multiplier.multipliers import MULTIPLY_TXT
+from kohya_multiplier.dataset.multipliers import MULTIPLY_TXT
 from kohya_multiplier.sdscripts import session as _session
 
 

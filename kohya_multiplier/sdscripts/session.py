@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from kohya_multiplier.config import CommandLineOptions, DatasetSpec, TrainingConfig
+from kohya_multiplier.dataset.config import CommandLineOptions, DatasetSpec, TrainingConfig
 
 # sd-scripts argument names that CommandLineOptions mirrors (missing ones count as not given).
 _OPTION_NAMES = tuple(CommandLineOptions.__dataclass_fields__)

@@ -20,9 +20,9 @@ import pytest
 from harness import BUCKET_OPTIONS, _toml_value
 from pngs import write_images
 
-from kohya_multiplier.config import load_training_config
+from kohya_multiplier.dataset.config import load_training_config
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.plan_input import planner_for_dataset
+from kohya_multiplier.planner.plan_input import planner_for_dataset
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,7 @@
 
 A stock dataset with regularization images: sd-scripts registers regularization images until
 their repeats reach the training images, adds one repeat round-robin when they fall short, and
-never registers the rest (kohya_multiplier.regularization). `plan` must print sd-scripts' batches
+never registers the rest (kohya_multiplier.dataset.regularization). `plan` must print sd-scripts' batches
 per epoch and its `--schedule` must hold, per epoch, the same images per bucket as the batches
 sd-scripts trains (their order is sd-scripts' own shuffle, unpredictable). Checked on a stock
 config and on a mixed config (one dataset with multipliers, one without), on every checkout.

@@ -28,7 +28,7 @@ from typing import Iterable
 import imagesize
 
 from kohya_multiplier.progress import track
-from kohya_multiplier.reading import why_unreachable
+from kohya_multiplier.dataset.reading import why_unreachable
 from kohya_multiplier.errors import UserError, warn_once
 
 # sd-scripts' list, in its order.

@@ -15,7 +15,7 @@ import html
 from typing import Sequence
 
 from kohya_multiplier.errors import safe_text
-from kohya_multiplier.report_data import (
+from kohya_multiplier.report.data import (
     EXCLUDED, FAR_OVER, FAR_UNDER, OK, OVER, UNDER, UNKNOWN, DatasetReport, SubsetReport, MAX_COLUMNS,
 )
 

@@ -21,9 +21,9 @@ from typing import IO, Iterator
 
 from kohya_multiplier import progress
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.limits import MAX_EPOCH
-from kohya_multiplier.reading import MAX_IMAGE_SIDE, parse_json
-from kohya_multiplier.plan_input import PlanInput
+from kohya_multiplier.dataset.limits import MAX_EPOCH
+from kohya_multiplier.dataset.reading import MAX_IMAGE_SIDE, parse_json
+from kohya_multiplier.planner.plan_input import PlanInput
 from kohya_multiplier.planner import PLANNER_VERSION, EpochPlan
 
 PLANNER_VERSION_KEY = "planner_version"

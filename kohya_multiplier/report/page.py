@@ -11,9 +11,11 @@ import html
 import os
 from pathlib import Path
 
-from kohya_multiplier import __version__, svg_chart
+from kohya_multiplier import __version__
+
+from kohya_multiplier.report import svg_chart
 from kohya_multiplier.errors import UserError, safe_text
-from kohya_multiplier.report_data import DatasetReport, Report, balance_status
+from kohya_multiplier.report.data import DatasetReport, Report, balance_status
 
 _STYLE = """
 * { box-sizing: border-box; }

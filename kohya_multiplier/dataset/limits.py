@@ -32,10 +32,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.multipliers import format_number, split_multiplier
+from kohya_multiplier.dataset.multipliers import format_number, split_multiplier
 
 if TYPE_CHECKING:
-    from kohya_multiplier.config import DatasetSpec
+    from kohya_multiplier.dataset.config import DatasetSpec
 
 MAX_EPOCH = 10_000
 MAX_PLANNED_EPOCHS = 10_000

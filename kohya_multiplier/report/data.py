@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from kohya_multiplier.multipliers import split_multiplier
+from kohya_multiplier.dataset.multipliers import split_multiplier
 
 MAX_COLUMNS = 20  # epoch columns of the per-epoch chart; more epochs are grouped into ranges
 

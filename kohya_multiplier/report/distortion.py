@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from kohya_multiplier.errors import warn_once
 
 if TYPE_CHECKING:
-    from kohya_multiplier.report import DatasetStats
+    from kohya_multiplier.report.stats import DatasetStats
 
 HIGH, LOW = 2.0, 0.5
 

@@ -14,15 +14,15 @@ sd-scripts' own rules, read from ``library/config_util.py`` and ``library/train_
   command line (``options``), then sd-scripts' default (batch size 1, bucketing off, min/max bucket
   reso 256/1024, steps 64, repeats 1). So a value in the file wins over the command line.
 * **multiplier vs num_repeats.** The most specific level that sets either key decides (see
-  :func:`kohya_multiplier.multipliers.resolve_repeat_setting`); both keys in one table is an
+  :func:`kohya_multiplier.dataset.multipliers.resolve_repeat_setting`); both keys in one table is an
   error. ``multiply.txt`` in the image folder sets the multiplier of a subset whose own table sets
   neither key and that inherits no multiplier from its dataset or ``[general]``: it overrides an
   inherited ``num_repeats`` (or the integer prefix of a DreamBooth folder) but not a multiplier.
 * **Regularization.** In a dataset where some subset has a multiplier, a regularization subset
   (``is_reg = true``) without one gets the automatic multiplier of
-  :func:`kohya_multiplier.multipliers.auto_regularization_multipliers`. A dataset without any
+  :func:`kohya_multiplier.dataset.multipliers.auto_regularization_multipliers`. A dataset without any
   multiplier is stock sd-scripts: every subset uses ``num_repeats`` (sd-scripts itself then
-  rebalances regularization images per image: :mod:`kohya_multiplier.regularization`).
+  rebalances regularization images per image: :mod:`kohya_multiplier.dataset.regularization`).
 * **Exclusion.** A subset with multiplier <= 0, or without multiplier and ``num_repeats`` < 1, is
   excluded (a note in ``TrainingConfig.notes``); a dataset whose every subset is excluded is an
   error. A later subset with the same ``image_dir`` string as an earlier one of the same dataset
@@ -40,10 +40,10 @@ sd-scripts' own rules, read from ``library/config_util.py`` and ``library/train_
   training part of each non-regularization subset is reproduced exactly. Without
   ``validation_seed`` sd-scripts draws a random split, which a plan cannot reproduce: a note says
   so and all images are planned. ``skip_image_resolution`` (sd-scripts v0.11.1; dataset or general
-  level, or the command line) skips images of at most that area (:mod:`kohya_multiplier.subset_images`).
+  level, or the command line) skips images of at most that area (:mod:`kohya_multiplier.dataset.subset_images`).
 
 * **Fine-tuning subsets** (``metadata_file``; every subset of the dataset has one, as sd-scripts
-  requires): the images and sizes of the metadata file (:mod:`kohya_multiplier.finetune_metadata`,
+  requires): the images and sizes of the metadata file (:mod:`kohya_multiplier.dataset.finetune_metadata`,
   whose rules depend on ``options.sd_scripts_layout``); a later subset with the same
   ``metadata_file`` is ignored, as sd-scripts ignores it; no regularization, no validation split
   (sd-scripts ignores it there), no ``multiply.txt``; ``loss_scale.txt`` is read from ``image_dir`` (the metadata file's folder
@@ -67,16 +67,16 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from kohya_multiplier.buckets import BucketLayout
-from kohya_multiplier.reading import parse_json, parse_toml, why_unreachable
+from kohya_multiplier.dataset.buckets import BucketLayout
+from kohya_multiplier.dataset.reading import parse_json, parse_toml, why_unreachable
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.finetune_metadata import read_metadata_images, rules_for_layout
-from kohya_multiplier.images import ImageEntry
-from kohya_multiplier import ignored as ignored_notes
-from kohya_multiplier.limits import check_dataset, check_sizes
-from kohya_multiplier.loss_weights import DEFAULT as DEFAULT_LOSS_WEIGHT
-from kohya_multiplier.loss_weights import LossWeight, check_loss_weight, resolve_loss_weight
-from kohya_multiplier.multipliers import (
+from kohya_multiplier.dataset.finetune_metadata import read_metadata_images, rules_for_layout
+from kohya_multiplier.dataset.images import ImageEntry
+from kohya_multiplier.dataset import ignored as ignored_notes
+from kohya_multiplier.dataset.limits import check_dataset, check_sizes
+from kohya_multiplier.dataset.loss_weights import DEFAULT as DEFAULT_LOSS_WEIGHT
+from kohya_multiplier.dataset.loss_weights import LossWeight, check_loss_weight, resolve_loss_weight
+from kohya_multiplier.dataset.multipliers import (
     MULTIPLY_TXT,
     RegularizationInput,
     auto_regularization_multipliers,
@@ -89,8 +89,8 @@ from kohya_multiplier.multipliers import (
     read_multiply_txt,
     resolve_repeat_setting,
 )
-from kohya_multiplier.regularization import stock_regularization_note
-from kohya_multiplier.subset_images import DatasetFilters, read_subset_images, skip_small_images
+from kohya_multiplier.dataset.regularization import stock_regularization_note
+from kohya_multiplier.dataset.subset_images import DatasetFilters, read_subset_images, skip_small_images
 
 __all__ = [
     "ImageEntry",
@@ -678,7 +678,7 @@ class _Reader:
             fine_tuning=fine_tuning,
             predefined_buckets=predefined_buckets,
         )
-        check_dataset(spec, file=self.file)  # bounded before any planning (kohya_multiplier.limits)
+        check_dataset(spec, file=self.file)  # bounded before any planning (kohya_multiplier.dataset.limits)
         return spec
 
     def prefix(self) -> str:

@@ -8,12 +8,12 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from kohya_multiplier.config import DatasetSpec
+from kohya_multiplier.dataset.config import DatasetSpec
 from kohya_multiplier.errors import safe_text
-from kohya_multiplier.loss_weights import describe as describe_loss_weight
-from kohya_multiplier.multipliers import format_number, split_multiplier
-from kohya_multiplier.plan_input import PlanInput
-from kohya_multiplier.regularization import STOCK_REGULARIZATION
+from kohya_multiplier.dataset.loss_weights import describe as describe_loss_weight
+from kohya_multiplier.dataset.multipliers import format_number, split_multiplier
+from kohya_multiplier.planner.plan_input import PlanInput
+from kohya_multiplier.dataset.regularization import STOCK_REGULARIZATION
 from kohya_multiplier.planner import DatasetPlanner, EpochPlan, PlanSummary
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from kohya_multiplier.errors import UserError, safe_text
-from kohya_multiplier.report_data import Report
-from kohya_multiplier.svg_chart import FILL, MARK, short_name
+from kohya_multiplier.report.data import Report
+from kohya_multiplier.report.svg_chart import FILL, MARK, short_name
 
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 ROW_INCHES = 0.24  # per subset row: 7-point text stays legible at any number of subsets

@@ -97,7 +97,7 @@ def positive_target(value: object, *, key: str, where: str | None = None, file: 
     """Validate an images-per-epoch target: a finite number above 0 and at most
     ``limits.MAX_IMAGES_PER_EPOCH``. A target of 0 or below is bad input (a subset that should not
     train takes ``multiplier = 0``), not a config that then fails to plan."""
-    from kohya_multiplier.limits import MAX_IMAGES_PER_EPOCH
+    from kohya_multiplier.dataset.limits import MAX_IMAGES_PER_EPOCH
 
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UserError(f"must be a number of images, got {value!r}", file=file, where=where, key=key)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 if TYPE_CHECKING:  # config imports this module; keep the arrow one way at run time
-    from kohya_multiplier.config import DatasetSpec, SubsetSpec
+    from kohya_multiplier.dataset.config import DatasetSpec, SubsetSpec
 
 STOCK_REGULARIZATION = "stock regularization"  # origin shown for regularization subsets of stock datasets
 

@@ -7,7 +7,7 @@ part (multiplier > 0), ordered by subset index, then image path; buckets numbere
 positions in the dataset's subset list, excluded subsets included, so multipliers line up.
 
 A dataset without any multiplier ("stock") also carries each image's integer repeats, as stock
-sd-scripts registers them (kohya_multiplier.regularization: regularization images of one subset
+sd-scripts registers them (kohya_multiplier.dataset.regularization: regularization images of one subset
 may get k or k+1 repeats, or none, and then they are not in the plan input at all, as sd-scripts
 never registers them). The planner then uses those repeats instead of the subsets' num_repeats.
 """
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 
 if TYPE_CHECKING:  # config imports nothing from here; keep the arrow one way at run time too
-    from kohya_multiplier.config import DatasetSpec
+    from kohya_multiplier.dataset.config import DatasetSpec
     from kohya_multiplier.planner import DatasetPlanner
 
 Resolution = tuple[int, int]
@@ -66,12 +66,12 @@ def build_plan_input(entries: Iterable[tuple]) -> PlanInput:
 
 
 def plan_input_for_dataset(dataset: "DatasetSpec") -> PlanInput:
-    """The plan input of a dataset read by kohya_multiplier.config (bucket rules of the dataset).
+    """The plan input of a dataset read by kohya_multiplier.dataset.config (bucket rules of the dataset).
 
     For a stock dataset (no multiplier anywhere in it), each image carries sd-scripts' own repeats,
     and regularization images sd-scripts never registers are left out.
     """
-    from kohya_multiplier.regularization import stock_image_repeats
+    from kohya_multiplier.dataset.regularization import stock_image_repeats
 
     per_subset = stock_image_repeats(dataset)
     entries, images = [], []

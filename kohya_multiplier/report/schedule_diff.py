@@ -17,9 +17,9 @@ from typing import Callable, Iterable, Mapping
 
 from kohya_multiplier import progress
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.schedule import Batch, BatchList, ScheduleFile, parse_record
+from kohya_multiplier.report.schedule import Batch, BatchList, ScheduleFile, parse_record
 
-parse_line = parse_record  # the one schedule line parser (kohya_multiplier.schedule)
+parse_line = parse_record  # the one schedule line parser (kohya_multiplier.report.schedule)
 
 
 def read_schedule(path: str | os.PathLike) -> ScheduleFile:

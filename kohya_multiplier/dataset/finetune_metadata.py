@@ -32,9 +32,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from kohya_multiplier.reading import image_side, parse_json
+from kohya_multiplier.dataset.reading import image_side, parse_json
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.images import IMAGE_EXTENSIONS, ImageEntry, images_with_sizes
+from kohya_multiplier.dataset.images import IMAGE_EXTENSIONS, ImageEntry, images_with_sizes
 
 CURRENT = "v0.10"  # sd-scripts v0.10 up to main 48d368fa: image_size, keys taken as written
 SPLIT = "v0.11"  # v0.11: CURRENT, and keys without extension found by glob_images

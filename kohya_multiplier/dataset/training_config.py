@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.multipliers import describe_value
+from kohya_multiplier.dataset.multipliers import describe_value
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.images import read_image_size
+from kohya_multiplier.dataset.images import read_image_size
 from kohya_multiplier.progress import Progress
 
 # EXIF tag 0x0112: 1 is upright; 2-8 are mirrored and/or rotated.
@@ -247,7 +247,7 @@ def _lost(paths: list[str], index: int, what: str, checked: int, problems: list[
 def config_image_paths(config) -> list[str]:
     """Every image file of every subset that trains (sd-scripts' listing of each folder, so files
     ``plan`` skipped as unreadable are checked too)."""
-    from kohya_multiplier.images import list_image_files
+    from kohya_multiplier.dataset.images import list_image_files
 
     paths: list[str] = []
     for dataset in config.datasets:

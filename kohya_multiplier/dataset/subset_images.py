@@ -24,9 +24,9 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from kohya_multiplier.reading import image_side, parse_json
+from kohya_multiplier.dataset.reading import image_side, parse_json
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.images import ImageEntry, images_with_sizes, list_image_files, load_images
+from kohya_multiplier.dataset.images import ImageEntry, images_with_sizes, list_image_files, load_images
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.multipliers import describe_value, read_number_file
+from kohya_multiplier.dataset.multipliers import describe_value, read_number_file
 
 KEY = "loss_weight"
 LOSS_SCALE_TXT = "loss_scale.txt"

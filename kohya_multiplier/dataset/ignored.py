@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from kohya_multiplier.multipliers import MULTIPLY_TXT, format_number
+from kohya_multiplier.dataset.multipliers import MULTIPLY_TXT, format_number
 
 
 def dropped_folder(path: str, repeats: int | None) -> str:
