@@ -279,7 +279,7 @@ def test_balance_batches_per_epoch_equal_the_planner(project, capsys):
     line = next(l for l in out.splitlines() if l.startswith("batches per epoch:"))
     before, after = (int(x) for x in line.split(":")[1].split("->"))
     from kohya_multiplier.commands.balance import load
-    from kohya_multiplier.dataset.config import CommandLineOptions
+    from kohya_multiplier.dataset.types import CommandLineOptions
     from kohya_multiplier.dataset.buckets import assign_buckets
 
     config = load("cfg.toml", CommandLineOptions()).config

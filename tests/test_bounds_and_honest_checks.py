@@ -132,7 +132,7 @@ def test_an_epoch_longer_than_a_gpu_could_train_is_refused(tmp_path, capsys, mon
 @given(st.floats(min_value=0, max_value=1e308, allow_nan=False), st.integers(1, 10**7))
 def test_every_accepted_dataset_is_within_the_limits(m, n):
     """Property: whatever multiplier and size, check_dataset refuses or the epoch is bounded."""
-    from kohya_multiplier.dataset.config import DatasetSpec, SubsetSpec
+    from kohya_multiplier.dataset.types import DatasetSpec, SubsetSpec
     from kohya_multiplier.errors import UserError
 
     images = [None] * min(n, 50)

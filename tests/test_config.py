@@ -14,7 +14,8 @@ import pytest
 from imagegen import make_folder, make_image
 from kohya_multiplier import errors
 from kohya_multiplier.commands.dataset_options import add_dataset_arguments, options_from_args
-from kohya_multiplier.dataset.config import CommandLineOptions, config_from_dict, load_training_config
+from kohya_multiplier.dataset.types import CommandLineOptions
+from kohya_multiplier.dataset.config import config_from_dict, load_training_config
 from kohya_multiplier.errors import UserError
 
 

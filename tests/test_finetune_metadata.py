@@ -11,7 +11,8 @@ import textwrap
 import pytest
 
 from imagegen import make_folder, make_image
-from kohya_multiplier.dataset.config import CommandLineOptions, load_training_config
+from kohya_multiplier.dataset.types import CommandLineOptions
+from kohya_multiplier.dataset.config import load_training_config
 from kohya_multiplier.errors import UserError
 from kohya_multiplier.dataset.finetune_metadata import CURRENT, LEGACY, SPLIT, image_path, read_metadata_images, rules_for_layout
 from kohya_multiplier.planner.plan_input import plan_input_for_dataset, planner_for_dataset

@@ -105,7 +105,7 @@ def test_warnings_come_before_the_table(tmp_path, capsys):
 
 def test_sd_scripts_defaults_are_not_named_as_overridden():
     """Training hands the core sd-scripts' parsed args, defaults included: they were not given."""
-    from kohya_multiplier.dataset.config import CommandLineOptions
+    from kohya_multiplier.dataset.types import CommandLineOptions
     from kohya_multiplier.dataset.ignored import overridden_options
 
     raw = {"general": {"batch_size": 4, "enable_bucket": True, "min_bucket_reso": 128}, "datasets": [{"subsets": []}]}

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from imagegen import make_folder
 from kohya_multiplier import errors
-from kohya_multiplier.dataset.config import CommandLineOptions, load_training_config
+from kohya_multiplier.dataset.types import CommandLineOptions
+from kohya_multiplier.dataset.config import load_training_config
 from kohya_multiplier.errors import UserError
 from kohya_multiplier.dataset.loss_weights import MAX_LOSS_WEIGHT, check_loss_weight
 

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kohya_multiplier.dataset.buckets import BucketLayout
-from kohya_multiplier.dataset.config import DatasetSpec, SubsetSpec
+from kohya_multiplier.dataset.types import DatasetSpec, SubsetSpec
 from kohya_multiplier.dataset.images import ImageEntry
 from kohya_multiplier.planner.plan_input import build_plan_input, plan_input_for_dataset, planner_for_dataset, planner_from_input
 from kohya_multiplier.planner import DatasetPlanner

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from imagegen import make_folder
-from kohya_multiplier.dataset.config import CommandLineOptions, load_training_config
+from kohya_multiplier.dataset.types import CommandLineOptions
+from kohya_multiplier.dataset.config import load_training_config
 from kohya_multiplier.errors import UserError
 
 GOLDEN = Path(__file__).parent / "golden"

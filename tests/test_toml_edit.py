@@ -10,6 +10,7 @@ except ImportError:  # Python 3.10
     import tomli as tomllib
 
 from kohya_multiplier.balance import toml_edit as te
+from kohya_multiplier.commands.balance import write_with_backup
 from kohya_multiplier.errors import UserError
 
 COMMENTED = """\
@@ -112,7 +113,7 @@ def test_crlf_line_endings_survive(tmp_path):
     loaded = te.read_text(path)
     assert loaded == text
     new = te.edit_text(loaded, [te.SubsetEdit(0, 1, "multiplier", 0.75)])
-    te.write_with_backup(path, new)
+    write_with_backup(path, new)
     data = path.read_bytes()
     assert data.count(b"\r\n") == text.count("\r\n") and b"multiplier = 0.75 # half\r\n" in data
 
@@ -120,8 +121,8 @@ def test_crlf_line_endings_survive(tmp_path):
 def test_write_with_backup_never_overwrites_a_backup(tmp_path):
     path = tmp_path / "config.toml"
     path.write_text("a = 1\n")
-    first = te.write_with_backup(path, "a = 2\n")
-    second = te.write_with_backup(path, "a = 3\n")
+    first = write_with_backup(path, "a = 2\n")
+    second = write_with_backup(path, "a = 3\n")
     assert first.name == "config.toml.bak" and first.read_text() == "a = 1\n"
     assert second.name == "config.toml.bak.1" and second.read_text() == "a = 2\n"
     assert path.read_text() == "a = 3\n"

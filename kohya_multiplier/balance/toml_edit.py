@@ -141,26 +141,6 @@ def backup_path(path: Path) -> Path:
     return candidate
 
 
-def write_with_backup(path: str | os.PathLike, new_text: str, *, inputs=None, key: str = "--write") -> Path:
-    """Keep the file's bytes in a fresh backup, then replace the file with ``new_text``; both through
-    the one writer, so a failure leaves the config as it was and no empty backup. A config that is a
-    symbolic link keeps its link: the file it points to is edited. ``inputs``: what must not be
-    written (the image folders), checked before anything is written.
-
-    Bytes are written as given (no newline translation) so unchanged lines stay byte-identical."""
-    from kohya_multiplier.writer import InputPaths, OutputFiles
-
-    path = Path(path)
-    old = path.read_bytes()
-    backup = backup_path(path)
-    folders = InputPaths(None, inputs.folders, inputs.metadata_files) if inputs is not None else None
-    backup_key = f"{key} (its backup)"
-    with OutputFiles({backup_key: str(backup), key: str(path)}, folders) as outputs:
-        outputs.write(backup_key, old, exclusive=True)
-        outputs.write(key, new_text.encode("utf-8"))
-    return backup
-
-
 def read_text(path: str | os.PathLike) -> str:
     """The file as text with its line endings untouched (``\\r\\n`` stays ``\\r\\n``)."""
     path = Path(path)

@@ -27,7 +27,7 @@ from kohya_multiplier.balance import solve as bal
 from kohya_multiplier import progress
 from kohya_multiplier.balance import toml_edit
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.writer import InputPaths, check_outputs, input_paths, with_config_folders
+from kohya_multiplier.writer import InputPaths, OutputFiles, check_outputs, input_paths, with_config_folders
 
 KEY = "images_per_epoch"
 _TABLE_RE = re.compile(r"^datasets\[(\d+)\]\.subsets\[(\d+)\]")
@@ -325,10 +325,28 @@ def run(args: argparse.Namespace) -> int:
                   "keys) until --write turns it into multiplier")
         return 0
     new_text = toml_edit.edit_text(loaded.toml_text, edits, file=str(args.config))
-    backup = toml_edit.write_with_backup(args.config, new_text, inputs=write_inputs)
+    backup = write_with_backup(args.config, new_text, inputs=write_inputs)
     print(f"\nwrote {args.config}: {len(edits)} subset table{'s' if len(edits) != 1 else ''} changed "
           f"({len(changed)} multiplier{'s' if len(changed) != 1 else ''}); backup: {backup}")
     return 0
+
+
+def write_with_backup(path: str | os.PathLike, new_text: str, *, inputs=None, key: str = "--write") -> Path:
+    """Keep the file's bytes in a fresh backup, then replace the file with ``new_text``; both through
+    the one writer, so a failure leaves the config as it was and no empty backup. A config that is a
+    symbolic link keeps its link: the file it points to is edited. ``inputs``: what must not be
+    written (the image folders), checked before anything is written.
+
+    Bytes are written as given (no newline translation) so unchanged lines stay byte-identical."""
+    path = Path(path)
+    old = path.read_bytes()
+    backup = toml_edit.backup_path(path)
+    folders = InputPaths(None, inputs.folders, inputs.metadata_files) if inputs is not None else None
+    backup_key = f"{key} (its backup)"
+    with OutputFiles({backup_key: str(backup), key: str(path)}, folders) as outputs:
+        outputs.write(backup_key, old, exclusive=True)
+        outputs.write(key, new_text.encode("utf-8"))
+    return backup
 
 
 def _edits(specs, assignments):

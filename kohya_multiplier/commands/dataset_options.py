@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from kohya_multiplier.dataset.config import CommandLineOptions
+from kohya_multiplier.dataset.types import CommandLineOptions
 from kohya_multiplier.errors import UserError
 
 

@@ -36,7 +36,8 @@ def register(subparsers) -> None:
 
 
 def _config_namer(path: str, a, b):
-    from kohya_multiplier.dataset.config import CommandLineOptions, load_training_config
+    from kohya_multiplier.dataset.types import CommandLineOptions
+    from kohya_multiplier.dataset.config import load_training_config
 
     config = load_training_config(path, CommandLineOptions())
     counts: dict[str, int] = {}

@@ -35,7 +35,7 @@ from kohya_multiplier.errors import UserError
 from kohya_multiplier.dataset.multipliers import format_number, split_multiplier
 
 if TYPE_CHECKING:
-    from kohya_multiplier.dataset.config import DatasetSpec
+    from kohya_multiplier.dataset.types import DatasetSpec
 
 MAX_EPOCH = 10_000
 MAX_PLANNED_EPOCHS = 10_000

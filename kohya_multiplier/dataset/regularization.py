@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-if TYPE_CHECKING:  # config imports this module; keep the arrow one way at run time
-    from kohya_multiplier.dataset.config import DatasetSpec, SubsetSpec
+if TYPE_CHECKING:
+    from kohya_multiplier.dataset.types import DatasetSpec, SubsetSpec
 
 STOCK_REGULARIZATION = "stock regularization"  # origin shown for regularization subsets of stock datasets
 

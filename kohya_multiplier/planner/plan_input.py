@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 
 if TYPE_CHECKING:  # config imports nothing from here; keep the arrow one way at run time too
-    from kohya_multiplier.dataset.config import DatasetSpec
+    from kohya_multiplier.dataset.types import DatasetSpec
     from kohya_multiplier.planner import DatasetPlanner
 
 Resolution = tuple[int, int]

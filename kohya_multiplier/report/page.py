@@ -8,13 +8,11 @@ tables scroll inside their own boxes, long names wrap in the table.
 from __future__ import annotations
 
 import html
-import os
-from pathlib import Path
 
 from kohya_multiplier import __version__
 
 from kohya_multiplier.report import svg_chart
-from kohya_multiplier.errors import UserError, safe_text
+from kohya_multiplier.errors import safe_text
 from kohya_multiplier.report.data import DatasetReport, Report, balance_status
 
 _STYLE = """

@@ -8,15 +8,12 @@ does not matter; batches are matched by (epoch, dataset, batch).
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
 from kohya_multiplier import progress
-from kohya_multiplier.errors import UserError
 from kohya_multiplier.report.schedule import Batch, BatchList, ScheduleFile, parse_record
 
 parse_line = parse_record  # the one schedule line parser (kohya_multiplier.report.schedule)

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from kohya_multiplier.dataset.config import DatasetSpec, TrainingConfig
+from kohya_multiplier.dataset.types import DatasetSpec, TrainingConfig
 from kohya_multiplier.errors import UserError
 from kohya_multiplier.planner.plan_input import PlanInput, planner_for_dataset
 from kohya_multiplier.report.stats import DatasetStats, _multiplier_text, _origin_text, collect_stats, epoch_shape_line

@@ -8,7 +8,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from kohya_multiplier.dataset.config import DatasetSpec
+from kohya_multiplier.dataset.types import DatasetSpec
 from kohya_multiplier.errors import safe_text
 from kohya_multiplier.dataset.loss_weights import describe as describe_loss_weight
 from kohya_multiplier.dataset.multipliers import format_number, split_multiplier

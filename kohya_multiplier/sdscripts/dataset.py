@@ -30,6 +30,7 @@ from kohya_multiplier.planner.plan_input import build_plan_input, plan_input_for
 from kohya_multiplier.planner import PLANNER_VERSION
 from kohya_multiplier.report.schedule import PLANNER_VERSION_KEY
 from kohya_multiplier.sdscripts import session as _session
+from kohya_multiplier.sdscripts.recorder import BATCH_RECORD_KEY  # the recorder owns the key it takes out of each batch
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ def sd_dataset_function(name: str):
     """A method of sd-scripts' dataset classes; its ``__globals__`` are where it looks names up."""
     return getattr(_SdDreamBoothDataset, name)
 
-# Key of the record each served training batch carries to the main process (see recorder.py).
-BATCH_RECORD_KEY = "kohya_multiplier_batch"
 # Key of kohya-multiplier's entry in a planned dataset's bucket_info (model metadata).
 METADATA_KEY = "kohya_multiplier"
 

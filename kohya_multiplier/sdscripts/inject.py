@@ -53,6 +53,7 @@ def install(session: _session.Session) -> None:
     from kohya_multiplier.sdscripts import dataset, selfcheck
 
     hooks = session.hooks
+    session.planned_dataset_classes = (dataset.MultiplierDreamBoothDataset, dataset.MultiplierFineTuningDataset)
     _extend_schema(config_util, session)
     original = train_util.prepare_dataset_args  # wherever this revision defines it (train_util re-exports it at v0.11)
     hooks.append(

@@ -19,6 +19,10 @@ import os
 
 from kohya_multiplier.errors import UserError
 
+# The key under which a dataset hands its batch's record through the DataLoader to the recorder
+# (removed here, so the training loop never sees it).
+BATCH_RECORD_KEY = "kohya_multiplier_batch"
+
 _state = {"fd": None, "path": None}
 
 
@@ -46,8 +50,6 @@ def write_record(record: dict) -> None:
 def take_record(batch) -> None:
     """Remove our record from a batch dict (the training loop never sees it) and write it."""
     if isinstance(batch, dict):
-        from kohya_multiplier.sdscripts.dataset import BATCH_RECORD_KEY
-
         record = batch.pop(BATCH_RECORD_KEY, None)
         if record is not None:
             write_record(record)

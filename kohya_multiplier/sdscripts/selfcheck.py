@@ -91,8 +91,7 @@ def verify(session: _session.Session, train_group: Any, blueprint: Any = None) -
 
 
 def _dataset_problems(session: _session.Session, train_group: Any) -> list[str]:
-    from kohya_multiplier.sdscripts.dataset import MultiplierDreamBoothDataset, MultiplierFineTuningDataset
-
+    dreambooth_class, fine_tuning_class = session.planned_dataset_classes
     found = []
     datasets = list(getattr(train_group, "datasets", []))
     for index, spec in enumerate(session.config.datasets):
@@ -102,7 +101,7 @@ def _dataset_problems(session: _session.Session, train_group: Any) -> list[str]:
             found.append(f"dataset {index} has multipliers or loss weights but sd-scripts built only {len(datasets)} datasets")
             continue
         dataset = datasets[index]
-        ours = MultiplierFineTuningDataset if spec.fine_tuning else MultiplierDreamBoothDataset
+        ours = fine_tuning_class if spec.fine_tuning else dreambooth_class
         if not isinstance(dataset, ours):
             kind = type(dataset)
             found.append(f"dataset {index} is sd-scripts' {kind.__module__}.{kind.__qualname__}, not the planned dataset")

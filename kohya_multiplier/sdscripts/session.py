@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from kohya_multiplier.dataset.config import CommandLineOptions, DatasetSpec, TrainingConfig
+from kohya_multiplier.dataset.types import CommandLineOptions, DatasetSpec, TrainingConfig
 
 # sd-scripts argument names that CommandLineOptions mirrors (missing ones count as not given).
 _OPTION_NAMES = tuple(CommandLineOptions.__dataclass_fields__)
@@ -37,6 +37,9 @@ class Session:
     multiplier_requested: bool = False  # sd-scripts' own config reading met a multiplier (schema, folder)
     verified: bool = False  # the self-check ran on the built datasets and found every hook in place
     plan_inputs: dict[int, Any] = field(default_factory=dict)  # dataset index -> the dry run's PlanInput, once computed
+    # (DreamBooth, fine-tuning) planned dataset classes, handed over when the hooks are installed:
+    # the self-check tests what sd-scripts built against them
+    planned_dataset_classes: tuple[Any, ...] = ()
 
     @property
     def record(self) -> bool:
