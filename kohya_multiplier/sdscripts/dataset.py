@@ -110,6 +110,9 @@ class PlannedDataset:
     """
 
     _km_sd_class: type  # the sd-scripts class it extends
+    # The run's session, bound when the hooks are installed (bind_session); None in a process that
+    # did not install them (a spawned DataLoader worker, whose datasets arrive pickled and complete).
+    km_session: "_session.Session | None" = None
 
     def __init__(self, *args, **kwargs):
         self._km_plan: _PlanState | None = None
@@ -122,7 +125,7 @@ class PlannedDataset:
         self._km_epoch_value = None
         self._km_loss_weights: dict[str, float] | None = None  # subset source -> loss_weight, when some is not 1
         self._km_weight_of_source: dict[str, float] = {}  # the same by sd-scripts' own spelling (__getitem__'s lookup)
-        session = _session.current()
+        session = self.km_session
         is_training = bool(kwargs.get("is_training_dataset", True))
         planned = False
         if session is not None and is_training:
@@ -252,7 +255,7 @@ class PlannedDataset:
 
     def _warn_if_dry_run_differs(self, plan_input) -> None:
         """Training follows sd-scripts' own images and buckets; the dry run predicts them. Say so if not."""
-        session = _session.current()
+        session = self.km_session
         try:
             predicted = session.plan_inputs.get(self._km_index) if session is not None else None
             if predicted is None:  # not printed at start (another rank)
@@ -410,7 +413,7 @@ class MultiplierFineTuningDataset(PlannedDataset, _SdFineTuningDataset):
     def __init__(self, *args, **kwargs):
         from kohya_multiplier.dataset.finetune_metadata import rules_for_layout
 
-        session = _session.current()  # decided here, in the main process: spawned workers have no session
+        session = self.km_session  # decided here, in the main process: spawned workers have no session bound
         self._km_rules = rules_for_layout(session.layout if session is not None else None)
         self._km_paths: dict[str, str] = {}  # metadata key -> image path, as the core resolved it
         super().__init__(*args, **kwargs)
@@ -442,12 +445,20 @@ def epoch_collator_class(original):
     return EpochCapturingCollator
 
 
+def bind_session(session: "_session.Session") -> None:
+    """Hand the run's session to the planned dataset classes and the collator (inject.install)."""
+    PlannedDataset.km_session = session
+    EpochCapturingCollator.km_session = session
+
+
 class EpochCapturingCollator(train_util.collator_class):
     """sd-scripts' collator; on creation it hands the shared epoch Value to our datasets."""
 
+    km_session: "_session.Session | None" = None  # bound when the hooks are installed
+
     def __init__(self, epoch, step, dataset):
         super().__init__(epoch, step, dataset)
-        session = _session.current()
+        session = self.km_session
         if session is not None:
             from kohya_multiplier.sdscripts import selfcheck
 

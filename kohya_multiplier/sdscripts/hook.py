@@ -20,8 +20,6 @@ SCHEDULE_OPTIONS = ("--multiplier_schedule", "--multiplier-schedule")
 
 
 def activate() -> None:
-    if _session.current() is not None:
-        return  # the wrapper (or an earlier import) installed everything
     if in_worker_process():
         return  # a DataLoader worker: its dataset arrives pickled, hooks included
     schedule = _take_schedule_option(sys.argv)
@@ -29,6 +27,8 @@ def activate() -> None:
 
     from kohya_multiplier.sdscripts import inject, locate, worker_watch
 
+    if inject.installed():
+        return  # the wrapper (or an earlier import) installed everything
     revision = locate.detect_revision(Path(config_util.__file__).resolve().parents[1])
     session = _session.start(schedule, revision=revision.verdict(), layout=revision.layout, script_path=sys.argv[0] if sys.argv else None)
     inject.install(session)

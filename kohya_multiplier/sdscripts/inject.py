@@ -47,12 +47,20 @@ _EXTENSION_KEYS = ("multiplier", "loss_weight")
 _EXTENSION_FILES = (MULTIPLY_TXT, LOSS_SCALE_TXT)
 
 
+def installed() -> bool:
+    """Whether this process already has the hooks (the wrapper installed them before the patched
+    checkout's hook runs)."""
+    dataset = sys.modules.get("kohya_multiplier.sdscripts.dataset")
+    return dataset is not None and dataset.PlannedDataset.km_session is not None
+
+
 def install(session: _session.Session) -> None:
     from library import config_util, train_util  # train_util also loads every module it re-exports
 
     from kohya_multiplier.sdscripts import dataset, selfcheck
 
     hooks = session.hooks
+    dataset.bind_session(session)
     session.planned_dataset_classes = (dataset.MultiplierDreamBoothDataset, dataset.MultiplierFineTuningDataset)
     _extend_schema(config_util, session)
     original = train_util.prepare_dataset_args  # wherever this revision defines it (train_util re-exports it at v0.11)
@@ -129,7 +137,7 @@ def read_dataset_config(args: Any, session: _session.Session) -> None:
     from kohya_multiplier.planner.plan_input import planner_seed
 
     session.config_read = True
-    options = _session.options_from_sd_args(args)
+    options = _session.options_from_sd_args(args, session)
     if session.record:  # never over an input (the config, an image folder), checked before the file opens
         check_training_output(session.schedule_path, options)
         recorder.start(session.schedule_path, truncate=_session.is_main_rank())

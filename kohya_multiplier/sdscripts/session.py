@@ -1,10 +1,12 @@
 """State of one wrapped training run, shared by the hooks in the main process. Torch-free.
 
-The launcher creates the session; the ``prepare_dataset_args`` hook fills it from sd-scripts' own
-parsed arguments (so ``--config_file`` and every alias count) by reading the dataset config with the
-same core loader as the dry run; the dataset classes then take their multipliers from it. Dataset
-instances copy what they need, because DataLoader workers started with ``spawn`` do not run the
-launcher and see an empty session.
+The launcher (or the patched checkout's hook) creates the session and hands it to
+``inject.install``, which binds it into the hooks and into the planned dataset and collator classes
+(``dataset.bind_session``): no module holds it as a global. The ``prepare_dataset_args`` hook fills
+it from sd-scripts' own parsed arguments (so ``--config_file`` and every alias count) by reading the
+dataset config with the same core loader as the dry run; the dataset classes then take their
+multipliers from it. Dataset instances copy what they need, because DataLoader workers started with
+``spawn`` do not run the launcher and their classes have no session bound.
 """
 
 from __future__ import annotations
@@ -51,32 +53,23 @@ class Session:
         return self.config.datasets[index]
 
 
-_current: Session | None = None
-
-
 def start(
     schedule_path: str | None, revision: str = "unknown revision", script_path: str | None = None, layout: str | None = None
 ) -> Session:
-    global _current
-    _current = Session(
+    """A new run's session (the caller hands it to ``inject.install``)."""
+    return Session(
         schedule_path=os.path.abspath(schedule_path) if schedule_path else None, revision=revision, script_path=script_path,
         layout=layout,
     )
-    return _current
 
 
-def current() -> Session | None:
-    """The session of this process; None where the launcher did not run (spawned workers, stock runs)."""
-    return _current
-
-
-def options_from_sd_args(args: Any) -> CommandLineOptions:
+def options_from_sd_args(args: Any, session: Session) -> CommandLineOptions:
     """sd-scripts' parsed ``args`` as the core's CommandLineOptions (after prepare_dataset_args)."""
     values = {name: getattr(args, name, None) for name in _OPTION_NAMES}
     for name in _PATH_OPTIONS:  # some revisions parse these with type=Path
         if values.get(name) is not None:
             values[name] = os.fspath(values[name])
-    values["sd_scripts_layout"] = _current.layout if _current is not None else None
+    values["sd_scripts_layout"] = session.layout
     return CommandLineOptions(**values)
 
 
