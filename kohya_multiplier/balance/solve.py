@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from kohya_multiplier.errors import UserError
+from kohya_multiplier.dataset.multipliers import auto_regularization_rate
 
 GROUP_BY = ("subset", "parent")
 
@@ -253,18 +254,8 @@ def solve(
             elif kind[i] == "ratio":
                 r = ratio_of[i]
                 out[i] = ratios[r].fraction * epoch_total * s.images / ratio_images[r] if ratio_images[r] else 0.0
-        # automatic regularization, per dataset: max(0, T - R_explicit) / R_auto
-        for dataset in sorted({s.dataset for s in subsets}):
-            autos = [i for i in range(n) if kind[i] == "auto" and subsets[i].dataset == dataset]
-            if not autos:
-                continue
-            members = [i for i in range(n) if subsets[i].dataset == dataset and kind[i] != "auto"]
-            training = sum(out[i] for i in members if not subsets[i].is_reg)
-            reg_explicit = sum(out[i] for i in members if subsets[i].is_reg)
-            reg_images = sum(subsets[i].images for i in autos)
-            m = max(0.0, training - reg_explicit) / reg_images if reg_images else 0.0
-            for i in autos:
-                out[i] = m * subsets[i].images
+        for i, m in _auto_regularization_rates(subsets, kind, lambda i: out[i]).items():
+            out[i] = m * subsets[i].images
         return out
 
     epoch_total = _solve_epoch_total(lambda total: sum(contributions(total)), bool(ratios))
@@ -292,18 +283,25 @@ def solve(
             rule = fixed_rule[i]
             target = s.images_per_epoch
         result[i] = Assignment(m, m * s.images, rule, changed=not _same(m, s.multiplier), target=target)
+    for i, m in _auto_regularization_rates(subsets, kind, lambda i: result[i].images_per_epoch).items():
+        result[i] = Assignment(m, m * subsets[i].images, "auto (regularization)")
+    return result  # type: ignore[return-value]
+
+
+def _auto_regularization_rates(subsets, kind: list[str], images_per_epoch) -> dict[int, float]:
+    """Per automatic regularization subset, its multiplier from the other subsets' images per epoch
+    (``images_per_epoch(i)``), dataset by dataset: the formula of auto_regularization_rate."""
+    rates: dict[int, float] = {}
     for dataset in sorted({s.dataset for s in subsets}):
-        autos = [i for i in range(n) if kind[i] == "auto" and subsets[i].dataset == dataset]
+        autos = [i for i, s in enumerate(subsets) if kind[i] == "auto" and s.dataset == dataset]
         if not autos:
             continue
-        others = [i for i in range(n) if subsets[i].dataset == dataset and kind[i] != "auto"]
-        training = sum(result[i].images_per_epoch for i in others if not subsets[i].is_reg)
-        reg_explicit = sum(result[i].images_per_epoch for i in others if subsets[i].is_reg)
-        reg_images = sum(subsets[i].images for i in autos)
-        m = max(0.0, training - reg_explicit) / reg_images if reg_images else 0.0
-        for i in autos:
-            result[i] = Assignment(m, m * subsets[i].images, "auto (regularization)")
-    return result  # type: ignore[return-value]
+        others = [i for i, s in enumerate(subsets) if s.dataset == dataset and kind[i] != "auto"]
+        training = sum(images_per_epoch(i) for i in others if not subsets[i].is_reg)
+        explicit = sum(images_per_epoch(i) for i in others if subsets[i].is_reg)
+        m = auto_regularization_rate(training, explicit, sum(subsets[i].images for i in autos))
+        rates.update({i: m for i in autos})
+    return rates
 
 
 def epoch_images(assignments: Sequence[Assignment]) -> float:

@@ -131,8 +131,7 @@ def epoch_length(dataset, multipliers: list[float]) -> int:
     """Batches per epoch of a dataset with the given per-subset multipliers: the planner's L on
     the same input ``plan`` builds (``plan_input``: images of the subsets with multiplier > 0,
     sd-scripts' bucket assignment)."""
-    from kohya_multiplier.planner.plan_input import build_plan_input
-    from kohya_multiplier.planner import DatasetPlanner
+    from kohya_multiplier.planner.plan_input import build_plan_input, planner_from_input
 
     subset_of_image, paths, resolutions = _bucketed_images(dataset)
     taking_part = {i for i, m in enumerate(multipliers) if m > 0}
@@ -140,9 +139,7 @@ def epoch_length(dataset, multipliers: list[float]) -> int:
         (s, path, resolution) for s, path, resolution in zip(subset_of_image, paths, resolutions) if s in taking_part)
     if len(plan_input) == 0:
         return 0
-    planner = DatasetPlanner(plan_input.subset_of_image, plan_input.bucket_of_image, multipliers,
-                             dataset.batch_size, 0)
-    return int(planner.epoch_length)
+    return int(planner_from_input(plan_input, multipliers, dataset.batch_size, 0).epoch_length)
 
 
 def _as_trained_today(dataset, multipliers: list[float]) -> tuple[int, list[float]]:

@@ -297,6 +297,14 @@ class RegularizationInput:
     num_repeats: int
 
 
+def auto_regularization_rate(training_per_epoch: float, explicit_regularization_per_epoch: float, auto_images: int) -> float:
+    """The automatic regularization multiplier: max(0, T - R_explicit) / R_auto (0 without images).
+    The one formula; ``plan``, training and ``balance`` all reach it."""
+    if not auto_images:
+        return 0.0
+    return max(0.0, training_per_epoch - explicit_regularization_per_epoch) / auto_images
+
+
 def auto_regularization_multipliers(subsets: Sequence[RegularizationInput]) -> list[float | None]:
     """Multipliers for the regularization subsets of one dataset that have none of their own.
 
@@ -335,7 +343,7 @@ def auto_regularization_multipliers(subsets: Sequence[RegularizationInput]) -> l
             train += max(0.0, rate) * s.image_count
     if auto_images <= 0:
         return result
-    m = max(0.0, train - reg_explicit) / auto_images
+    m = auto_regularization_rate(train, reg_explicit, auto_images)
     for index in auto_indices:
         result[index] = m
     return result

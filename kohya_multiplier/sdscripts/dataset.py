@@ -28,7 +28,7 @@ from library import config_util, train_util
 from kohya_multiplier.errors import warn_once
 from kohya_multiplier.planner.plan_input import build_plan_input, plan_input_for_dataset, planner_from_input
 from kohya_multiplier.planner import PLANNER_VERSION
-from kohya_multiplier.report.schedule import PLANNER_VERSION_KEY
+from kohya_multiplier.report.schedule import PLANNER_VERSION_KEY, batch_record
 from kohya_multiplier.sdscripts import session as _session
 from kohya_multiplier.sdscripts.recorder import BATCH_RECORD_KEY  # the recorder owns the key it takes out of each batch
 
@@ -372,16 +372,8 @@ class PlannedDataset:
             entry = self.buckets_indices[index]
             width, height = self.bucket_manager.resos[entry.bucket_index]
             epoch = self._epoch_now()
-        record = {
-            "epoch": epoch,
-            "dataset": self._km_index,
-            "batch": int(index),
-            "resolution": [int(width), int(height)],
-            "images": [self._image_path(k) for k in images],
-        }
-        if self._km_plan is not None:
-            record[PLANNER_VERSION_KEY] = PLANNER_VERSION  # as plan --schedule writes it
-        return record
+        return batch_record(epoch, self._km_index, index, (width, height), [self._image_path(k) for k in images],
+                            planned=self._km_plan is not None)
 
 
 class MultiplierDreamBoothDataset(PlannedDataset, _SdDreamBoothDataset):
