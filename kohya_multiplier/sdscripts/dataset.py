@@ -97,6 +97,10 @@ def _plain_number(value: float):
     return int(value) if float(value).is_integer() else float(value)
 
 
+def _path_key(path: str) -> str:
+    return os.path.normcase(os.path.abspath(path))
+
+
 def _source_key(path: str) -> str:
     return os.path.normcase(os.path.abspath(path))
 
@@ -125,6 +129,7 @@ class PlannedDataset:
         self._km_epoch_value = None
         self._km_loss_weights: dict[str, float] | None = None  # subset source -> loss_weight, when some is not 1
         self._km_weight_of_source: dict[str, float] = {}  # the same by sd-scripts' own spelling (__getitem__'s lookup)
+        self._km_known_sizes: dict[str, tuple[int, int]] = {}  # image path -> the size the core read (construction only)
         session = self.km_session
         is_training = bool(kwargs.get("is_training_dataset", True))
         planned = False
@@ -147,12 +152,26 @@ class PlannedDataset:
                 self._km_multipliers = [s.effective_multiplier for s in spec.subsets]
                 self._km_subset_of_dir = {_source_key(s.source): i for i, s in enumerate(spec.subsets)}
                 kwargs["subsets"] = self._without_excluded(kwargs.get("subsets", []))
+                # the headers the core read are handed to sd-scripts: each image is read once per run
+                self._km_known_sizes = {_path_key(e.path): (e.width, e.height)
+                                        for s in spec.subsets if not s.excluded for e in s.images}
 
         if not planned:
             super().__init__(*args, **kwargs)
             return
         self._build_planned(*args, **kwargs)
+        self._km_known_sizes = {}  # not pickled into every DataLoader worker
         self._record_multipliers_for_metadata()
+
+    def register_image(self, info, subset):
+        """sd-scripts' registration, with the size the core already read from the image's header
+        (sd-scripts' make_buckets reads only the sizes still missing); the same reader, so the same
+        numbers."""
+        if getattr(info, "image_size", None) is None and self._km_known_sizes:
+            size = self._km_known_sizes.get(_path_key(info.absolute_path))
+            if size is not None:
+                info.image_size = size
+        super().register_image(info, subset)
 
     # -- what the two kinds do differently ----------------------------------------------------
 

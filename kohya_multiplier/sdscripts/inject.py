@@ -146,6 +146,8 @@ def read_dataset_config(args: Any, session: _session.Session) -> None:
     if options.dataset_config is None and options.train_data_dir is None and options.in_json is None:
         return  # no dataset the core can read
     session.seed = planner_seed(getattr(args, "seed", None))
+    if not session.record and not _asks_for_extension(options):
+        return  # stock sd-scripts: nothing to plan or weigh, so nothing of the dataset is read twice
     try:
         config = load_training_config(options.dataset_config, options)
     except UserError:
