@@ -28,6 +28,7 @@ import threading
 from dataclasses import dataclass
 from typing import IO, Any, Iterable
 
+from kohya_multiplier.dataset.reading import file_identity
 from kohya_multiplier.errors import UserError
 
 STDOUT = "-"
@@ -51,15 +52,6 @@ def _absolute(path: str) -> str:
 
 def _real(path: str) -> str:
     return os.path.normcase(os.path.realpath(_absolute(path)))
-
-
-def _identity(path: str) -> tuple[int, int] | None:
-    """(device, inode) of what ``path`` names, through links; None when it cannot be stat-ed."""
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return (st.st_dev, st.st_ino)
 
 
 def input_paths(config_file: str | None = None, *, train_data_dir: str | None = None,
@@ -113,12 +105,12 @@ def _input_files(inputs: InputPaths) -> dict[tuple[int, int], str]:
     """Identity -> what that input is, for the refusal's wording."""
     named: dict[tuple[int, int], str] = {}
     for path in inputs.read_files:
-        if (identity := _identity(path)) is not None:
+        if (identity := file_identity(path)) is not None:
             named[identity] = "is an input of this command (the schedule it reads); writing it would destroy it"
     for path in inputs.metadata_files:
-        if (identity := _identity(path)) is not None:
+        if (identity := file_identity(path)) is not None:
             named[identity] = "is a fine-tuning metadata file of the dataset; writing it would destroy it"
-    if inputs.config_file is not None and (identity := _identity(inputs.config_file)) is not None:
+    if inputs.config_file is not None and (identity := file_identity(inputs.config_file)) is not None:
         named[identity] = "is the dataset config; writing it would destroy the config"
     return named
 
@@ -130,13 +122,13 @@ def _folder_holding(target: str, inputs: InputPaths) -> str | None:
         base = _real(folder)
         if os.path.normcase(target) == base or os.path.normcase(target).startswith(base.rstrip(os.sep) + os.sep):
             return folder  # by spelling, which also covers a folder that does not exist (yet)
-        if (identity := _identity(folder)) is not None:
+        if (identity := file_identity(folder)) is not None:
             folders.setdefault(identity, folder)
     if not folders:
         return None
     current = target
     while True:
-        identity = _identity(current)
+        identity = file_identity(current)
         if identity in folders:
             return folders[identity]
         parent = os.path.dirname(current)
@@ -159,7 +151,7 @@ def _hard_link_in_folders(target: str, inputs: InputPaths) -> str | None:
         for root, _, files in os.walk(folder):
             for name in files:
                 path = os.path.join(root, name)
-                if _identity(path) == wanted:
+                if file_identity(path) == wanted:
                     return path
     return None
 
@@ -179,7 +171,7 @@ def check_output_path(path: str | None, *, key: str, inputs: InputPaths | None) 
     if os.path.isdir(target):
         raise UserError("is a link to a directory; give a file name", file=shown, key=key)
     if inputs is not None:
-        identity = _identity(target)
+        identity = file_identity(target)
         named = _input_files(inputs)
         if identity is not None and identity in named:
             raise UserError(named[identity], file=shown, key=key)

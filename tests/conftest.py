@@ -19,3 +19,4 @@ def workdir(tmp_path, monkeypatch):
     errors._warned.clear()
     yield tmp_path
     errors._warned.clear()
+

@@ -3,17 +3,15 @@ sd-scripts adapter (scripts/import-graph.py says what the layers are)."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+
+from dev_scripts import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("import_graph", ROOT / "scripts" / "import-graph.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("import-graph.py")
 
 
 def test_no_circles_no_arrow_back_up_and_no_torch_in_the_core():

@@ -6,9 +6,10 @@ refactoring."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+from dev_scripts import load_script
 
 from kohya_multiplier.planner import PLANNER_VERSION
 
@@ -16,10 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("plan_hashes", ROOT / "scripts" / "plan-hashes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("plan-hashes.py")
 
 
 def test_plans_are_byte_identical_to_the_recorded_ones():

@@ -67,7 +67,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from kohya_multiplier.dataset.buckets import BucketLayout
-from kohya_multiplier.dataset.reading import parse_json, parse_toml, why_unreachable
+from kohya_multiplier.dataset.reading import file_identity, parse_json, parse_toml, why_unreachable
 from kohya_multiplier.errors import UserError
 from kohya_multiplier.dataset.finetune_metadata import read_metadata_images, rules_for_layout
 from kohya_multiplier.dataset.images import ImageEntry
@@ -259,14 +259,6 @@ def config_from_dict(raw: Mapping[str, Any], *, file: str | None, options: Comma
     notes: list[str] = []
     reader = _Reader(file=file, options=options or CommandLineOptions(), notes=notes)
     return TrainingConfig(source=str(file or "<config>"), datasets=reader.read(raw), notes=notes)
-
-
-def _identity(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return (st.st_dev, st.st_ino)
 
 
 def read_config_file(path: str) -> dict:
@@ -644,7 +636,7 @@ class _Reader:
                 )
                 return None
             seen_dirs[same] = (where, same)
-            identity = _identity(metadata_file if metadata_file is not None else image_dir)
+            identity = file_identity(metadata_file if metadata_file is not None else image_dir)
             if identity is not None and identity in seen_dirs:
                 earlier_where, earlier = seen_dirs[identity]
                 self.notes.append(

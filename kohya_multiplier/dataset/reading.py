@@ -60,6 +60,16 @@ def image_side(value: Any) -> int | None:
     return None
 
 
+def file_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of what ``path`` names, through links; None when it cannot be stat-ed. Two
+    spellings of one file or folder (``a`` and ``a/``, a link, a hard link) have one identity."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def why_unreachable(path: str, *, what: str = "directory") -> str:
     """Why ``path`` cannot be used, in the system's words: ``directory not found`` only when it is
     not there; else the real reason (a path longer than the system allows, a permission)."""
