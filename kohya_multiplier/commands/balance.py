@@ -254,6 +254,20 @@ def run(args: argparse.Namespace) -> int:
     if args.write:  # before any work: the config's folder writable, the backup not on an input
         check_outputs({"--write (its backup)": str(toml_edit.backup_path(Path(args.config))), "--write": str(args.config)},
                       InputPaths(None, write_inputs.folders, write_inputs.metadata_files))
+    subsets, specs = _balance_subsets(config, loaded.targets, args.group_by)
+
+    if args.per_epoch is None and not ratios and not loaded.targets:
+        raise UserError("nothing to balance: give --per-epoch N, --ratio SELECTOR=FRACTION, "
+                        f"or {KEY} in a subset's table", key="--per-epoch")
+    assignments = bal.solve(subsets, per_epoch=args.per_epoch, ratios=ratios, group_by=args.group_by)
+
+    steps, before_images = _steps_before_and_after(config, subsets, assignments)
+    print(render(config, subsets, assignments, steps, args.epochs, group_by=args.group_by, before_images=before_images))
+    return _apply(args, loaded, specs, assignments, write_inputs)
+
+
+def _balance_subsets(config, targets: dict, group_by: str) -> tuple[list[bal.BalanceSubset], list[tuple]]:
+    """Every subset as the solver sees it, and (dataset, position, spec, place in the file, target)."""
     names = _display_names(config)
     groups = _group_names(config)
 
@@ -262,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
     for dataset in config.datasets:
         for position, spec in enumerate(dataset.subsets):
             file_position = _file_position(spec)
-            target = loaded.targets.get(file_position) if file_position else None
+            target = targets.get(file_position) if file_position else None
             parent = os.path.dirname(spec.image_dir)
             subsets.append(bal.BalanceSubset(
                 dataset=dataset.index,
@@ -273,18 +287,18 @@ def run(args: argparse.Namespace) -> int:
                 is_reg=bool(spec.is_reg),
                 explicit=spec.multiplier is not None,
                 num_repeats=int(spec.num_repeats),
-                group=groups.get(parent, "") if args.group_by == "parent" else "",
+                group=groups.get(parent, "") if group_by == "parent" else "",
                 images_per_epoch=target[0] if target else None,
                 aliases=(spec.name, _relative(spec.image_dir), groups.get(parent, "")),
             ))
             specs.append((dataset, position, spec, file_position, target))
 
-    if args.per_epoch is None and not ratios and not loaded.targets:
-        raise UserError("nothing to balance: give --per-epoch N, --ratio SELECTOR=FRACTION, "
-                        f"or {KEY} in a subset's table", key="--per-epoch")
-    assignments = bal.solve(subsets, per_epoch=args.per_epoch, ratios=ratios, group_by=args.group_by)
+    return subsets, specs
 
-    # Batches per epoch, before and after, from the real planner.
+
+def _steps_before_and_after(config, subsets, assignments) -> tuple[list[bal.DatasetSteps], list[float]]:
+    """Batches per epoch of each dataset today and with the new multipliers (the real planner), and
+    each subset's images per epoch as the config trains today."""
     steps: list[bal.DatasetSteps] = []
     before_images: list[float] = []  # per subset, images per epoch as the config trains today
     offset = 0
@@ -297,8 +311,11 @@ def run(args: argparse.Namespace) -> int:
         before_images.extend(today_images)
         offset += count
 
-    print(render(config, subsets, assignments, steps, args.epochs, group_by=args.group_by, before_images=before_images))
+    return steps, before_images
 
+
+def _apply(args: argparse.Namespace, loaded, specs, assignments, write_inputs) -> int:
+    """Say what would change, and with --write change the config (a backup kept)."""
     edits, folder_renames = _edits(specs, assignments)
     changed = [a for a in assignments if a.changed]
     if not edits and not folder_renames:
