@@ -90,6 +90,10 @@ def read_image_size(path: str) -> tuple[int, int] | None:
         return None
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return _read_webp_size(head)
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) >= 24:
+        # the IHDR fields, as imagesize reads them, from the bytes already read: one open per PNG
+        width, height = struct.unpack(">LL", head[16:24])
+        return (int(width), int(height)) if width > 0 and height > 0 else None
     try:
         width, height = imagesize.get(path, **_NO_ROTATION)
     except Exception:  # imagesize 1.x raises ValueError on malformed headers
