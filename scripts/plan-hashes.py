@@ -41,6 +41,16 @@ def _write(path: str, text: str) -> str:
     return path
 
 
+# The [general] table of every case: small buckets, so small images make several of them.
+GENERAL = """[general]
+resolution = 64
+enable_bucket = true
+min_bucket_reso = 32
+max_bucket_reso = 128
+bucket_reso_steps = 32
+"""
+
+
 def build_cases(root: str) -> dict[str, list[str]]:
     """Each case: the `plan` arguments (its --schedule is added by the caller)."""
     r = root.replace("\\", "/")
@@ -53,13 +63,7 @@ def build_cases(root: str) -> dict[str, list[str]]:
     _write(f"{root}/ed/style/multiply.txt", "0.4\n")
     _write(f"{root}/ed/style/loss_scale.txt", "0.5\n")
     subjects = _write(f"{root}/subjects.toml", f"""
-[general]
-resolution = 64
-enable_bucket = true
-min_bucket_reso = 32
-max_bucket_reso = 128
-bucket_reso_steps = 32
-caption_extension = ".txt"
+{GENERAL}caption_extension = ".txt"
 [[datasets]]
 batch_size = 2
   [[datasets.subsets]]
@@ -88,13 +92,7 @@ multiplier = 0.5
   multiplier = 0.2
 """)
     stock = _write(f"{root}/stock.toml", f"""
-[general]
-resolution = 64
-enable_bucket = true
-min_bucket_reso = 32
-max_bucket_reso = 128
-bucket_reso_steps = 32
-[[datasets]]
+{GENERAL}[[datasets]]
 batch_size = 2
   [[datasets.subsets]]
   image_dir = "{r}/subjects/bob"
@@ -112,13 +110,7 @@ batch_size = 2
         meta[name] = {f"{root}/ft/{name}/{i:04d}.png".replace("\\", "/"): {"caption": f"{name} {i}"} for i in range(count)}
         _write(f"{root}/ft/{name}.json", json.dumps(meta[name]))
     finetune = _write(f"{root}/finetune.toml", f"""
-[general]
-resolution = 64
-enable_bucket = true
-min_bucket_reso = 32
-max_bucket_reso = 128
-bucket_reso_steps = 32
-[[datasets]]
+{GENERAL}[[datasets]]
 batch_size = 2
   [[datasets.subsets]]
   metadata_file = "{r}/ft/big.json"
