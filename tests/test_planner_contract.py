@@ -1,4 +1,4 @@
-"""Property tests of every point of the sampling contract (DESIGN.md) on random datasets."""
+"""Property tests of every point of the sampling contract (the README: Why, and How the planner works) on random datasets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The regression cases listed in DESIGN.md, with the tolerances a correct design meets."""
+"""Regression cases of the sampling contract (README: Why, and How the planner works), with the tolerances a correct planner meets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A targeted search for the rotation bound (DESIGN.md contract point 5) on small awkward datasets.
+"""A targeted search for the rotation bound (the contract's rotation point: README, How the planner works) on small awkward datasets.
 
 Every image with fractional part f must be trained at least once in every window of
 2 x ceil(1/f) + 2 epochs. Hypothesis steers towards the worst ratio of (longest unseen run + 1)

@@ -34,7 +34,7 @@ else:  # pragma: no cover - Python 3.10
 ENV_CHECKOUT = "KOHYA_SD_SCRIPTS"
 CONFIG_FILE_NAME = "config.toml"
 
-# Code layouts the integration layer knows (see SD_SCRIPTS_NOTES.md): "strategies" = v0.10.x and
+# Code layouts the integration layer knows: "strategies" = v0.10.x and
 # main up to v0.11 (train and validation groups, tokenizers in strategy objects, datasets in
 # train_util.py); "split" = v0.11.x (the same, with the dataset code split out of train_util.py
 # into library/dataset.py, dreambooth_dataset.py, ...); "v0.9" = v0.9.0 and v0.9.1 (one group, the
