@@ -38,17 +38,11 @@ def safe_text(text: str) -> str:
     text = str(text)
     if text.isprintable():
         return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") if _only_escapes(text) \
-            else text.encode("utf-8", "backslashreplace").decode("utf-8")
+    try:  # an undecodable byte of a file name back to its byte, shown as \xff
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no byte stands for
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text.translate(_CONTROL)
-
-
-def _only_escapes(text: str) -> bool:
-    """Whether every surrogate in ``text`` is one of Python's escapes of an undecodable byte."""
-    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in text)
 
 
 _warned: set[str] = set()

@@ -204,7 +204,7 @@ def _check_writable_folder(shown: str, target: str, key: str) -> None:
 def check_outputs(outputs: dict[str, Any], inputs: InputPaths | None) -> dict[str, str | None]:
     """Check several ``{key: path}`` outputs; two options naming the same file are refused too.
     Returns ``{key: file to write}`` (None for stdout) for the keys given."""
-    seen: dict[tuple[str, ...], str] = {}
+    seen: dict[str, str] = {}
     targets: dict[str, str | None] = {}
     for key, path in outputs.items():
         if path is None:
@@ -213,7 +213,7 @@ def check_outputs(outputs: dict[str, Any], inputs: InputPaths | None) -> dict[st
         targets[key] = target
         if target is None:
             continue
-        same = (os.path.normcase(target),)
+        same = os.path.normcase(target)
         if same in seen:
             raise UserError(f"is also given to {seen[same]}; give each output its own file", file=str(path), key=key)
         seen[same] = key

@@ -12,6 +12,7 @@ import pytest
 from kohya_multiplier import progress
 from kohya_multiplier.report import schedule_diff as sd
 from kohya_multiplier.cli import main
+from kohya_multiplier.report.schedule import parse_record
 
 
 def batches(epochs=3, per_epoch=4, size=2, root="/data", seed=0):
@@ -63,7 +64,7 @@ def test_different_images_exit_1_with_per_epoch_and_per_subset_counts(tmp_path, 
 
 
 def test_verdicts_order_batching_and_missing_epochs():
-    base = [sd.parse_line(json.dumps(r), file="x", line=1) for r in batches(epochs=2)]
+    base = [parse_record(json.dumps(r), file="x", line=1) for r in batches(epochs=2)]
     swapped = list(base)
     swapped[0], swapped[2] = (sd.Batch(1, 0, 0, base[2].resolution, base[2].images),
                               sd.Batch(1, 0, 2, base[0].resolution, base[0].images))

@@ -11,7 +11,7 @@ import os
 
 from kohya_multiplier.commands.dataset_options import add_dataset_arguments, options_from_args
 from kohya_multiplier.errors import UserError, warnings_given
-from kohya_multiplier.writer import InputPaths, OutputFiles, check_outputs, input_paths, with_config_folders
+from kohya_multiplier.writer import OutputFiles, check_outputs, input_paths, with_config_folders
 
 
 def register(subparsers) -> None:
@@ -86,10 +86,10 @@ def run(args: argparse.Namespace) -> int:
         notes = list(config.notes)
         for note in notes:
             print(note)
-    image_folders = sorted({os.path.dirname(p) for p in schedule.paths})
-    files = OutputFiles(outputs, with_config_folders(InputPaths(
-        inputs.config_file, (*inputs.folders, *image_folders), inputs.metadata_files, inputs.read_files), config)
-        if config is not None else InputPaths(None, tuple(image_folders), (), inputs.read_files))
+    # the folders of the images the schedule names are inputs too (with or without the config)
+    every_input = input_paths(args.config, image_dirs=sorted({os.path.dirname(p) for p in schedule.paths}),
+                              read_files=[args.schedule])
+    files = OutputFiles(outputs, with_config_folders(every_input, config) if config is not None else every_input)
     datasets = schedule_reports(schedule, config, notes)
     notes += partial_epoch_notes(datasets)
     facts = [("schedule", args.schedule), ("config", args.config or "none (targets unknown)"),

@@ -220,7 +220,7 @@ def _check_in_workers(paths: list[str], workers: int, image_timeout: float, prob
                 index = current[w]
                 if index != watched[w][0]:
                     watched[w] = (index, now)
-                if process.exitcode is not None and process.exitcode != 0 or (process.exitcode == 0 and index >= 0):
+                if process.exitcode is not None and (process.exitcode != 0 or index >= 0):  # gone, or gone mid-image
                     _lost(paths, index, f"the worker decoding it {_describe_exit(process.exitcode)}", checked, problems,
                           workers, start)
                 if index >= 0 and now - watched[w][1] > image_timeout:

@@ -99,7 +99,7 @@ def read_image_size(path: str) -> tuple[int, int] | None:
     except Exception:  # imagesize 1.x raises ValueError on malformed headers
         width, height = -1, -1
     if width <= 0 or height <= 0:
-        size = _read_bmp_size(path)
+        size = _read_bmp_size(head)
         if size is None:
             return None
         width, height = size
@@ -134,13 +134,8 @@ def _read_webp_size(head: bytes) -> tuple[int, int] | None:
     return width, height
 
 
-def _read_bmp_size(path: str) -> tuple[int, int] | None:
-    """Width and height of a BMP file (Windows/OS2 headers), as Pillow reports them."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(26)
-    except OSError:
-        return None
+def _read_bmp_size(head: bytes) -> tuple[int, int] | None:
+    """Width and height of a BMP file (Windows/OS2 headers) from its first bytes, as Pillow reports them."""
     if len(head) < 22 or head[:2] != b"BM":
         return None
     (header_size,) = struct.unpack("<I", head[14:18])

@@ -169,11 +169,11 @@ class ScheduleFile:
 
     @property
     def epochs(self) -> list[int]:
-        return sorted({epoch for epoch, _ in self.offsets})
+        return sorted({epoch for epoch, _ in self.keys()})
 
     @property
     def datasets(self) -> list[int]:
-        return sorted({dataset for _, dataset in self.offsets})
+        return sorted({dataset for _, dataset in self.keys()})
 
     @property
     def paths(self) -> set[str]:
@@ -250,10 +250,6 @@ class BatchList:
     epochs = ScheduleFile.epochs
     datasets = ScheduleFile.datasets
     paths = ScheduleFile.paths
-
-    @property
-    def offsets(self):
-        return self._groups
 
     def keys(self) -> list[tuple[int, int]]:
         return sorted(self._groups)

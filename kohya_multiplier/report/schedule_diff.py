@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
 from kohya_multiplier import progress
-from kohya_multiplier.report.schedule import Batch, BatchList, ScheduleFile, parse_record
-
-parse_line = parse_record  # the one schedule line parser (kohya_multiplier.report.schedule)
+from kohya_multiplier.report.schedule import Batch, BatchList, ScheduleFile
 
 
 def read_schedule(path: str | os.PathLike) -> ScheduleFile:

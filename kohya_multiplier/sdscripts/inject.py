@@ -21,7 +21,6 @@ replaced), so everything keeps pickling into ``spawn`` workers:
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -29,15 +28,11 @@ from typing import Any
 
 from kohya_multiplier.errors import EXIT_USER_ERROR, UserError, warn_once
 from kohya_multiplier.dataset.loss_weights import LOSS_SCALE_TXT
+from kohya_multiplier.dataset.reading import parse_json, parse_toml
 from kohya_multiplier.dataset.multipliers import MULTIPLY_TXT, folder_subset_table, parse_folder_name
 from kohya_multiplier.sdscripts import hookpoints, recorder
 from kohya_multiplier.sdscripts.scripts import read_text
 from kohya_multiplier.sdscripts import session as _session
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 # Epochs of the balance table printed at start when --max_train_epochs does not say (the dry run's default).
 DEFAULT_TABLE_EPOCHS = 10
@@ -185,8 +180,10 @@ def _asks_for_extension(options) -> bool:
         try:
             with open(options.dataset_config, "rb") as handle:
                 raw = handle.read()
-            data = json.loads(raw) if options.dataset_config.lower().endswith(".json") else tomllib.loads(raw.decode("utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError):
+            shown = options.dataset_config
+            data = (parse_json(raw.decode("utf-8-sig"), file=shown) if shown.lower().endswith(".json")
+                    else parse_toml(raw.decode("utf-8"), file=shown))
+        except (OSError, ValueError, UnicodeDecodeError, UserError):  # unreadable, or nested too deeply
             text = read_text(Path(options.dataset_config))
             return any(key in text for key in _EXTENSION_KEYS)
         tables = [data.get("general") or {}]
