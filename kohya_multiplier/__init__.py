@@ -11,7 +11,8 @@ The product is a pipeline of stages; each package is one, and imports point down
 - ``report``: statistics, the text table, the page and the picture, schedule files, schedule-diff;
 - ``balance``: targets to multipliers, and the edits to the user's TOML;
 - ``writer`` (every file the tool writes), ``example``, ``bench``;
-- ``sdscripts``: the adapter to sd-scripts (the only part that imports sd-scripts or torch);
+- ``checkouts``: sd-scripts checkouts (locate, revision fingerprint, patch, the training scripts);
+- ``sdscripts``: the runtime hooks into sd-scripts (the only part that imports sd-scripts or torch);
 - ``commands`` and ``cli``: the command line, inside one error boundary.
 """
 

@@ -35,7 +35,7 @@ COMMAND_MODULES = {
 
 def is_training_command(word: str) -> bool:
     """``kohya-multiplier SCRIPT ...``: any training script of the checkout (checked when it runs)."""
-    from kohya_multiplier.sdscripts.scripts import looks_like_script_name
+    from kohya_multiplier.checkouts.scripts import looks_like_script_name
 
     return word not in COMMAND_MODULES and looks_like_script_name(word)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Print a checkout's fingerprint of hooked code as an entry for kohya_multiplier/sdscripts/known_revisions.py.
+"""Print a checkout's fingerprint of hooked code as an entry for kohya_multiplier/checkouts/known_revisions.py.
 
     python scripts/fingerprint-checkout.py SD_SCRIPTS_DIR NAME LAYOUT
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kohya_multiplier.sdscripts.fingerprint import fingerprint  # noqa: E402
+from kohya_multiplier.checkouts.fingerprint import fingerprint  # noqa: E402
 
 
 def main() -> int:

@@ -13,8 +13,9 @@ and the layers below, never one above):
     3  report/      statistics, table, page, picture, schedules, schedule-diff
     4  balance/     targets to multipliers, TOML edits
     5  writer, example, bench
-    6  sdscripts/   the adapter to sd-scripts (the only layer that may import torch)
-    7  commands/, cli, __main__
+    6  checkouts/   sd-scripts checkouts: locate, fingerprint, patch, the training scripts
+    7  sdscripts/   the runtime hooks into sd-scripts (the only layer that may import torch)
+    8  commands/, cli, __main__
 
 tests/test_import_graph.py runs it.
 """
@@ -34,10 +35,11 @@ LAYERS = [
     ("report", ["report"]),
     ("balance", ["balance"]),
     ("writer, example, bench", ["writer", "example", "bench"]),
+    ("checkouts", ["checkouts"]),
     ("sdscripts", ["sdscripts"]),
     ("commands", ["commands", "cli", "__main__", "patches"]),
 ]
-TORCH_FROM_LAYER = 6
+TORCH_FROM_LAYER = 7
 
 
 def layer_of(module: str) -> int:

@@ -30,7 +30,8 @@ mode, root, config = sys.argv[1], sys.argv[2], sys.argv[3]
 os.chdir(root)
 sys.path.insert(0, root)
 if mode == "wrapped":
-    from kohya_multiplier.sdscripts import compat, inject, locate
+    from kohya_multiplier.sdscripts import compat, inject
+    from kohya_multiplier.checkouts import locate
     from kohya_multiplier.sdscripts import session as sessions
     compat.install_torchvision_workaround()
     revision = locate.detect_revision(locate.Path(root))
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs of each, alternating (default 3)")
     parser.add_argument("--stock", action="store_true", help="a config without multipliers")
     args = parser.parse_args(argv)
-    from kohya_multiplier.sdscripts import locate
+    from kohya_multiplier.checkouts import locate
 
     checkout = locate.resolve_checkout(args.sd_scripts, required=False)
     if checkout is None:

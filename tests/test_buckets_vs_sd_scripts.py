@@ -33,7 +33,7 @@ def _configured_checkouts() -> list[tuple[str, str, str | None]]:
     """
     found: list[tuple[str, str, str | None]] = []
     try:
-        from kohya_multiplier.sdscripts.locate import configured_checkouts
+        from kohya_multiplier.checkouts.locate import configured_checkouts
 
         for label, checkout in configured_checkouts().items():
             python = str(checkout.python) if os.path.abspath(str(checkout.python)) != os.path.abspath(sys.executable) else None

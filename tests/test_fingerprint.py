@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kohya_multiplier.sdscripts import fingerprint
+from kohya_multiplier.checkouts import fingerprint
 
 DATASET_CODE = '''
 class BaseDataset:

@@ -24,7 +24,7 @@ def test_the_checker_sees_a_circle_and_an_arrow_back_up():
              "kohya_multiplier.dataset.c": set()}
     assert script.circles(edges) == [["kohya_multiplier.dataset.a", "kohya_multiplier.dataset.b"]]
     assert script.layer_of("kohya_multiplier.dataset.config") < script.layer_of("kohya_multiplier.report.stats") \
-        < script.layer_of("kohya_multiplier.sdscripts.dataset") < script.layer_of("kohya_multiplier.cli")
+        < script.layer_of("kohya_multiplier.checkouts.locate") < script.layer_of("kohya_multiplier.sdscripts.dataset") < script.layer_of("kohya_multiplier.cli")
 
 
 def test_at_most_ten_modules_at_the_top_level():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kohya_multiplier.sdscripts import patching
+from kohya_multiplier.checkouts import patching
 
 TAIL = '    logger.info("[blueprint]")\n    logger.info(f"{blueprint}")\n'
 
@@ -78,7 +78,7 @@ def test_untested_revision_is_refused_without_force(checkout):
 
 def test_dirty_checkout_is_refused_without_force(checkout, monkeypatch, capsys):
     from kohya_multiplier.cli import main
-    from kohya_multiplier.sdscripts import locate
+    from kohya_multiplier.checkouts import locate
 
     real = locate.detect_revision
     monkeypatch.setattr(locate, "detect_revision", lambda root: dataclasses.replace(real(root), tested=True))

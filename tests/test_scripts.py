@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kohya_multiplier.cli import main
-from kohya_multiplier.sdscripts import scripts
+from kohya_multiplier.checkouts import scripts
 
 BUILDS = "from library import config_util\nblueprint = config_util.BlueprintGenerator(sanitizer)\n"
 

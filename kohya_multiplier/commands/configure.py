@@ -8,7 +8,7 @@ from pathlib import Path
 import tomlkit
 
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.sdscripts import locate
+from kohya_multiplier.checkouts import locate
 from kohya_multiplier.writer import update_lock, write_file
 
 

@@ -76,7 +76,7 @@ def options_from_args(args: argparse.Namespace) -> CommandLineOptions:
 def _checkout_layout(cli_value: str | None) -> str | None:
     """The code layout of the sd-scripts checkout that will train (``--sd-scripts``, else the
     configured one): how fine-tuning metadata is read depends on it. None when there is none."""
-    from kohya_multiplier.sdscripts import locate
+    from kohya_multiplier.checkouts import locate
 
     try:
         checkout = locate.resolve_checkout(cli_value, required=False)

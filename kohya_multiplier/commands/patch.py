@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.sdscripts import locate, patching
+from kohya_multiplier.checkouts import locate, patching
 
 
 def register(subparsers) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kohya_multiplier.sdscripts import locate, scripts
+from kohya_multiplier.checkouts import locate, scripts
 
 
 def register(subparsers) -> None:

@@ -51,7 +51,7 @@ class MetadataImages:
 
 
 def rules_for_layout(layout: str | None) -> str:
-    """The rules of an sd-scripts code layout (``sdscripts.locate.detect_layout``: "v0.9",
+    """The rules of an sd-scripts code layout (``checkouts.locate.detect_layout``: "v0.9",
     "strategies", "split"); unknown (no checkout): the newest, v0.11's."""
     return {"v0.9": LEGACY, "strategies": CURRENT}.get(layout or "", SPLIT)
 

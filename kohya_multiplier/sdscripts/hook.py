@@ -25,7 +25,8 @@ def activate() -> None:
     schedule = _take_schedule_option(sys.argv)
     from library import config_util
 
-    from kohya_multiplier.sdscripts import inject, locate, worker_watch
+    from kohya_multiplier.sdscripts import inject, worker_watch
+    from kohya_multiplier.checkouts import locate
 
     if inject.installed():
         return  # the wrapper (or an earlier import) installed everything

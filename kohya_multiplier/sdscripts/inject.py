@@ -31,7 +31,7 @@ from kohya_multiplier.dataset.loss_weights import LOSS_SCALE_TXT
 from kohya_multiplier.dataset.reading import parse_json, parse_toml
 from kohya_multiplier.dataset.multipliers import MULTIPLY_TXT, folder_subset_table, parse_folder_name
 from kohya_multiplier.sdscripts import hookpoints, recorder
-from kohya_multiplier.sdscripts.scripts import read_text
+from kohya_multiplier.checkouts.scripts import read_text
 from kohya_multiplier.sdscripts import session as _session
 
 # Epochs of the balance table printed at start when --max_train_epochs does not say (the dry run's default).
@@ -161,7 +161,7 @@ def read_dataset_config(args: Any, session: _session.Session) -> None:
 
 
 def _require_script_applies_loss_weights(session: _session.Session) -> None:
-    from kohya_multiplier.sdscripts.scripts import applies_loss_weights
+    from kohya_multiplier.checkouts.scripts import applies_loss_weights
 
     script = session.script_path
     if script and os.path.isfile(script) and not applies_loss_weights(Path(script)):

@@ -10,18 +10,13 @@ as ``accelerate launch train_network.py ...`` does.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import runpy
 import sys
-from pathlib import Path
 
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.sdscripts import compat, locate, scripts
+from kohya_multiplier.sdscripts import compat
+from kohya_multiplier.checkouts import interpreter, locate, scripts
 from kohya_multiplier.sdscripts import session as _session
-
-# Set in the environment of a re-executed wrapper, so that it never re-executes twice.
-_REEXEC_ENV = "KOHYA_MULTIPLIER_REEXECUTED"
 
 
 def split_own_options(argv: list[str]) -> tuple[str | None, str | None, list[str]]:
@@ -57,7 +52,7 @@ def run_training(script_word: str, argv: list[str]) -> int:
     checkout = locate.resolve_checkout(sd_scripts)
     script = scripts.require_trainable(checkout.root, script_word).path  # refusals before any warning
     revision = locate.require_supported(checkout.root)
-    _reexecute_if_torch_missing(checkout, script.name, argv)
+    interpreter.reexecute_if_torch_missing(checkout, script.name, argv)
 
     compat.install_torchvision_workaround()
     root = str(checkout.root)
@@ -85,25 +80,3 @@ def run_training(script_word: str, argv: list[str]) -> int:
     finally:
         sys.argv = saved_argv
     return 0
-
-
-def _reexecute_if_torch_missing(checkout: locate.Checkout, script_filename: str, argv: list[str]) -> None:
-    """Run sd-scripts' own interpreter when this one cannot import torch (the package was installed
-    elsewhere, e.g. with pipx): same command, with this package on its PYTHONPATH."""
-    if importlib.util.find_spec("torch") is not None or os.environ.get(_REEXEC_ENV):
-        return
-    python = checkout.python
-    if not python.exists() or Path(sys.executable).resolve() == python.resolve():
-        raise UserError(
-            f"torch is not importable from {sys.executable}; install kohya-multiplier into the Python that runs "
-            f"sd-scripts, or give it with `kohya-multiplier configure --python PY`"
-        )
-    package_parent = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([package_parent, *filter(None, [env.get("PYTHONPATH")])])
-    env[_REEXEC_ENV] = "1"
-    command = script_filename[: -len(".py")] if script_filename.endswith(".py") else script_filename
-    args = [str(python), "-m", "kohya_multiplier", command, "--sd-scripts", str(checkout.root), *argv]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(str(python), args, env)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kohya_multiplier.sdscripts import locate
+from kohya_multiplier.checkouts import locate
 
 INTEGRATION_DIR = Path(__file__).resolve().parent
 REPO_ROOT = INTEGRATION_DIR.parents[1]

@@ -19,7 +19,7 @@ import pytest
 from harness import LORA_ARGS, canonical, dry_run, per_epoch, safetensors_header, safetensors_tensor_bytes, train
 from pngs import write_images
 
-from kohya_multiplier.sdscripts import locate
+from kohya_multiplier.checkouts import locate
 
 pytestmark = pytest.mark.integration
 

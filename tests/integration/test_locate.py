@@ -6,7 +6,7 @@ import pytest
 
 from kohya_multiplier.cli import main
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.sdscripts import locate
+from kohya_multiplier.checkouts import locate
 from kohya_multiplier.sdscripts.launch import split_own_options
 
 STRATEGIES_CONFIG_UTIL = "class ConfigSanitizer:\n    SUBSET_ASCENDABLE_SCHEMA = {}\n# validation_split alpha_mask\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kohya_multiplier.sdscripts import locate
+from kohya_multiplier.checkouts import locate
 
 pytestmark = pytest.mark.integration
 

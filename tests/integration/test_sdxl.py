@@ -28,7 +28,7 @@ from harness import (
     write_config,
     write_images_tree,
 )
-from kohya_multiplier.sdscripts import locate
+from kohya_multiplier.checkouts import locate
 
 pytestmark = pytest.mark.integration
 

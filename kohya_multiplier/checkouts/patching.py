@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.sdscripts import locate
+from kohya_multiplier.checkouts import locate
 
 # Code layout (locate.LAYOUT_*) -> patch file shipped in the package data (kohya_multiplier.patches).
 PATCH_FOR_LAYOUT = {

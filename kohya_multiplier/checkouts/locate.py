@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kohya_multiplier.errors import UserError, warn_once
-from kohya_multiplier.sdscripts import fingerprint
-from kohya_multiplier.sdscripts.known_revisions import TESTED_REVISIONS
+from kohya_multiplier.checkouts import fingerprint
+from kohya_multiplier.checkouts.known_revisions import TESTED_REVISIONS
 
 if sys.version_info >= (3, 11):
     import tomllib
