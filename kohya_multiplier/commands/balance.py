@@ -131,28 +131,30 @@ def epoch_length(dataset, multipliers: list[float]) -> int:
     """Batches per epoch of a dataset with the given per-subset multipliers: the planner's L on
     the same input ``plan`` builds (``plan_input``: images of the subsets with multiplier > 0,
     sd-scripts' bucket assignment)."""
-    from kohya_multiplier.planner.plan_input import build_plan_input, planner_from_input
+    from kohya_multiplier.planner.dataset_plan import DatasetPlan
+    from kohya_multiplier.planner.plan_input import build_plan_input
 
     subset_of_image, paths, resolutions = _bucketed_images(dataset)
-    taking_part = {i for i, m in enumerate(multipliers) if m > 0}
+    taking_part = {i for i, m in enumerate(multipliers) if m > 0}  # trial multipliers, not the config's
     plan_input = build_plan_input(
         (s, path, resolution) for s, path, resolution in zip(subset_of_image, paths, resolutions) if s in taking_part)
     if len(plan_input) == 0:
         return 0
-    return int(planner_from_input(plan_input, multipliers, dataset.batch_size, 0).epoch_length)
+    return int(DatasetPlan(dataset, 0, plan_input, multipliers).epoch_length)
 
 
 def _as_trained_today(dataset, multipliers: list[float]) -> tuple[int, list[float]]:
     """(batches per epoch, images per epoch of each subset) as the config trains now. A dataset
     without multipliers is stock sd-scripts, which repeats its regularization images by its own
     rule (kohya_multiplier.dataset.regularization), not by their num_repeats."""
-    from kohya_multiplier.planner.plan_input import planner_for_dataset
+    from kohya_multiplier.planner.dataset_plan import DatasetPlan
 
     if dataset.uses_multiplier:
         return epoch_length(dataset, multipliers), [max(m, 0.0) * len(s.images) for m, s in zip(multipliers, dataset.subsets)]
-    planner, plan_input = planner_for_dataset(dataset, 0)  # its input carries each image's stock repeats
+    dataset_plan = DatasetPlan(dataset, 0)  # its input carries each image's stock repeats
+    plan_input = dataset_plan.plan_input
     per_subset = np.bincount(plan_input.subset_of_image, weights=plan_input.image_repeats, minlength=len(dataset.subsets))
-    return (int(planner.epoch_length) if len(plan_input) else 0), [float(n) for n in per_subset]
+    return (int(dataset_plan.epoch_length) if len(plan_input) else 0), [float(n) for n in per_subset]
 
 
 def _bucketed_images(dataset) -> tuple[list[int], list[str], list[tuple[int, int]]]:

@@ -13,7 +13,8 @@ from kohya_multiplier.report.distortion import warn_distortions
 from kohya_multiplier.planner.jump import jump_to
 from kohya_multiplier.dataset.limits import check_epoch_length, check_epoch_range
 from kohya_multiplier.writer import OutputFiles, check_outputs, input_paths, with_config_folders
-from kohya_multiplier.planner.plan_input import planner_for_dataset, planner_seed
+from kohya_multiplier.planner.dataset_plan import DatasetPlan
+from kohya_multiplier.planner.plan_input import planner_seed
 from kohya_multiplier.progress import track
 from kohya_multiplier.planner import PLANNER_VERSION
 from kohya_multiplier.report.stats import collect_stats, format_table, stock_order_note
@@ -22,7 +23,7 @@ from kohya_multiplier.report.sources import PlanCollector
 from kohya_multiplier.run_arithmetic import compute as compute_run
 from kohya_multiplier.run_arithmetic import format_run
 from kohya_multiplier.dataset.training_config import apply_defaults, read_training_config
-from kohya_multiplier.report.schedule import epoch_records, write_records
+from kohya_multiplier.report.schedule import write_records
 
 # sd-scripts' options that decide the run's step count (besides the batch size)
 _RUN_OPTIONS = ("max_train_epochs", "max_train_steps", "gradient_accumulation_steps", "num_processes")
@@ -93,14 +94,14 @@ def run(args: argparse.Namespace) -> int:
         if verify(config, stream=sys.stderr):
             return 1
     seed = planner_seed(options.seed)
-    planners = [planner_for_dataset(dataset, seed) for dataset in config.datasets]
-    for dataset, (planner, _) in zip(config.datasets, planners):
-        check_epoch_length(dataset.index, planner.epoch_length, file=args.config)
-        jump_to(planner, args.from_epoch, f"dataset {dataset.index}: replaying epochs 1-{args.from_epoch - 1}")
+    plans = [DatasetPlan(dataset, seed) for dataset in config.datasets]
+    for dataset, plan in zip(config.datasets, plans):
+        check_epoch_length(dataset.index, plan.epoch_length, file=args.config)
+        jump_to(plan.planner, args.from_epoch, f"dataset {dataset.index}: replaying epochs 1-{args.from_epoch - 1}")
     run_figures = None
     if asks_for_run:
         run_figures = compute_run(
-            sum(planner.epoch_length for planner, _ in planners),
+            sum(plan.epoch_length for plan in plans),
             processes=args.num_processes or 1,
             gradient_accumulation_steps=args.gradient_accumulation_steps or 1,
             max_train_epochs=args.max_train_epochs,
@@ -117,26 +118,26 @@ def run(args: argparse.Namespace) -> int:
     if order_note:
         print(order_note)
     with files:  # every output renamed into place at the end, whole, or left as it was
-        _plan_and_print(args, config, planners, epochs, files, run_figures, seed, seed_text_given=options.seed is not None,
+        _plan_and_print(args, config, plans, epochs, files, run_figures, seed, seed_text_given=options.seed is not None,
                         order_note=order_note, warnings_before=warnings_before)
     return 0
 
 
-def _plan_and_print(args, config, planners, epochs, files, run_figures, seed, *, seed_text_given, order_note,
+def _plan_and_print(args, config, plans, epochs, files, run_figures, seed, *, seed_text_given, order_note,
                     warnings_before) -> None:
     schedule = files.open("--schedule") if "--schedule" in files else None
     reports, tables, all_stats = [], [], []
-    for dataset, (planner, plan_input) in zip(config.datasets, planners):
+    for dataset, dataset_plan in zip(config.datasets, plans):
         hooks = []
         if schedule is not None:
-            hooks.append(lambda plan, d=dataset.index, p=plan_input: write_records(schedule, epoch_records(d, plan, p)))
+            hooks.append(lambda plan, p=dataset_plan: write_records(schedule, p.records(plan)))
         collector = None
         if args.plot or args.html:
-            collector = PlanCollector(dataset, plan_input, args.from_epoch)
+            collector = PlanCollector(dataset, dataset_plan.plan_input, args.from_epoch)
             hooks.append(collector.on_plan)
         on_plan = (lambda plan, hooks=hooks: [hook(plan) for hook in hooks]) if hooks else None
         label = f"planning dataset {dataset.index}"
-        stats = collect_stats(dataset, planner, plan_input, track(epochs, len(epochs), label), on_plan)
+        stats = collect_stats(dataset_plan, track(epochs, len(epochs), label), on_plan)
         if collector is not None:
             reports.append(collector.report(stats))
         warn_distortions(stats)  # once, before the tables
@@ -182,7 +183,7 @@ def _times_per_image(run, all_stats, epochs: list[int]) -> list[str]:
     for stats in all_stats:
         for s, name in enumerate(stats.subset_names):
             images = int(stats.subset_images[s])
-            if images == 0 or stats.multipliers[s] <= 0 and not stats.stock:
+            if images == 0 or stats.excluded[s]:
                 continue
             trained = sum(float(stats.counts[s][e]) * share for e, share in enumerate(shares))
             lines.append(f"    dataset {stats.dataset} {name}: {trained / images:.2f}")

@@ -81,13 +81,25 @@ def list_image_files(image_dir: str, *, recursive: bool = False, extra_extension
     return found
 
 
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # POSIX: a pipe named like an image must not block the reader
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows
+
+
 def read_image_size(path: str) -> tuple[int, int] | None:
-    """(width, height) from the file header, or None if it cannot be read or is empty/zero."""
+    """(width, height) from the file header, or None if it cannot be read, is not a regular file
+    (a folder, a pipe: opened without blocking, never read), or is empty/zero."""
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(30)
+        descriptor = os.open(path, os.O_RDONLY | _O_NONBLOCK | _O_BINARY)
     except OSError:
         return None
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return None
+        head = os.read(descriptor, 30)
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return _read_webp_size(head)
     if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) >= 24:
@@ -193,13 +205,9 @@ def images_with_sizes(
     for path in track(paths, len(paths), label):
         size = known_sizes.get(path) if known_sizes else None
         if size is None:
-            reason = _unreadable_reason(path)
-            if reason is None:
-                size = read_image_size(path)
-                if size is None:
-                    reason = "size not readable from header"
-            if reason is not None:
-                skipped.append((path, reason))
+            size = read_image_size(path)  # first: the reason is looked for only when it fails
+            if size is None:
+                skipped.append((path, _unreadable_reason(path) or "size not readable from header"))
                 continue
         entries.append(ImageEntry(path, int(size[0]), int(size[1])))
     if skipped:

@@ -49,7 +49,11 @@ def build_plan_input(entries: Iterable[tuple]) -> PlanInput:
     part, or (subset index, path, resolution, repeats) for every image of a stock dataset that
     sd-scripts registers (repeats >= 1, as sd-scripts' ImageInfo.num_repeats). All entries of one
     call have the same form."""
-    ordered = sorted((int(e[0]), str(e[1]), (int(e[2][0]), int(e[2][1])), *[int(x) for x in e[3:4]]) for e in entries)
+    ordered = sorted(
+        (int(e[0]), str(e[1]), (int(e[2][0]), int(e[2][1]))) if len(e) == 3
+        else (int(e[0]), str(e[1]), (int(e[2][0]), int(e[2][1])), *(int(x) for x in e[3:4]))
+        for e in entries
+    )
     arities = {len(e) for e in ordered}
     if len(arities) > 1:
         raise ValueError("entries mix (subset, path, resolution) and (subset, path, resolution, repeats)")

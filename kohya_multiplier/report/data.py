@@ -110,10 +110,7 @@ class SubsetReport:
     loss_weight: str | None = None  # its value and origin, "2 (subset)"; None: no loss weight in the dataset
     unused: int = 0  # images sd-scripts never registers (stock regularization)
     stock: bool = False  # a dataset without multipliers: sd-scripts' integer repeats, no rotation bound
-
-    @property
-    def excluded(self) -> bool:
-        return self.multiplier is not None and self.multiplier <= 0 and not self.unused
+    excluded: bool = False  # as the resolved dataset decided; a schedule without its config excludes nothing
 
     @property
     def bound(self) -> int | None:
@@ -377,6 +374,7 @@ def dataset_report(
     buckets: int | None = None,
     shape_line: str | None = None,
     stock: bool = False,
+    excluded: Sequence[bool] | None = None,
 ) -> DatasetReport:
     counts = accumulator.counts()
     seen = accumulator.seen()
@@ -400,6 +398,7 @@ def dataset_report(
             loss_weight=loss_weights[s] if loss_weights is not None else None,
             unused=int(unused[s]) if unused is not None else 0,
             stock=stock,
+            excluded=bool(excluded[s]) if excluded is not None else False,
         ))
     return DatasetReport(index=index, epochs=list(accumulator.epochs), subsets=subsets,
                          batches_per_epoch=[int(b) for b in batches_per_epoch], batch_size=batch_size,

@@ -17,35 +17,13 @@ import math
 import os
 from array import array
 from dataclasses import dataclass
-from typing import IO, Iterator
+from typing import IO
 
 from kohya_multiplier import progress
 from kohya_multiplier.errors import UserError
 from kohya_multiplier.dataset.limits import MAX_EPOCH
 from kohya_multiplier.dataset.reading import MAX_IMAGE_SIDE, parse_json
-from kohya_multiplier.planner.plan_input import PlanInput
-from kohya_multiplier.planner import PLANNER_VERSION, EpochPlan
-
-PLANNER_VERSION_KEY = "planner_version"
-
-
-def batch_record(epoch: int, dataset: int, batch: int, resolution: tuple[int, int], images: list[str], *,
-                 planned: bool = True) -> dict:
-    """One schedule record: the one place its fields and their order are decided (the dry run and
-    training write the same lines). ``planned``: the planner made it (its version is recorded);
-    a stock sd-scripts batch recorded in training has none."""
-    record = {"epoch": int(epoch), "dataset": int(dataset), "batch": int(batch),
-              "resolution": [int(resolution[0]), int(resolution[1])], "images": list(images)}
-    if planned:
-        record[PLANNER_VERSION_KEY] = PLANNER_VERSION
-    return record
-
-
-def epoch_records(dataset_index: int, plan: EpochPlan, plan_input: PlanInput) -> Iterator[dict]:
-    keys = plan_input.image_keys
-    for i in range(len(plan)):
-        bucket, images = plan.batch(i)
-        yield batch_record(plan.epoch, dataset_index, i, plan_input.bucket_resolutions[bucket], [keys[j] for j in images])
+from kohya_multiplier.planner.records import PLANNER_VERSION_KEY  # records are built there, read here
 
 
 def write_records(stream: IO[str], records) -> None:

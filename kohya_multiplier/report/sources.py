@@ -11,7 +11,8 @@ import numpy as np
 
 from kohya_multiplier.dataset.types import DatasetSpec, TrainingConfig
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.planner.plan_input import PlanInput, planner_for_dataset
+from kohya_multiplier.planner.dataset_plan import DatasetPlan
+from kohya_multiplier.planner.plan_input import PlanInput
 from kohya_multiplier.report.stats import DatasetStats, _multiplier_text, _origin_text, collect_stats, epoch_shape_line
 from kohya_multiplier.report.data import DatasetReport, EpochAccumulator, dataset_report
 
@@ -19,8 +20,8 @@ from kohya_multiplier.report.data import DatasetReport, EpochAccumulator, datase
 def _texts(stats: DatasetStats) -> list[str]:
     if stats.labels is not None:
         return list(stats.labels)
-    return [f"{_multiplier_text(m)} ({_origin_text(o)})" if m > 0 else f"{_multiplier_text(m)} (excluded)"
-            for m, o in zip(stats.multipliers, stats.origins)]
+    return [f"{_multiplier_text(m)} (excluded)" if excluded else f"{_multiplier_text(m)} ({_origin_text(o)})"
+            for m, o, excluded in zip(stats.multipliers, stats.origins, stats.excluded)]
 
 
 class PlanCollector:
@@ -45,6 +46,7 @@ def _from_stats(stats: DatasetStats, dataset: DatasetSpec, accumulator, batches,
         names=stats.subset_names,
         multipliers=list(stats.multipliers),
         multiplier_texts=_texts(stats),
+        excluded=stats.excluded,
         targets=[float(x) for x in stats.expected_per_epoch],
         batches_per_epoch=batches,
         is_reg=[s.is_reg for s in dataset.subsets],
@@ -77,8 +79,9 @@ def schedule_reports(schedule, config: TrainingConfig | None, notes: list[str] |
                                 file=file, key="dataset")
             dataset = config.datasets[index]
         if dataset is not None:
-            planner, plan_input = planner_for_dataset(dataset, 0)  # no epoch is planned: the seed does not matter
-            stats = collect_stats(dataset, planner, plan_input, [])
+            dataset_plan = DatasetPlan(dataset, 0)  # no epoch is planned: the seed does not matter
+            plan_input = dataset_plan.plan_input
+            stats = collect_stats(dataset_plan, [])
             position = {key: i for i, key in enumerate(plan_input.image_keys)}
             position.update({os.path.normpath(key): i for i, key in enumerate(plan_input.image_keys)})
             subset_of_image = plan_input.subset_of_image

@@ -14,7 +14,8 @@ from kohya_multiplier.dataset.loss_weights import describe as describe_loss_weig
 from kohya_multiplier.dataset.multipliers import format_number, split_multiplier
 from kohya_multiplier.planner.plan_input import PlanInput
 from kohya_multiplier.dataset.regularization import STOCK_REGULARIZATION
-from kohya_multiplier.planner import DatasetPlanner, EpochPlan, PlanSummary
+from kohya_multiplier.planner import EpochPlan, PlanSummary
+from kohya_multiplier.planner.dataset_plan import DatasetPlan
 
 
 @dataclass
@@ -24,6 +25,7 @@ class DatasetStats:
     subset_names: list[str]
     subset_images: np.ndarray  # (S,) images of each subset
     multipliers: list[float]  # (S,) effective multiplier
+    excluded: list[bool]  # (S,) as the resolved dataset decided (SubsetSpec.excluded)
     origins: list[str]  # where each multiplier came from
     expected_per_epoch: np.ndarray  # (S,) multiplier x images (0 when excluded)
     counts: np.ndarray  # (S, E) images trained per subset per planned epoch
@@ -38,29 +40,14 @@ class DatasetStats:
 
 
 def collect_stats(
-    dataset: DatasetSpec,
-    planner: DatasetPlanner,
-    plan_input: PlanInput,
+    dataset_plan: DatasetPlan,
     epochs: Iterable[int],
     on_plan: Callable[[EpochPlan], None] | None = None,
 ) -> DatasetStats:
     """Plan ``epochs`` and count, per subset, images per epoch and coverage; ``on_plan`` sees each plan."""
-    epochs = list(epochs)
-    n_subsets = len(dataset.subsets)
-    subset_of_image = plan_input.subset_of_image
+    dataset, plan_input = dataset_plan.dataset, dataset_plan.plan_input
+    epochs, counts, coverage = dataset_plan.counts(epochs, on_plan)
     sizes = np.array([len(s.images) for s in dataset.subsets], dtype=np.int64)
-    images_per_subset = sizes  # coverage counts never-registered images as unseen
-    counts = np.zeros((n_subsets, len(epochs)), dtype=np.int64)
-    coverage = np.zeros((n_subsets, len(epochs)))
-    seen = np.zeros(len(plan_input), dtype=bool)
-    for column, epoch in enumerate(epochs):
-        plan = planner.plan_epoch(epoch)
-        if on_plan is not None:
-            on_plan(plan)
-        counts[:, column] = np.bincount(subset_of_image[plan.image_indices], minlength=n_subsets)
-        seen[plan.image_indices] = True
-        seen_per_subset = np.bincount(subset_of_image, weights=seen, minlength=n_subsets)
-        coverage[:, column] = np.divide(seen_per_subset, images_per_subset, out=np.zeros(n_subsets), where=images_per_subset > 0)
     multipliers = [s.effective_multiplier for s in dataset.subsets]
     origins = [s.effective_origin for s in dataset.subsets]
     expected = np.array([max(m, 0.0) for m in multipliers]) * sizes
@@ -73,12 +60,13 @@ def collect_stats(
         subset_names=[_subset_label(s) for s in dataset.subsets],
         subset_images=sizes,
         multipliers=multipliers,
+        excluded=[s.excluded for s in dataset.subsets],
         origins=origins,
         expected_per_epoch=expected,
         counts=counts,
         coverage=coverage,
         epochs=epochs,
-        summary=planner.summary,
+        summary=dataset_plan.summary,
         buckets=len(plan_input.bucket_resolutions),
         stock=plan_input.stock,
         unused=unused,
@@ -178,7 +166,7 @@ def format_table(stats: DatasetStats) -> str:
     for s, name in enumerate(stats.subset_names):
         multiplier = stats.multipliers[s]
         unused = int(stats.unused[s]) if stats.unused is not None else 0
-        if multiplier <= 0 and not (stats.stock and unused):
+        if stats.excluded[s]:
             rows.append([name, str(stats.subset_images[s]), f"{_multiplier_text(multiplier)} (excluded)", "0", "0", "0", "0", "-"])
             continue
         counts = stats.counts[s]

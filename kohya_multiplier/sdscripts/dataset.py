@@ -26,9 +26,9 @@ import torch
 from library import config_util, train_util
 
 from kohya_multiplier.errors import warn_once
-from kohya_multiplier.planner.plan_input import build_plan_input, plan_input_for_dataset, planner_from_input
-from kohya_multiplier.planner import PLANNER_VERSION
-from kohya_multiplier.report.schedule import PLANNER_VERSION_KEY, batch_record
+from kohya_multiplier.planner.dataset_plan import DatasetPlan
+from kohya_multiplier.planner.plan_input import build_plan_input, plan_input_for_dataset
+from kohya_multiplier.planner.records import batch_record
 from kohya_multiplier.sdscripts import session as _session
 from kohya_multiplier.sdscripts.recorder import BATCH_RECORD_KEY  # the recorder owns the key it takes out of each batch
 
@@ -56,9 +56,10 @@ METADATA_KEY = "kohya_multiplier"
 class _PlanState:
     """What a planned dataset needs to serve any epoch; pickles into workers."""
 
-    def __init__(self, planner, plan_input, sd_keys: list[str]):
-        self.planner = planner
-        self.plan_input = plan_input  # canonical order, absolute paths
+    def __init__(self, dataset_plan: DatasetPlan, sd_keys: list[str]):
+        self.dataset_plan = dataset_plan
+        self.planner = dataset_plan.planner
+        self.plan_input = dataset_plan.plan_input  # canonical order, absolute paths
         self.sd_keys = sd_keys  # sd-scripts' image_data keys, aligned with plan_input.image_keys
         self.applied_epoch = 0
         self.plan = None  # EpochPlan of applied_epoch
@@ -125,6 +126,7 @@ class PlannedDataset:
         self._km_seed = 0
         self._km_multipliers: list[float] = []
         self._km_subset_of_dir: dict[str, int] = {}  # subset source -> index in the spec
+        self._km_subset_of_object: dict[int, int | None] = {}  # id(sd-scripts subset) -> index in the spec
         self._km_spec = None
         self._km_epoch_value = None
         self._km_loss_weights: dict[str, float] | None = None  # subset source -> loss_weight, when some is not 1
@@ -153,7 +155,7 @@ class PlannedDataset:
                 self._km_subset_of_dir = {_source_key(s.source): i for i, s in enumerate(spec.subsets)}
                 kwargs["subsets"] = self._without_excluded(kwargs.get("subsets", []))
                 # the headers the core read are handed to sd-scripts: each image is read once per run
-                self._km_known_sizes = {_path_key(e.path): (e.width, e.height)
+                self._km_known_sizes = {e.path: (e.width, e.height)
                                         for s in spec.subsets if not s.excluded for e in s.images}
 
         if not planned:
@@ -161,6 +163,7 @@ class PlannedDataset:
             return
         self._build_planned(*args, **kwargs)
         self._km_known_sizes = {}  # not pickled into every DataLoader worker
+        self._km_known_sizes_normalized = None
         self._record_multipliers_for_metadata()
 
     def register_image(self, info, subset):
@@ -168,10 +171,20 @@ class PlannedDataset:
         (sd-scripts' make_buckets reads only the sizes still missing); the same reader, so the same
         numbers."""
         if getattr(info, "image_size", None) is None and self._km_known_sizes:
-            size = self._km_known_sizes.get(_path_key(info.absolute_path))
+            size = self._km_known_sizes.get(info.absolute_path)  # the same spelling, most often
+            if size is None:
+                size = self._known_size_by_normalized_path(info.absolute_path)
             if size is not None:
                 info.image_size = size
         super().register_image(info, subset)
+
+    def _known_size_by_normalized_path(self, path: str):
+        by_key = self._km_known_sizes_normalized
+        if by_key is None:  # built on the first miss only (a relative image_dir, Windows case)
+            by_key = self._km_known_sizes_normalized = {_path_key(p): size for p, size in self._km_known_sizes.items()}
+        return by_key.get(_path_key(path))
+
+    _km_known_sizes_normalized: dict | None = None
 
     # -- what the two kinds do differently ----------------------------------------------------
 
@@ -192,7 +205,10 @@ class PlannedDataset:
     # -- construction helpers -------------------------------------------------------------
 
     def _subset_index(self, subset) -> int | None:
-        return self._km_subset_of_dir.get(_source_key(self._subset_source(subset)))
+        key = id(subset)  # asked once per image: the path is normalized once per subset
+        if key not in self._km_subset_of_object:
+            self._km_subset_of_object[key] = self._km_subset_of_dir.get(_source_key(self._subset_source(subset)))
+        return self._km_subset_of_object[key]
 
     def _loss_weight_of(self, subset) -> float:
         source = self._subset_source(subset)
@@ -205,7 +221,7 @@ class PlannedDataset:
         kept = []
         for subset in subsets:
             index = self._subset_index(subset)
-            if index is not None and self._km_multipliers[index] <= 0:
+            if index is not None and self._km_spec.subsets[index].excluded:
                 continue  # the core's notes already told the user; keeps its images out of caching
             kept.append(subset)
         return kept
@@ -256,27 +272,33 @@ class PlannedDataset:
         entries, sd_key_of = [], {}
         for key, info in self.image_data.items():
             subset_index = self._subset_index(self.image_to_subset[key])
-            if subset_index is None or self._km_multipliers[subset_index] <= 0:
+            if subset_index is None or self._km_spec.subsets[subset_index].excluded:
                 continue
             path = self._image_path(key)
             sd_key_of[path] = key
             entries.append((subset_index, path, tuple(info.bucket_reso)))
-        plan_input = build_plan_input(entries)
-        self._warn_if_dry_run_differs(plan_input)
-        planner = planner_from_input(plan_input, self._km_multipliers, self.batch_size, self._km_seed)
-        self._km_plan = _PlanState(planner, plan_input, [sd_key_of[p] for p in plan_input.image_keys])
+        dataset_plan = self._plan_of(build_plan_input(entries))
+        self._km_plan = _PlanState(dataset_plan, [sd_key_of[p] for p in dataset_plan.plan_input.image_keys])
         self._apply_epoch(1)
-        self._length = planner.epoch_length
+        self._length = dataset_plan.epoch_length
         logger.info(
-            f"kohya-multiplier: dataset {self._km_index}: {planner.epoch_length} batches every epoch "
+            f"kohya-multiplier: dataset {self._km_index}: {dataset_plan.epoch_length} batches every epoch "
             f"(planner seed {self._km_seed})"
         )
 
-    def _warn_if_dry_run_differs(self, plan_input) -> None:
-        """Training follows sd-scripts' own images and buckets; the dry run predicts them. Say so if not."""
+    def _plan_of(self, plan_input) -> DatasetPlan:
+        """The plan of what sd-scripts registered: the start-up table's plan when it holds the same
+        images in the same buckets (the planner is built once), else a new one, with a warning."""
         session = self.km_session
+        known = session.plans.get(self._km_index) if session is not None else None
+        if known is not None and known.seed == self._km_seed and known.same_input(plan_input):
+            return known
+        self._warn_if_dry_run_differs(plan_input, known.plan_input if known is not None else None)
+        return DatasetPlan(self._km_spec, self._km_seed, plan_input)
+
+    def _warn_if_dry_run_differs(self, plan_input, predicted) -> None:
+        """Training follows sd-scripts' own images and buckets; the dry run predicts them. Say so if not."""
         try:
-            predicted = session.plan_inputs.get(self._km_index) if session is not None else None
             if predicted is None:  # not printed at start (another rank)
                 predicted = plan_input_for_dataset(self._km_spec)
         except Exception as error:  # noqa: BLE001 - a warning must never stop training
@@ -322,8 +344,8 @@ class PlannedDataset:
 
     def _km_metadata(self) -> dict:
         entry: dict = {}
-        if self._km_spec is not None:
-            entry = {PLANNER_VERSION_KEY: PLANNER_VERSION, "seed": self._km_seed}
+        if self._km_plan is not None:
+            entry = self._km_plan.dataset_plan.metadata()
         if self._km_loss_weights is not None:  # next to the multipliers (n_repeats), by folder (or metadata file) name
             entry["loss_weights"] = {
                 os.path.basename(os.path.normpath(self._subset_source(s))): _plain_number(self._loss_weight_of(s))
@@ -381,18 +403,13 @@ class PlannedDataset:
         return bucket[start : start + entry.bucket_batch_size]
 
     def _batch_record(self, index: int) -> dict:
-        images = self._batch_image_keys(index)
         if self._km_plan is not None:
-            state = self._km_plan
-            bucket = int(state.plan.batch_bucket[index])
-            width, height = state.plan_input.bucket_resolutions[bucket]
-            epoch = state.applied_epoch
-        else:  # stock sd-scripts order, recorded for --multiplier_schedule
-            entry = self.buckets_indices[index]
-            width, height = self.bucket_manager.resos[entry.bucket_index]
-            epoch = self._epoch_now()
-        return batch_record(epoch, self._km_index, index, (width, height), [self._image_path(k) for k in images],
-                            planned=self._km_plan is not None)
+            return self._km_plan.dataset_plan.record(self._km_plan.plan, index)
+        # stock sd-scripts order, recorded for --multiplier_schedule
+        entry = self.buckets_indices[index]
+        images = self._batch_image_keys(index)
+        return batch_record(self._epoch_now(), self._km_index, index, self.bucket_manager.resos[entry.bucket_index],
+                            [self._image_path(k) for k in images], planned=False)
 
 
 class MultiplierDreamBoothDataset(PlannedDataset, _SdDreamBoothDataset):

@@ -212,9 +212,9 @@ def _asks_for_extension(options) -> bool:
 
 
 def _print_balance(config, session: _session.Session, args: Any, *, seed_given: bool) -> None:
-    """The dry run's notes and per-subset balance table, printed once at start; the plan inputs
-    stay on the session, for the datasets to compare with what sd-scripts found."""
-    from kohya_multiplier.planner.plan_input import planner_for_dataset
+    """The dry run's notes and per-subset balance table, printed once at start; the plans stay
+    on the session, for the datasets to compare with what sd-scripts found."""
+    from kohya_multiplier.planner.dataset_plan import DatasetPlan
     from kohya_multiplier.report.distortion import warn_distortions
     from kohya_multiplier.report.stats import collect_stats, format_table
 
@@ -225,9 +225,9 @@ def _print_balance(config, session: _session.Session, args: Any, *, seed_given: 
         print(f"kohya-multiplier: {note}")
     print(f"kohya-multiplier: seed {seed}{'' if seed_given else ' (no --seed given)'}; balance of epochs 1-{epochs}:")
     for dataset in config.datasets:
-        planner, plan_input = planner_for_dataset(dataset, seed)
-        session.plan_inputs[dataset.index] = plan_input
-        stats = collect_stats(dataset, planner, plan_input, range(1, epochs + 1))
+        dataset_plan = DatasetPlan(dataset, seed)
+        session.plans[dataset.index] = dataset_plan  # the dataset takes it over when sd-scripts finds the same images
+        stats = collect_stats(dataset_plan, range(1, epochs + 1))
         warn_distortions(stats)  # once, before its table (kohya_multiplier.report.distortion)
         print(format_table(stats))
     sys.stdout.flush()

@@ -38,7 +38,7 @@ class Session:
     config_read: bool = False  # the prepare_dataset_args hook ran (the core read the config)
     multiplier_requested: bool = False  # sd-scripts' own config reading met a multiplier (schema, folder)
     verified: bool = False  # the self-check ran on the built datasets and found every hook in place
-    plan_inputs: dict[int, Any] = field(default_factory=dict)  # dataset index -> the dry run's PlanInput, once computed
+    plans: dict[int, Any] = field(default_factory=dict)  # dataset index -> the start-up table's DatasetPlan, once computed
     # (DreamBooth, fine-tuning) planned dataset classes, handed over when the hooks are installed:
     # the self-check tests what sd-scripts built against them
     planned_dataset_classes: tuple[Any, ...] = ()
