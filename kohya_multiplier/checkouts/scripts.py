@@ -24,12 +24,12 @@ _TRAINING_NAME = re.compile(r"train|tune")
 
 # Scripts the integration suite trains for real (README, "Supported scripts and revisions").
 SUITE_TRAINS = {
-    "train_network": ("main 48d368fa", "v0.11.1", "v0.9.1"),
-    "train_db": ("main 48d368fa", "v0.11.1", "v0.9.1"),
-    "sdxl_train_network": ("main 48d368fa", "v0.11.1", "v0.9.1"),
-    "sdxl_train": ("main 48d368fa", "v0.11.1"),
-    "flux_train_network": ("main 48d368fa", "v0.11.1"),
-    "fine_tune": ("main 48d368fa", "v0.11.1", "v0.9.1"),  # fine-tuning (metadata_file) datasets
+    "train_network": ("c162e90", "main 48d368fa", "v0.11.1", "v0.9.1"),
+    "train_db": ("c162e90", "main 48d368fa", "v0.11.1", "v0.9.1"),
+    "sdxl_train_network": ("c162e90", "main 48d368fa", "v0.11.1", "v0.9.1"),
+    "sdxl_train": ("c162e90", "main 48d368fa", "v0.11.1"),
+    "flux_train_network": ("c162e90", "main 48d368fa", "v0.11.1"),
+    "fine_tune": ("c162e90", "main 48d368fa", "v0.11.1", "v0.9.1"),  # fine-tuning (metadata_file) datasets
 }
 
 
