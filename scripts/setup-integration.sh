@@ -16,7 +16,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --label) label="$2"; shift 2 ;;
     --python) python="$2"; shift 2 ;;
-    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) if [ -z "$dir" ]; then dir="$1"; shift; else echo "setup-integration: unexpected argument $1" >&2; exit 2; fi ;;
   esac
 done
@@ -32,7 +32,8 @@ $pip install --quiet "$torch_pin"
 req="$(mktemp)"; constraints="$(mktemp)"
 trap 'rm -f "$req" "$constraints"' EXIT
 grep -v -i -E '^(bitsandbytes|-e )' "$dir/requirements.txt" > "$req"
-"$venv/bin/python" -c 'import torch; print("torch==" + torch.__version__.split("+")[0])' > "$constraints"
+# the installed torch's version from its metadata: importing torch before NumPy is installed warns
+"$venv/bin/python" -c 'import importlib.metadata as m; print("torch==" + m.version("torch").split("+")[0])' > "$constraints"
 # opencv before 4.9 is built against numpy 1
 if grep -q -E '^opencv-python==4\.[0-8]\.' "$req"; then echo 'numpy<2' >> "$constraints"; fi
 $pip install --quiet -r "$req" -c "$constraints"
@@ -42,4 +43,8 @@ $pip install --quiet --no-deps torchvision open_clip_torch
 args=(configure --sd-scripts "$dir" --python "$venv/bin/python")
 [ -n "$label" ] && args+=(--label "$label")
 "$venv/bin/kohya-multiplier" "${args[@]}"
-echo "setup-integration: $dir ready; run the suite with: $venv/bin/python -m pytest"
+# the suite names a checkout's tests after its tested revision, else after its label
+name="$("$venv/bin/python" -c 'import sys; from kohya_multiplier.checkouts import locate; r = locate.detect_revision(sys.argv[1]); print(r.name.split()[0] if r.tested else sys.argv[2])' "$dir" "${label:-default}")"
+echo "setup-integration: $dir ready. Run the tests from this repository (not from the sd-scripts checkout, whose own tests pytest would collect):"
+echo "  everything, every configured checkout:  cd $here && $venv/bin/python -m pytest"
+echo "  this checkout's integration tests only:  cd $here && $venv/bin/python -m pytest tests/integration -k '$name'"
