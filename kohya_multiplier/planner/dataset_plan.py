@@ -64,14 +64,6 @@ class DatasetPlan:
         another version can be detected)."""
         return {PLANNER_VERSION_KEY: PLANNER_VERSION, "seed": self.seed}
 
-    def same_input(self, other: PlanInput) -> bool:
-        """Whether ``other`` holds the same images in the same buckets (then it plans the same)."""
-        mine = self.plan_input
-        return (mine.image_keys == other.image_keys
-                and [tuple(r) for r in mine.bucket_resolutions] == [tuple(r) for r in other.bucket_resolutions]
-                and np.array_equal(mine.bucket_of_image, other.bucket_of_image)
-                and np.array_equal(mine.subset_of_image, other.subset_of_image))
-
     def counts(self, epochs: Iterable[int], on_plan: Callable[[EpochPlan], None] | None = None):
         """Plan ``epochs``: per subset, images trained in each epoch (S, E) and the share of its
         images trained at least once by each epoch (S, E)."""

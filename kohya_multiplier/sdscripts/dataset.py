@@ -131,7 +131,7 @@ class PlannedDataset:
         self._km_epoch_value = None
         self._km_loss_weights: dict[str, float] | None = None  # subset source -> loss_weight, when some is not 1
         self._km_weight_of_source: dict[str, float] = {}  # the same by sd-scripts' own spelling (__getitem__'s lookup)
-        self._km_known_sizes: dict[str, tuple[int, int]] = {}  # image path -> the size the core read (construction only)
+        self._km_known_images: dict = {}  # image path -> the core's ImageEntry, with its size (construction only)
         session = self.km_session
         is_training = bool(kwargs.get("is_training_dataset", True))
         planned = False
@@ -155,36 +155,35 @@ class PlannedDataset:
                 self._km_subset_of_dir = {_source_key(s.source): i for i, s in enumerate(spec.subsets)}
                 kwargs["subsets"] = self._without_excluded(kwargs.get("subsets", []))
                 # the headers the core read are handed to sd-scripts: each image is read once per run
-                self._km_known_sizes = {e.path: (e.width, e.height)
-                                        for s in spec.subsets if not s.excluded for e in s.images}
+                self._km_known_images = {e.path: e for s in spec.subsets if not s.excluded for e in s.images}
 
         if not planned:
             super().__init__(*args, **kwargs)
             return
         self._build_planned(*args, **kwargs)
-        self._km_known_sizes = {}  # not pickled into every DataLoader worker
-        self._km_known_sizes_normalized = None
+        self._km_known_images = {}  # not pickled into every DataLoader worker
+        self._km_known_images_normalized = None
         self._record_multipliers_for_metadata()
 
     def register_image(self, info, subset):
         """sd-scripts' registration, with the size the core already read from the image's header
         (sd-scripts' make_buckets reads only the sizes still missing); the same reader, so the same
         numbers."""
-        if getattr(info, "image_size", None) is None and self._km_known_sizes:
-            size = self._km_known_sizes.get(info.absolute_path)  # the same spelling, most often
-            if size is None:
-                size = self._known_size_by_normalized_path(info.absolute_path)
-            if size is not None:
-                info.image_size = size
+        if getattr(info, "image_size", None) is None and self._km_known_images:
+            image = self._km_known_images.get(info.absolute_path)  # the same spelling, most often
+            if image is None:
+                image = self._known_image_by_normalized_path(info.absolute_path)
+            if image is not None:
+                info.image_size = (image.width, image.height)
         super().register_image(info, subset)
 
-    def _known_size_by_normalized_path(self, path: str):
-        by_key = self._km_known_sizes_normalized
+    def _known_image_by_normalized_path(self, path: str):
+        by_key = self._km_known_images_normalized
         if by_key is None:  # built on the first miss only (a relative image_dir, Windows case)
-            by_key = self._km_known_sizes_normalized = {_path_key(p): size for p, size in self._km_known_sizes.items()}
+            by_key = self._km_known_images_normalized = {_path_key(p): e for p, e in self._km_known_images.items()}
         return by_key.get(_path_key(path))
 
-    _km_known_sizes_normalized: dict | None = None
+    _km_known_images_normalized: dict | None = None
 
     # -- what the two kinds do differently ----------------------------------------------------
 
@@ -269,16 +268,8 @@ class PlannedDataset:
             if self._km_loss_weights is not None and self.bucket_info is not None:
                 self.bucket_info[METADATA_KEY] = self._km_metadata()
             return
-        entries, sd_key_of = [], {}
-        for key, info in self.image_data.items():
-            subset_index = self._subset_index(self.image_to_subset[key])
-            if subset_index is None or self._km_spec.subsets[subset_index].excluded:
-                continue
-            path = self._image_path(key)
-            sd_key_of[path] = key
-            entries.append((subset_index, path, tuple(info.bucket_reso)))
-        dataset_plan = self._plan_of(build_plan_input(entries))
-        self._km_plan = _PlanState(dataset_plan, [sd_key_of[p] for p in dataset_plan.plan_input.image_keys])
+        dataset_plan, sd_keys = self._plan_and_keys()
+        self._km_plan = _PlanState(dataset_plan, sd_keys)
         self._apply_epoch(1)
         self._length = dataset_plan.epoch_length
         logger.info(
@@ -286,15 +277,50 @@ class PlannedDataset:
             f"(planner seed {self._km_seed})"
         )
 
-    def _plan_of(self, plan_input) -> DatasetPlan:
-        """The plan of what sd-scripts registered: the start-up table's plan when it holds the same
-        images in the same buckets (the planner is built once), else a new one, with a warning."""
+    def _plan_and_keys(self) -> tuple[DatasetPlan, list]:
+        """The plan of what sd-scripts registered, and sd-scripts' key of each planned image: the
+        start-up table's plan when sd-scripts registered exactly its images (the planner is built
+        once, and nothing is built again to compare), else a new plan, with a warning."""
         session = self.km_session
         known = session.plans.get(self._km_index) if session is not None else None
-        if known is not None and known.seed == self._km_seed and known.same_input(plan_input):
-            return known
+        if known is not None and known.seed == self._km_seed:
+            sd_keys = self._keys_if_same_images(known.plan_input)
+            if sd_keys is not None:
+                return known, sd_keys
+        entries, sd_key_of = [], {}
+        for key, subset_index, info in self._planned_images():
+            path = self._image_path(key)
+            sd_key_of[path] = key
+            entries.append((subset_index, path, tuple(info.bucket_reso)))
+        plan_input = build_plan_input(entries)
         self._warn_if_dry_run_differs(plan_input, known.plan_input if known is not None else None)
-        return DatasetPlan(self._km_spec, self._km_seed, plan_input)
+        return DatasetPlan(self._km_spec, self._km_seed, plan_input), [sd_key_of[p] for p in plan_input.image_keys]
+
+    def _planned_images(self):
+        """(sd-scripts' key, subset index, ImageInfo) of every registered image the planner serves."""
+        for key, info in self.image_data.items():
+            subset_index = self._subset_index(self.image_to_subset[key])
+            if subset_index is not None and not self._km_spec.subsets[subset_index].excluded:
+                yield key, subset_index, info
+
+    def _keys_if_same_images(self, plan_input) -> list | None:
+        """sd-scripts' key of each of ``plan_input``'s images when sd-scripts registered exactly
+        those images, in the same subsets and buckets (then it plans the same); None otherwise."""
+        index_of = {path: i for i, path in enumerate(plan_input.image_keys)}
+        if len(index_of) != len(plan_input.image_keys):
+            return None
+        resolutions = [tuple(r) for r in plan_input.bucket_resolutions]
+        subset_of, bucket_of = plan_input.subset_of_image.tolist(), plan_input.bucket_of_image.tolist()
+        sd_keys: list = [None] * len(index_of)
+        for key, subset_index, info in self._planned_images():
+            i = index_of.get(key)  # sd-scripts' spelling is the core's, most often
+            if i is None:
+                i = index_of.get(self._image_path(key))
+            if (i is None or sd_keys[i] is not None or subset_of[i] != subset_index
+                    or resolutions[bucket_of[i]] != tuple(info.bucket_reso)):
+                return None
+            sd_keys[i] = key
+        return None if None in sd_keys else sd_keys
 
     def _warn_if_dry_run_differs(self, plan_input, predicted) -> None:
         """Training follows sd-scripts' own images and buckets; the dry run predicts them. Say so if not."""
