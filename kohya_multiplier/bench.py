@@ -66,7 +66,7 @@ def synthetic_dataset(images: int, subsets: int, buckets: int, seed: int):
     return subset_of_image, bucket_of_image, multipliers
 
 
-def main(argv=None) -> int:
+def _parse_args(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m kohya_multiplier.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1_000_000)
     parser.add_argument("--subsets", type=int, default=100)
@@ -77,7 +77,11 @@ def main(argv=None) -> int:
                         help="epoch a fresh planner plans directly (default 1000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--all-cores", action="store_true", help="do not pin the process to one core")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = _parse_args(argv)
 
     if not args.all_cores and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})

@@ -165,6 +165,21 @@ def _same(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12)
 
 
+@dataclass
+class _Targets:
+    """What kind of target each subset has, and what it needs to be solved."""
+
+    kind: list[str]  # "fixed" | "ratio" | "keep" | "auto"
+    fixed_rule: list[str]
+    fixed_target: list[float | None]
+    ratio_of: list[int | None]  # index of the subset's ratio set
+    group_images: dict[int, int] = field(default_factory=dict)  # --per-epoch subset -> images of its group
+
+    @classmethod
+    def empty(cls, n: int) -> "_Targets":
+        return cls([""] * n, [""] * n, [None] * n, [None] * n)
+
+
 def solve(
     subsets: Sequence[BalanceSubset],
     *,
@@ -177,21 +192,31 @@ def solve(
         raise UserError(f"must be one of {', '.join(GROUP_BY)}, got {group_by!r}", key="--group-by")
     if per_epoch is not None:
         per_epoch = positive_target(per_epoch, key="--per-epoch")
-    n = len(subsets)
-    kind: list[str] = [""] * n  # "fixed" | "ratio" | "keep" | "auto"
-    fixed_rule: list[str] = [""] * n
-    fixed_target: list[float | None] = [None] * n
-    ratio_of: list[int | None] = [None] * n
+    targets = _Targets.empty(len(subsets))
+    _claim_ratio_sets(subsets, ratios, targets)
+    groups = _claim_fixed_targets(subsets, per_epoch, group_by, targets)
+    _mark_auto_regularization(subsets, targets)
+    _share_per_epoch(subsets, groups, per_epoch, targets)
+    ratio_images = [sum(subsets[i].images for i in range(len(subsets)) if targets.ratio_of[i] == r)
+                    for r in range(len(ratios))]
 
-    # Ratio sets first: they claim subsets.
+    def contributions(epoch_total: float) -> list[float]:
+        return _contributions(subsets, ratios, targets, ratio_images, epoch_total)
+
+    epoch_total = _solve_epoch_total(lambda total: sum(contributions(total)), bool(ratios))
+    return _assignments(subsets, ratios, targets, per_epoch, contributions(epoch_total))
+
+
+def _claim_ratio_sets(subsets: Sequence[BalanceSubset], ratios: Sequence[Ratio], targets: _Targets) -> None:
+    """Ratio sets first: they claim subsets (each subset at most one set, and no TOML target)."""
     total_fraction = 0.0
     for r_index, ratio in enumerate(ratios):
         members = [i for i, s in enumerate(subsets) if any(matches(s, sel) for sel in ratio.selectors)]
         if not members:
             raise UserError(f"{ratio.text or ','.join(ratio.selectors)!r} matches no subset", key="--ratio")
         for i in members:
-            if ratio_of[i] is not None:
-                other = ratios[ratio_of[i]]
+            if targets.ratio_of[i] is not None:
+                other = ratios[targets.ratio_of[i]]
                 raise UserError(
                     f"subset {subsets[i].name!r} is in two ratio sets ({other.text!r} and {ratio.text!r})",
                     key="--ratio",
@@ -202,66 +227,82 @@ def solve(
                     f"{ratio.text!r}; give it one target",
                     key="--ratio",
                 )
-            ratio_of[i] = r_index
-            kind[i] = "ratio"
+            targets.ratio_of[i] = r_index
+            targets.kind[i] = "ratio"
         total_fraction += ratio.fraction
     if total_fraction >= 1.0 - 1e-12:
         raise UserError(f"ratio sets take {total_fraction:.0%} of the epoch; together they must stay below 100 %",
                         key="--ratio")
 
-    # Fixed targets: images_per_epoch per subset, then --per-epoch for the remaining training subsets.
+
+def _claim_fixed_targets(subsets, per_epoch: float | None, group_by: str, targets: _Targets) -> dict:
+    """Fixed targets: images_per_epoch per subset, then --per-epoch for the remaining training
+    subsets; the rest keep their multiplier. Returns the --per-epoch subsets by subject
+    ((dataset, group) -> subset indices)."""
     groups: dict[tuple[int, str], list[int]] = {}
     for i, s in enumerate(subsets):
-        if kind[i]:
+        if targets.kind[i]:
             continue
         if s.images_per_epoch is not None:
-            kind[i] = "fixed"
-            fixed_target[i] = s.images_per_epoch
-            fixed_rule[i] = f"images_per_epoch {_num(s.images_per_epoch)}"
+            targets.kind[i] = "fixed"
+            targets.fixed_target[i] = s.images_per_epoch
+            targets.fixed_rule[i] = f"images_per_epoch {_num(s.images_per_epoch)}"
         elif per_epoch is not None and not s.is_reg and s.multiplier > 0:
-            kind[i] = "fixed"
-            fixed_rule[i] = f"per-epoch {_num(per_epoch)}"
+            targets.kind[i] = "fixed"
+            targets.fixed_rule[i] = f"per-epoch {_num(per_epoch)}"
             key = (s.dataset, s.group or f"\0{s.index}") if group_by == "parent" else (s.dataset, f"\0{s.index}")
             groups.setdefault(key, []).append(i)
         else:
-            kind[i] = "keep"
-    # Automatic regularization multipliers: in a dataset that uses multipliers after balancing.
+            targets.kind[i] = "keep"
+    return groups
+
+
+def _mark_auto_regularization(subsets, targets: _Targets) -> None:
+    """Automatic regularization multipliers: in a dataset that uses multipliers after balancing."""
+    kind = targets.kind
     for i, s in enumerate(subsets):
         if kind[i] == "keep" and s.is_reg and not s.explicit and s.num_repeats >= 1:
             if any(subsets[j].dataset == s.dataset and (subsets[j].explicit or kind[j] in ("fixed", "ratio"))
-                   for j in range(n)):
+                   for j in range(len(subsets))):
                 kind[i] = "auto"
-    # --per-epoch: one target per subject (a group of subsets shares it, same multiplier for all).
-    group_multiplier: dict[int, int] = {}  # subset -> images of its group
+
+
+def _share_per_epoch(subsets, groups: dict, per_epoch: float | None, targets: _Targets) -> None:
+    """--per-epoch: one target per subject (a group of subsets shares it, same multiplier for all)."""
     for (dataset, key), members in groups.items():
         total_images = sum(subsets[i].images for i in members)
         for i in members:
             share = per_epoch * subsets[i].images / total_images if total_images else 0.0
-            fixed_target[i] = share
-            group_multiplier[i] = total_images
+            targets.fixed_target[i] = share
+            targets.group_images[i] = total_images
             if len(members) > 1:
-                fixed_rule[i] = f"per-epoch {_num(per_epoch)} shared by {key}"
+                targets.fixed_rule[i] = f"per-epoch {_num(per_epoch)} shared by {key}"
 
-    ratio_images = [sum(subsets[i].images for i in range(n) if ratio_of[i] == r) for r in range(len(ratios))]
 
-    def contributions(epoch_total: float) -> list[float]:
-        out = [0.0] * n
-        for i, s in enumerate(subsets):
-            if kind[i] == "fixed":
-                out[i] = float(fixed_target[i])
-            elif kind[i] == "keep":
-                out[i] = max(s.multiplier, 0.0) * s.images
-            elif kind[i] == "ratio":
-                r = ratio_of[i]
-                out[i] = ratios[r].fraction * epoch_total * s.images / ratio_images[r] if ratio_images[r] else 0.0
-        for i, m in _auto_regularization_rates(subsets, kind, lambda i: out[i]).items():
-            out[i] = m * subsets[i].images
-        return out
+def _contributions(subsets, ratios: Sequence[Ratio], targets: _Targets, ratio_images: list[int],
+                   epoch_total: float) -> list[float]:
+    """Each subset's images per epoch when the epoch holds ``epoch_total`` images."""
+    out = [0.0] * len(subsets)
+    for i, s in enumerate(subsets):
+        kind = targets.kind[i]
+        if kind == "fixed":
+            out[i] = float(targets.fixed_target[i])
+        elif kind == "keep":
+            out[i] = max(s.multiplier, 0.0) * s.images
+        elif kind == "ratio":
+            r = targets.ratio_of[i]
+            out[i] = ratios[r].fraction * epoch_total * s.images / ratio_images[r] if ratio_images[r] else 0.0
+    for i, m in _auto_regularization_rates(subsets, targets.kind, lambda i: out[i]).items():
+        out[i] = m * subsets[i].images
+    return out
 
-    epoch_total = _solve_epoch_total(lambda total: sum(contributions(total)), bool(ratios))
-    amounts = contributions(epoch_total)
 
-    result: list[Assignment | None] = [None] * n
+def _assignments(subsets, ratios: Sequence[Ratio], targets: _Targets, per_epoch: float | None,
+                 amounts: list[float]) -> list[Assignment]:
+    """The multipliers for the solved images per epoch (``amounts``), tidied; automatic
+    regularization multipliers last, from the final multipliers of the others."""
+    kind = targets.kind
+    result: list[Assignment | None] = [None] * len(subsets)
     for i, s in enumerate(subsets):
         amount = amounts[i]
         if kind[i] == "keep":
@@ -270,17 +311,18 @@ def solve(
             continue
         if kind[i] == "auto":
             continue  # below, from the final multipliers of the others
-        if kind[i] == "fixed" and i in group_multiplier:
-            m = tidy_multiplier(per_epoch, group_multiplier[i])
+        if kind[i] == "fixed" and i in targets.group_images:
+            m = tidy_multiplier(per_epoch, targets.group_images[i])
         elif kind[i] == "ratio":
             m = float(f"{amount / s.images:.4g}") if s.images else 0.0  # a share: 4 digits are plenty
         else:
             m = tidy_multiplier(amount, s.images)
         if kind[i] == "ratio":
-            rule = f"ratio {ratios[ratio_of[i]].text or ','.join(ratios[ratio_of[i]].selectors)}"
+            ratio = ratios[targets.ratio_of[i]]
+            rule = f"ratio {ratio.text or ','.join(ratio.selectors)}"
             target = None
         else:
-            rule = fixed_rule[i]
+            rule = targets.fixed_rule[i]
             target = s.images_per_epoch
         result[i] = Assignment(m, m * s.images, rule, changed=not _same(m, s.multiplier), target=target)
     for i, m in _auto_regularization_rates(subsets, kind, lambda i: result[i].images_per_epoch).items():

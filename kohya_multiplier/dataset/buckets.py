@@ -88,48 +88,7 @@ class BucketLayout:
         res = _check_resolution(resolution, file=file, where=where)
         if not enable_bucket:
             return cls(res, False, None, None, None, False, (res,))
-        for key, value in (("min_bucket_reso", min_bucket_reso), ("max_bucket_reso", max_bucket_reso)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise UserError(f"must be a positive integer, not {value!r}", file=file, where=where, key=key)
-        steps = bucket_reso_steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
-            raise UserError(f"must be a positive integer, not {steps!r}", file=file, where=where, key="bucket_reso_steps")
-        low, high = min_bucket_reso, max_bucket_reso
-        if low % steps:
-            low = low - low % steps
-            warn_once(
-                f"{_prefix(file, where)}min_bucket_reso {min_bucket_reso} is rounded down to {low}, "
-                f"a multiple of bucket_reso_steps {steps}, as sd-scripts does"
-            )
-        if high % steps:
-            high = high + steps - high % steps
-            warn_once(
-                f"{_prefix(file, where)}max_bucket_reso {max_bucket_reso} is rounded up to {high}, "
-                f"a multiple of bucket_reso_steps {steps}, as sd-scripts does"
-            )
-        if low <= 0:
-            raise UserError(
-                f"{min_bucket_reso} rounds down to 0 with bucket_reso_steps {steps}; use at least {steps}",
-                file=file,
-                where=where,
-                key="min_bucket_reso",
-            )
-        if low > min(res):
-            raise UserError(
-                f"{low} is larger than the shorter side of resolution {res[0]}x{res[1]}; "
-                "sd-scripts requires min_bucket_reso <= min(resolution)",
-                file=file,
-                where=where,
-                key="min_bucket_reso",
-            )
-        if high < max(res):
-            raise UserError(
-                f"{high} is smaller than the longer side of resolution {res[0]}x{res[1]}; "
-                "sd-scripts requires max_bucket_reso >= max(resolution)",
-                file=file,
-                where=where,
-                key="max_bucket_reso",
-            )
+        low, high, steps = _bucket_bounds(res, min_bucket_reso, max_bucket_reso, bucket_reso_steps, file=file, where=where)
         candidates: tuple[Size, ...] = ()
         if not bucket_no_upscale:
             candidates = tuple(make_bucket_resolutions(res, low, high, steps))
@@ -315,3 +274,51 @@ def _degenerate(width: int, height: int, steps: int, path: str | None = None) ->
 def _prefix(file: str | None, where: str | None) -> str:
     parts = [p for p in (file, where) if p]
     return ": ".join(parts) + ": " if parts else ""
+
+
+def _bucket_bounds(res: Size, min_bucket_reso, max_bucket_reso, bucket_reso_steps, *, file, where) -> tuple[int, int, int]:
+    """(min, max, steps) of the bucket sides after checking them: min and max rounded to
+    multiples of the steps as sd-scripts does, and around the resolution as it requires."""
+    for key, value in (("min_bucket_reso", min_bucket_reso), ("max_bucket_reso", max_bucket_reso)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise UserError(f"must be a positive integer, not {value!r}", file=file, where=where, key=key)
+    steps = bucket_reso_steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
+        raise UserError(f"must be a positive integer, not {steps!r}", file=file, where=where, key="bucket_reso_steps")
+    low, high = min_bucket_reso, max_bucket_reso
+    if low % steps:
+        low = low - low % steps
+        warn_once(
+            f"{_prefix(file, where)}min_bucket_reso {min_bucket_reso} is rounded down to {low}, "
+            f"a multiple of bucket_reso_steps {steps}, as sd-scripts does"
+        )
+    if high % steps:
+        high = high + steps - high % steps
+        warn_once(
+            f"{_prefix(file, where)}max_bucket_reso {max_bucket_reso} is rounded up to {high}, "
+            f"a multiple of bucket_reso_steps {steps}, as sd-scripts does"
+        )
+    if low <= 0:
+        raise UserError(
+            f"{min_bucket_reso} rounds down to 0 with bucket_reso_steps {steps}; use at least {steps}",
+            file=file,
+            where=where,
+            key="min_bucket_reso",
+        )
+    if low > min(res):
+        raise UserError(
+            f"{low} is larger than the shorter side of resolution {res[0]}x{res[1]}; "
+            "sd-scripts requires min_bucket_reso <= min(resolution)",
+            file=file,
+            where=where,
+            key="min_bucket_reso",
+        )
+    if high < max(res):
+        raise UserError(
+            f"{high} is smaller than the longer side of resolution {res[0]}x{res[1]}; "
+            "sd-scripts requires max_bucket_reso >= max(resolution)",
+            file=file,
+            where=where,
+            key="max_bucket_reso",
+        )
+    return low, high, steps

@@ -366,6 +366,41 @@ def _config_from_folders(options: CommandLineOptions, notes: list[str]) -> tuple
 # The reader
 
 
+@dataclass(frozen=True)
+class _SubsetPaths:
+    """A subset's image folder and metadata file, as written and absolute."""
+
+    metadata_raw: str | None
+    metadata_file: str | None
+    image_dir_raw: str  # as written; for a fine-tuning subset without image_dir, its metadata's folder
+    image_dir_given: str | None  # absolute image_dir where the table gives one
+    image_dir: str
+    name: str
+
+    @classmethod
+    def of(cls, table: Mapping[str, Any]) -> "_SubsetPaths":
+        metadata_raw: str | None = table.get("metadata_file")
+        metadata_file = os.path.abspath(metadata_raw) if metadata_raw is not None else None
+        image_dir_raw: str | None = table.get("image_dir")
+        if image_dir_raw is None:  # a fine-tuning subset of absolute keys: its folder stands in for display and loss_scale.txt
+            image_dir_raw = os.path.dirname(metadata_raw)
+            image_dir_given = None
+        else:
+            image_dir_given = os.path.abspath(image_dir_raw)
+        image_dir = os.path.abspath(image_dir_raw)
+        name = os.path.basename(metadata_file) if metadata_file else os.path.basename(os.path.normpath(image_dir))
+        return cls(metadata_raw, metadata_file, image_dir_raw, image_dir_given, image_dir, name)
+
+    def image_folders(self, images: list[ImageEntry]) -> tuple[str, ...]:
+        """The folders the subset's images are in: its image_dir, or for metadata the given
+        image_dir and every image's folder."""
+        if self.metadata_file is None:
+            return (self.image_dir,)
+        return tuple(
+            dict.fromkeys([*([self.image_dir_given] if self.image_dir_given else []), *(os.path.dirname(e.path) for e in images)])
+        )
+
+
 class _Reader:
     def __init__(self, *, file: str | None, options: CommandLineOptions, notes: list[str], folder_info: list[_FolderInfo] | None = None):
         self.file = file
@@ -474,7 +509,6 @@ class _Reader:
 
     def read_dataset(self, index: int, table: Any, general: Mapping[str, Any], fine_tuning: bool) -> DatasetSpec:
         where = f"datasets[{index}]"
-        subsets_raw = table["subsets"]
         opts = self.options
         levels = [table, general]
         batch_size = self.lookup("batch_size", levels, opts.train_batch_size)
@@ -498,40 +532,11 @@ class _Reader:
             file=self.file,
             where=where,
         )
-        validation_split = self.lookup("validation_split", levels, opts.validation_split)
-        validation_seed = self.lookup("validation_seed", levels, opts.validation_seed)
-        if not isinstance(validation_split, (int, float)) or isinstance(validation_split, bool) or not 0 <= validation_split <= 1:
-            raise self.error(f"must be between 0 and 1, not {validation_split!r}", where=where, key="validation_split")
-        skip = self.lookup("skip_image_resolution", levels)  # checked by the schema: an int or [w, h]
-        if skip is not None:
-            skip = (skip, skip) if isinstance(skip, int) else (int(skip[0]), int(skip[1]))
-        elif opts.skip_image_resolution is not None:
-            skip = parse_resolution_option(opts.skip_image_resolution, key="--skip_image_resolution")
-        # sd-scripts' FineTuningDataset accepts validation_split and ignores it
-        filters = DatasetFilters(0.0, None, skip) if fine_tuning else DatasetFilters(float(validation_split), validation_seed, skip)
-
-        subsets: list[SubsetSpec] = []
-        seen_dirs: dict = {}  # image_dir / metadata_file as written, and (device, inode) of each -> (where, as written)
-        for sub_index, sub_table in enumerate(subsets_raw):
-            spec = self.read_subset(index, sub_index, sub_table, table, general, filters, seen_dirs)
-            if spec is not None:
-                subsets.append(spec)
-        trained = [s for s in subsets if not s.excluded]
-        predefined_buckets = fine_tuning and bool(trained) and all(s.sized_by_train_resolution for s in trained)
-        if predefined_buckets and no_upscale:
-            raise self.error(
-                "cannot be used when every image of the metadata has train_resolution (sd-scripts <= v0.9 then asserts); "
-                "remove it or the train_resolution entries", where=self.where_of("bucket_no_upscale", table, general, where) or where,
-                key="bucket_no_upscale",
-            )
-
+        filters = self.read_filters(levels, fine_tuning, where)
+        subsets, predefined_buckets = self.read_subsets(index, table, general, filters, fine_tuning, no_upscale)
         uses_multiplier = any(s.multiplier is not None for s in subsets)
         self.apply_regularization(subsets, uses_multiplier, where)
-        for s in subsets:
-            if s.excluded:
-                self.notes.append(f"{self.prefix()}{s.table}: excluded ({_exclusion_reason(s)})")
-        if subsets and all(s.excluded for s in subsets):
-            raise self.error("every subset is excluded (multiplier or num_repeats <= 0); nothing to train", where=where)
+        self.note_excluded(subsets, where)
         spec = DatasetSpec(
             index=index,
             batch_size=batch_size,
@@ -550,6 +555,51 @@ class _Reader:
         )
         check_dataset(spec, file=self.file)  # bounded before any planning (kohya_multiplier.dataset.limits)
         return spec
+
+    def read_filters(self, levels: list[Mapping[str, Any]], fine_tuning: bool, where: str) -> DatasetFilters:
+        """Which images the dataset leaves out: the validation split and the skipped small images."""
+        opts = self.options
+        validation_split = self.lookup("validation_split", levels, opts.validation_split)
+        validation_seed = self.lookup("validation_seed", levels, opts.validation_seed)
+        if not isinstance(validation_split, (int, float)) or isinstance(validation_split, bool) or not 0 <= validation_split <= 1:
+            raise self.error(f"must be between 0 and 1, not {validation_split!r}", where=where, key="validation_split")
+        skip = self.lookup("skip_image_resolution", levels)  # checked by the schema: an int or [w, h]
+        if skip is not None:
+            skip = (skip, skip) if isinstance(skip, int) else (int(skip[0]), int(skip[1]))
+        elif opts.skip_image_resolution is not None:
+            skip = parse_resolution_option(opts.skip_image_resolution, key="--skip_image_resolution")
+        # sd-scripts' FineTuningDataset accepts validation_split and ignores it
+        return DatasetFilters(0.0, None, skip) if fine_tuning else DatasetFilters(float(validation_split), validation_seed, skip)
+
+    def read_subsets(
+        self, index: int, table: Mapping[str, Any], general: Mapping[str, Any], filters: DatasetFilters, fine_tuning: bool,
+        no_upscale: bool,
+    ) -> tuple[list[SubsetSpec], bool]:
+        """The dataset's subsets (the ones sd-scripts ignores left out) and whether its buckets are
+        predefined (every trained image of fine-tuning metadata has a train_resolution)."""
+        where = f"datasets[{index}]"
+        subsets: list[SubsetSpec] = []
+        seen_dirs: dict = {}  # image_dir / metadata_file as written, and (device, inode) of each -> (where, as written)
+        for sub_index, sub_table in enumerate(table["subsets"]):
+            spec = self.read_subset(index, sub_index, sub_table, table, general, filters, seen_dirs)
+            if spec is not None:
+                subsets.append(spec)
+        trained = [s for s in subsets if not s.excluded]
+        predefined_buckets = fine_tuning and bool(trained) and all(s.sized_by_train_resolution for s in trained)
+        if predefined_buckets and no_upscale:
+            raise self.error(
+                "cannot be used when every image of the metadata has train_resolution (sd-scripts <= v0.9 then asserts); "
+                "remove it or the train_resolution entries", where=self.where_of("bucket_no_upscale", table, general, where) or where,
+                key="bucket_no_upscale",
+            )
+        return subsets, predefined_buckets
+
+    def note_excluded(self, subsets: list[SubsetSpec], where: str) -> None:
+        for s in subsets:
+            if s.excluded:
+                self.notes.append(f"{self.prefix()}{s.table}: excluded ({_exclusion_reason(s)})")
+        if subsets and all(s.excluded for s in subsets):
+            raise self.error("every subset is excluded (multiplier or num_repeats <= 0); nothing to train", where=where)
 
     def prefix(self) -> str:
         return f"{self.file}: " if self.file else ""
@@ -590,73 +640,24 @@ class _Reader:
     ) -> SubsetSpec | None:
         folder = self.folder_info[index] if self.folder_info is not None else None
         where = self.subset_where(dataset_index, index, table)
-        metadata_raw: str | None = table.get("metadata_file")
-        metadata_file = os.path.abspath(metadata_raw) if metadata_raw is not None else None
-        image_dir_raw: str | None = table.get("image_dir")
-        if image_dir_raw is None:  # a fine-tuning subset of absolute keys: its folder stands in for display and loss_scale.txt
-            image_dir_raw = os.path.dirname(metadata_raw)
-            image_dir_given = None
-        else:
-            image_dir_given = os.path.abspath(image_dir_raw)
-        image_dir = os.path.abspath(image_dir_raw)
-        name = os.path.basename(metadata_file) if metadata_file else os.path.basename(os.path.normpath(image_dir))
+        paths = _SubsetPaths.of(table)
         is_reg = bool(table.get("is_reg", False))
-
-        default_repeats = self.options.dataset_repeats if self.options.dataset_repeats is not None else 1
         levels = [("subset", table, where), ("dataset", dataset, f"datasets[{dataset_index}]"), ("general", general, "general")]
-        setting = resolve_repeat_setting(
-            levels,
-            file=self.file,
-            default_num_repeats=default_repeats,
-        )
-        multiplier, origin, num_repeats = setting.multiplier, setting.origin, setting.num_repeats
-        if folder is not None and origin == "subset":
-            origin = "folder name"
-        # multiply.txt: applies unless the subset's own table sets a key or a multiplier is inherited.
-        own_table_sets = origin in ("subset",) or (folder is not None and folder.from_fraction)
-        if metadata_file is not None:
-            pass  # EveryDream2's multiply.txt belongs to image folders, not to metadata datasets
-        elif not own_table_sets and multiplier is None and os.path.isdir(image_dir):
-            shown = os.path.join(image_dir_raw, MULTIPLY_TXT)
-            from_file = read_multiply_txt(image_dir, file_for_errors=shown)
-            if from_file is not None:
-                multiplier, origin = from_file, "multiply.txt"
-        elif os.path.isfile(os.path.join(image_dir, MULTIPLY_TXT)):
-            self.notes.append(ignored_notes.lost_multiply_txt(self.prefix(), where, origin, multiplier, num_repeats))
-        if is_reg and multiplier is not None and origin in ("dataset", "general"):
-            self.notes.append(ignored_notes.inherited_regularization(self.prefix(), where, origin, multiplier))
-
+        multiplier, origin, num_repeats = self.subset_multiplier(levels, folder, paths, is_reg, where)
         excluded = (multiplier is not None and multiplier <= 0) or (multiplier is None and num_repeats < 1)
-        same = metadata_raw if metadata_raw is not None else image_dir_raw  # sd-scripts' subset equality
-        if not excluded:
-            key = "metadata_file" if metadata_raw is not None else "image_dir"
-            if same in seen_dirs:
-                self.notes.append(
-                    f"{self.prefix()}{where}: ignored: the same {key} as an earlier subset of this dataset (as sd-scripts does)"
-                )
-                return None
-            seen_dirs[same] = (where, same)
-            identity = file_identity(metadata_file if metadata_file is not None else image_dir)
-            if identity is not None and identity in seen_dirs:
-                earlier_where, earlier = seen_dirs[identity]
-                self.notes.append(
-                    f"{self.prefix()}{where}: note: {key} {same!r} is the same {'file' if metadata_raw else 'folder'} as "
-                    f"{earlier_where}'s {earlier!r} (another spelling or a link); sd-scripts compares the text, so it "
-                    "trains both subsets and these images twice as often; write one spelling if that is not intended"
-                )
-            elif identity is not None:
-                seen_dirs[identity] = (where, same)
-        if metadata_file is not None:
+        if not excluded and self.is_repeated(paths, where, seen_dirs):
+            return None
+        if paths.metadata_file is not None:
             found = read_metadata_images(
-                metadata_file, image_dir_given, rules=rules_for_layout(self.options.sd_scripts_layout), file=self.file,
-                where=where, shown_file=metadata_raw,
+                paths.metadata_file, paths.image_dir_given, rules=rules_for_layout(self.options.sd_scripts_layout), file=self.file,
+                where=where, shown_file=paths.metadata_raw,
             )
             images = skip_small_images(found.images, filters, where=f"{self.prefix()}{where}", notes=self.notes)
             sized_by_train_resolution, image_of_key = found.from_train_resolution, found.path_of_key
         else:
             sized_by_train_resolution, image_of_key = False, {}
             images = read_subset_images(
-                image_dir, file=self.file, where=where, is_reg=is_reg, filters=filters, notes=self.notes, lenient=excluded,
+                paths.image_dir, file=self.file, where=where, is_reg=is_reg, filters=filters, notes=self.notes, lenient=excluded,
                 cache_info=bool(self.lookup("cache_info", [table, dataset, general], self.options.cache_info)),
             )
 
@@ -664,10 +665,10 @@ class _Reader:
             effective, effective_origin = multiplier, f"multiplier ({origin})"
         else:
             effective, effective_origin = float(num_repeats), "num_repeats"
-        loss_weight = resolve_loss_weight(levels, image_dir, shown_dir=image_dir_raw, file=self.file)
+        loss_weight = resolve_loss_weight(levels, paths.image_dir, shown_dir=paths.image_dir_raw, file=self.file)
         return SubsetSpec(
-            image_dir=image_dir,
-            name=name,
+            image_dir=paths.image_dir,
+            name=paths.name,
             table=where,
             is_reg=is_reg,
             images=images,
@@ -678,13 +679,67 @@ class _Reader:
             effective_origin=effective_origin,
             listing_order=folder.listing_order if folder is not None else None,
             loss_weight=loss_weight,
-            metadata_file=metadata_file,
+            metadata_file=paths.metadata_file,
             sized_by_train_resolution=sized_by_train_resolution,
             image_of_key=image_of_key,
-            image_folders=(image_dir,) if metadata_file is None else tuple(
-                dict.fromkeys([*([image_dir_given] if image_dir_given else []), *(os.path.dirname(e.path) for e in images)])
-            ),
+            image_folders=paths.image_folders(images),
         )
+
+    def subset_multiplier(
+        self, levels: list, folder: _FolderInfo | None, paths: "_SubsetPaths", is_reg: bool, where: str
+    ) -> tuple[float | None, str, int]:
+        """(multiplier or None, where it comes from, num_repeats): the tables' settings, else the
+        image folder's multiply.txt; notes for a multiply.txt the tables override and for an
+        inherited regularization multiplier."""
+        default_repeats = self.options.dataset_repeats if self.options.dataset_repeats is not None else 1
+        setting = resolve_repeat_setting(
+            levels,
+            file=self.file,
+            default_num_repeats=default_repeats,
+        )
+        multiplier, origin, num_repeats = setting.multiplier, setting.origin, setting.num_repeats
+        if folder is not None and origin == "subset":
+            origin = "folder name"
+        # multiply.txt: applies unless the subset's own table sets a key or a multiplier is inherited.
+        own_table_sets = origin in ("subset",) or (folder is not None and folder.from_fraction)
+        image_dir = paths.image_dir
+        if paths.metadata_file is not None:
+            pass  # EveryDream2's multiply.txt belongs to image folders, not to metadata datasets
+        elif not own_table_sets and multiplier is None and os.path.isdir(image_dir):
+            shown = os.path.join(paths.image_dir_raw, MULTIPLY_TXT)
+            from_file = read_multiply_txt(image_dir, file_for_errors=shown)
+            if from_file is not None:
+                multiplier, origin = from_file, "multiply.txt"
+        elif os.path.isfile(os.path.join(image_dir, MULTIPLY_TXT)):
+            self.notes.append(ignored_notes.lost_multiply_txt(self.prefix(), where, origin, multiplier, num_repeats))
+        if is_reg and multiplier is not None and origin in ("dataset", "general"):
+            self.notes.append(ignored_notes.inherited_regularization(self.prefix(), where, origin, multiplier))
+        return multiplier, origin, num_repeats
+
+    def is_repeated(self, paths: "_SubsetPaths", where: str, seen_dirs: dict) -> bool:
+        """Whether an earlier subset of the dataset has the same image_dir / metadata_file as written
+        (sd-scripts' subset equality: ignored, as sd-scripts does); notes another spelling of the
+        same folder or file, which sd-scripts trains twice."""
+        metadata_raw = paths.metadata_raw
+        same = metadata_raw if metadata_raw is not None else paths.image_dir_raw  # sd-scripts' subset equality
+        key = "metadata_file" if metadata_raw is not None else "image_dir"
+        if same in seen_dirs:
+            self.notes.append(
+                f"{self.prefix()}{where}: ignored: the same {key} as an earlier subset of this dataset (as sd-scripts does)"
+            )
+            return True
+        seen_dirs[same] = (where, same)
+        identity = file_identity(paths.metadata_file if paths.metadata_file is not None else paths.image_dir)
+        if identity is not None and identity in seen_dirs:
+            earlier_where, earlier = seen_dirs[identity]
+            self.notes.append(
+                f"{self.prefix()}{where}: note: {key} {same!r} is the same {'file' if metadata_raw else 'folder'} as "
+                f"{earlier_where}'s {earlier!r} (another spelling or a link); sd-scripts compares the text, so it "
+                "trains both subsets and these images twice as often; write one spelling if that is not intended"
+            )
+        elif identity is not None:
+            seen_dirs[identity] = (where, same)
+        return False
 
     # -- regularization ------------------------------------------------------------------------
 

@@ -28,30 +28,30 @@ class EpochPlan:
     def __len__(self) -> int:
         return int(self.batch_bucket.size)
 
-    def batch(self, i: int) -> tuple[int, np.ndarray]:
-        return int(self.batch_bucket[i]), self.image_indices[self.batch_offsets[i] : self.batch_offsets[i + 1]]
+    def batch(self, index: int) -> tuple[int, np.ndarray]:
+        return int(self.batch_bucket[index]), self.image_indices[self.batch_offsets[index] : self.batch_offsets[index + 1]]
 
     @property
     def batches(self) -> list[tuple[int, np.ndarray]]:
-        return [self.batch(i) for i in range(len(self))]
+        return [self.batch(index) for index in range(len(self))]
 
 
 def assemble_epoch(
     layout: DatasetLayout, seed: int, epoch: int, allocation: EpochAllocation, fractional_by_bucket: list[np.ndarray]
 ) -> EpochPlan:
     bucket_of_batch, sizes, lists = [], [], []
-    for b in range(layout.n_buckets):
-        images = np.concatenate([layout.integer_lists[b], fractional_by_bucket[b]])
+    for bucket in range(layout.n_buckets):
+        images = np.concatenate([layout.integer_lists[bucket], fractional_by_bucket[bucket]])
         if images.size == 0:
             continue
-        images = images[rng.generator(seed, rng.BUCKET_SHUFFLE, epoch, b).permutation(images.size)]
-        base = int(layout.base_batches[b])
+        images = images[rng.generator(seed, rng.BUCKET_SHUFFLE, epoch, bucket).permutation(images.size)]
+        base = int(layout.base_batches[bucket])
         bucket_sizes = [layout.batch_size] * base
         if base:
-            bucket_sizes[-1] = layout.integer_lists[b].size + int(allocation.free_picks[b]) - (base - 1) * layout.batch_size
-        bucket_sizes.extend(allocation.extra_batch_sizes(b))
+            bucket_sizes[-1] = layout.integer_lists[bucket].size + int(allocation.free_picks[bucket]) - (base - 1) * layout.batch_size
+        bucket_sizes.extend(allocation.extra_batch_sizes(bucket))
         assert sum(bucket_sizes) == images.size, "planner invariant broken: batch sizes do not add up"
-        bucket_of_batch.extend([b] * len(bucket_sizes))
+        bucket_of_batch.extend([bucket] * len(bucket_sizes))
         sizes.extend(bucket_sizes)
         lists.append(images)
     sizes = np.asarray(sizes, dtype=np.int64)

@@ -106,6 +106,50 @@ def build_layout(subset_of_image, bucket_of_image, multipliers, batch_size: int,
     """``image_repeats`` (optional, one integer >= 0 per image) replaces the integer part of each
     image's multiplier: stock sd-scripts repeats regularization images of one subset differently
     (see kohya_multiplier.dataset.regularization). Fractional parts still come from ``multipliers``."""
+    subset_of_image, bucket_of_image = _checked_images(subset_of_image, bucket_of_image, multipliers, batch_size)
+    n_subsets = len(multipliers)
+    n_buckets = int(bucket_of_image.max()) + 1 if bucket_of_image.size else 0
+
+    parts = [split_multiplier(multiplier) for multiplier in multipliers]
+    integer_part = np.array([part[0] for part in parts], dtype=np.int64)
+    fraction = np.array([part[1] for part in parts], dtype=np.float64)
+    repeats = _repeats_per_image(integer_part, subset_of_image, image_repeats)
+    integer_lists, base_batches, free_slots = _base_batches(bucket_of_image, repeats, n_buckets, batch_size)
+    cells = _cells(subset_of_image, bucket_of_image, fraction, n_subsets)
+    cell_demand = _share_subset_demand(fraction, cells.subset, cells.size, n_subsets)
+    # A fraction so close to 1 that it rounds to a whole image per image would break "at most one
+    # fractional pick per image per epoch"; keep it strictly below.
+    cell_demand = np.minimum(cell_demand, cells.size * UNITS_PER_IMAGE - 1)
+
+    demand = np.bincount(cells.bucket, weights=cell_demand, minlength=n_buckets).astype(np.int64)
+    capacity = np.bincount(cells.bucket, weights=cells.size, minlength=n_buckets).astype(np.int64)
+    batch_fill = _batch_fill(demand, capacity, free_slots, batch_size)
+    fractional_batches = _fractional_batches(demand, capacity, free_slots, batch_fill)
+
+    return DatasetLayout(
+        batch_size=batch_size,
+        n_buckets=n_buckets,
+        integer_lists=integer_lists,
+        base_batches=base_batches,
+        free_slots=free_slots,
+        capacity=capacity,
+        batch_fill=batch_fill,
+        cell_subset=cells.subset,
+        cell_bucket=cells.bucket,
+        cell_members=cells.members,
+        cell_start=cells.start,
+        cell_size=cells.size,
+        cell_demand=cell_demand,
+        cell_excludes=fraction[cells.subset] > 0.5,
+        cell_bucket_starts=group_starts(cells.bucket, n_buckets),
+        # K: the extra batches, enough for the demand the free slots cannot take (see _fractional_batches).
+        extra_batches=math.ceil(fractional_batches),
+        fractional_batches=fractional_batches,
+    )
+
+
+def _checked_images(subset_of_image, bucket_of_image, multipliers, batch_size: int):
+    """The subset and bucket of each image as int64 arrays, after checking them and the batch size."""
     subset_of_image = np.asarray(subset_of_image, dtype=np.int64)
     bucket_of_image = np.asarray(bucket_of_image, dtype=np.int64)
     if subset_of_image.shape != bucket_of_image.shape or subset_of_image.ndim != 1:
@@ -117,18 +161,22 @@ def build_layout(subset_of_image, bucket_of_image, multipliers, batch_size: int,
         raise ValueError("subset index out of range")
     if bucket_of_image.size and bucket_of_image.min() < 0:
         raise ValueError("bucket index must be non-negative")
-    n_buckets = int(bucket_of_image.max()) + 1 if bucket_of_image.size else 0
+    return subset_of_image, bucket_of_image
 
-    parts = [split_multiplier(m) for m in multipliers]
-    integer_part = np.array([p[0] for p in parts], dtype=np.int64)
-    fraction = np.array([p[1] for p in parts], dtype=np.float64)
 
+def _repeats_per_image(integer_part, subset_of_image, image_repeats) -> np.ndarray:
+    """How often each image appears in every epoch: its subset's integer part, or ``image_repeats``."""
     if image_repeats is None:
-        repeats = integer_part[subset_of_image]
-    else:
-        repeats = np.asarray(image_repeats, dtype=np.int64).reshape(-1)
-        if repeats.shape != subset_of_image.shape or (repeats.size and repeats.min() < 0):
-            raise ValueError("image_repeats must hold one integer >= 0 per image")
+        return integer_part[subset_of_image]
+    repeats = np.asarray(image_repeats, dtype=np.int64).reshape(-1)
+    if repeats.shape != subset_of_image.shape or (repeats.size and repeats.min() < 0):
+        raise ValueError("image_repeats must hold one integer >= 0 per image")
+    return repeats
+
+
+def _base_batches(bucket_of_image, repeats, n_buckets: int, batch_size: int):
+    """Per bucket: the integer-part list (each image repeated, canonical order), the base batches
+    it fills and the free slots left in the last of them."""
     appearances = np.bincount(bucket_of_image, weights=repeats, minlength=n_buckets).astype(np.int64)
     base_batches = -(-appearances // batch_size)
     free_slots = base_batches * batch_size - appearances
@@ -137,67 +185,66 @@ def build_layout(subset_of_image, bucket_of_image, multipliers, batch_size: int,
     integer_lists = [
         np.repeat(members, repeats[members]) for members in np.split(by_bucket, np.cumsum(bucket_sizes)[:-1])
     ]
+    return integer_lists, base_batches, free_slots
 
-    # Cells: fractional subsets x buckets, ordered by (bucket, subset) so a bucket's cells are contiguous.
+
+@dataclass(frozen=True)
+class _Cells:
+    subset: np.ndarray
+    bucket: np.ndarray
+    members: np.ndarray  # image indices, cell after cell
+    start: np.ndarray  # where each cell's images start in members
+    size: np.ndarray
+
+
+def _cells(subset_of_image, bucket_of_image, fraction, n_subsets: int) -> _Cells:
+    """Cells: fractional subsets x buckets, ordered by (bucket, subset) so a bucket's cells are contiguous."""
     fractional_image = fraction[subset_of_image] > 0
-    idx = np.flatnonzero(fractional_image)
-    order = np.lexsort((idx, subset_of_image[idx], bucket_of_image[idx]))
-    idx = idx[order]
-    keys = bucket_of_image[idx] * n_subsets + subset_of_image[idx]
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if idx.size else np.zeros(0, dtype=np.int64)
-    ends = np.r_[starts[1:], idx.size].astype(np.int64)
-    cell_subset = subset_of_image[idx[starts]] if idx.size else np.zeros(0, dtype=np.int64)
-    cell_bucket = bucket_of_image[idx[starts]] if idx.size else np.zeros(0, dtype=np.int64)
+    members = np.flatnonzero(fractional_image)
+    order = np.lexsort((members, subset_of_image[members], bucket_of_image[members]))
+    members = members[order]
+    keys = bucket_of_image[members] * n_subsets + subset_of_image[members]
+    if members.size:
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    else:
+        starts = np.zeros(0, dtype=np.int64)
+    ends = np.r_[starts[1:], members.size].astype(np.int64)
+    cell_subset = subset_of_image[members[starts]] if members.size else np.zeros(0, dtype=np.int64)
+    cell_bucket = bucket_of_image[members[starts]] if members.size else np.zeros(0, dtype=np.int64)
     cell_size = (ends - starts).astype(np.int64)
-    cell_fraction = fraction[cell_subset]
-    cell_demand = _share_subset_demand(fraction, cell_subset, cell_size, n_subsets)
-    # A fraction so close to 1 that it rounds to a whole image per image would break "at most one
-    # fractional pick per image per epoch"; keep it strictly below.
-    cell_demand = np.minimum(cell_demand, cell_size * UNITS_PER_IMAGE - 1)
-    cell_excludes = cell_fraction > 0.5
+    return _Cells(cell_subset, cell_bucket, members, starts.astype(np.int64), cell_size)
 
-    demand = np.bincount(cell_bucket, weights=cell_demand, minlength=n_buckets).astype(np.int64)
-    capacity = np.bincount(cell_bucket, weights=cell_size, minlength=n_buckets).astype(np.int64)
-    # A fractional batch carries at most one epoch's worth of its bucket's demand beyond the free
-    # slots. Bigger batches would come only every few epochs, in chunks: images would be picked
-    # early, then wait, and rotation gaps would exceed 2 x ceil(1/f) + 2 epochs; a cell giving at
-    # most n picks per epoch would also force picks on cells without credit. Big buckets
-    # (demand >= batch size) still fill whole batches.
+
+def _batch_fill(demand, capacity, free_slots, batch_size: int) -> np.ndarray:
+    """Per bucket: the picks a fractional batch holds at most.
+
+    A fractional batch carries at most one epoch's worth of its bucket's demand beyond the free
+    slots. Bigger batches would come only every few epochs, in chunks: images would be picked
+    early, then wait, and rotation gaps would exceed 2 x ceil(1/f) + 2 epochs; a cell giving at
+    most n picks per epoch would also force picks on cells without credit. Big buckets
+    (demand >= batch size) still fill whole batches.
+    """
     overflow = (demand - free_slots * UNITS_PER_IMAGE) // UNITS_PER_IMAGE
     batch_fill = np.minimum(np.minimum(batch_size, capacity), np.maximum(1, overflow))
     batch_fill[capacity == 0] = 0
+    return batch_fill
 
-    # K: enough extra batches for the demand the free slots cannot take, counted in batches each
-    # bucket can really fill (a bucket with 3 fractional images fills batches of at most 3).
-    # sizing.py raises it where a simulation shows picks falling behind.
+
+def _fractional_batches(demand, capacity, free_slots, batch_fill) -> Fraction:
+    """The exact fractional demand in batches, before rounding up to K.
+
+    Enough extra batches for the demand the free slots cannot take, counted in batches each bucket
+    can really fill (a bucket with 3 fractional images fills batches of at most 3). sizing.py
+    raises K where a simulation shows picks falling behind.
+    """
     fractional_batches = Fraction(0)
-    for b in range(n_buckets):
-        if capacity[b] == 0:
+    for bucket in range(demand.size):
+        if capacity[bucket] == 0:
             continue
-        overflow = Fraction(int(demand[b]), UNITS_PER_IMAGE) - int(free_slots[b])
+        overflow = Fraction(int(demand[bucket]), UNITS_PER_IMAGE) - int(free_slots[bucket])
         if overflow > 0:
-            fractional_batches += overflow / int(batch_fill[b])
-    extra_batches = math.ceil(fractional_batches)
-
-    return DatasetLayout(
-        batch_size=batch_size,
-        n_buckets=n_buckets,
-        integer_lists=integer_lists,
-        base_batches=base_batches,
-        free_slots=free_slots,
-        capacity=capacity,
-        batch_fill=batch_fill,
-        cell_subset=cell_subset,
-        cell_bucket=cell_bucket,
-        cell_members=idx,
-        cell_start=starts.astype(np.int64),
-        cell_size=cell_size,
-        cell_demand=cell_demand,
-        cell_excludes=cell_excludes,
-        cell_bucket_starts=group_starts(cell_bucket, n_buckets),
-        extra_batches=extra_batches,
-        fractional_batches=fractional_batches,
-    )
+            fractional_batches += overflow / int(batch_fill[bucket])
+    return fractional_batches
 
 
 def _share_subset_demand(fraction, cell_subset, cell_size, n_subsets) -> np.ndarray:

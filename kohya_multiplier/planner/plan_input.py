@@ -50,22 +50,22 @@ def build_plan_input(entries: Iterable[tuple]) -> PlanInput:
     sd-scripts registers (repeats >= 1, as sd-scripts' ImageInfo.num_repeats). All entries of one
     call have the same form."""
     ordered = sorted(
-        (int(e[0]), str(e[1]), (int(e[2][0]), int(e[2][1]))) if len(e) == 3
-        else (int(e[0]), str(e[1]), (int(e[2][0]), int(e[2][1])), *(int(x) for x in e[3:4]))
-        for e in entries
+        (int(entry[0]), str(entry[1]), (int(entry[2][0]), int(entry[2][1]))) if len(entry) == 3
+        else (int(entry[0]), str(entry[1]), (int(entry[2][0]), int(entry[2][1])), *(int(repeats) for repeats in entry[3:4]))
+        for entry in entries
     )
-    arities = {len(e) for e in ordered}
+    arities = {len(entry) for entry in ordered}
     if len(arities) > 1:
         raise ValueError("entries mix (subset, path, resolution) and (subset, path, resolution, repeats)")
     with_repeats = arities == {4}
-    resolutions = sorted({e[2] for e in ordered})
-    bucket_id = {r: i for i, r in enumerate(resolutions)}
+    resolutions = sorted({entry[2] for entry in ordered})
+    bucket_id = {resolution: bucket for bucket, resolution in enumerate(resolutions)}
     return PlanInput(
-        image_keys=[e[1] for e in ordered],
-        subset_of_image=np.array([e[0] for e in ordered], dtype=np.int64),
-        bucket_of_image=np.array([bucket_id[e[2]] for e in ordered], dtype=np.int64),
+        image_keys=[entry[1] for entry in ordered],
+        subset_of_image=np.array([entry[0] for entry in ordered], dtype=np.int64),
+        bucket_of_image=np.array([bucket_id[entry[2]] for entry in ordered], dtype=np.int64),
         bucket_resolutions=resolutions,
-        image_repeats=np.array([e[3] for e in ordered], dtype=np.int64) if with_repeats else None,
+        image_repeats=np.array([entry[3] for entry in ordered], dtype=np.int64) if with_repeats else None,
     )
 
 

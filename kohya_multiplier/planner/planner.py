@@ -135,5 +135,5 @@ class DatasetPlanner:
         order = np.argsort(bucket_of, kind="stable")
         bounds = np.searchsorted(bucket_of[order], np.arange(layout.n_buckets + 1))
         images = images[order]
-        fractional_by_bucket = [images[bounds[b] : bounds[b + 1]] for b in range(layout.n_buckets)]
+        fractional_by_bucket = [images[bounds[bucket] : bounds[bucket + 1]] for bucket in range(layout.n_buckets)]
         return assemble_epoch(layout, self.seed, epoch, allocation, fractional_by_bucket)

@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from kohya_multiplier.planner.credits import Q, CreditState, allocate_epoch
+from kohya_multiplier.planner.credits import PICK_COST, CreditState, allocate_epoch
 from kohya_multiplier.planner.layout import DatasetLayout
 
 MIN_EPOCHS = 48
@@ -26,15 +26,15 @@ MAX_EPOCHS = 512
 
 def simulation_epochs(layout: DatasetLayout) -> int:
     """Long enough for the slowest cell to fall due twice (within MIN_EPOCHS..MAX_EPOCHS)."""
-    rho = layout.cell_demand[layout.cell_demand > 0]
-    slowest = int(np.ceil(Q / rho.min())) if rho.size else 0
+    demand = layout.cell_demand[layout.cell_demand > 0]
+    slowest = int(np.ceil(PICK_COST / demand.min())) if demand.size else 0
     return int(min(MAX_EPOCHS, max(MIN_EPOCHS, 2 * slowest + 8)))
 
 
 def keeps_up(layout: DatasetLayout, epochs: int) -> bool:
     """Whether no cell falls behind (see above) in the first ``epochs`` epochs."""
     state = CreditState.initial(layout)
-    deadline = 2 * Q + np.minimum(layout.cell_demand, Q)  # owed: a pick for one epoch and one period, at most two
+    deadline = 2 * PICK_COST + np.minimum(layout.cell_demand, PICK_COST)  # owed: a pick for one epoch and one period, at most two
     for _ in range(epochs):
         _, state = allocate_epoch(layout, state)
         if (state.cell_credit >= deadline).any():

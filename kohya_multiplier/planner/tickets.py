@@ -57,36 +57,52 @@ def take_most_overdue(
     rate = np.asarray(rate, dtype=np.float64)
     unit = np.broadcast_to(np.asarray(unit, dtype=np.int64), credit.shape)
     n_groups = wanted.shape[0]
-    taken = np.zeros(credit.shape[0], dtype=np.int64)
     if credit.shape[0] == 0 or not wanted.any():
-        return taken
+        return np.zeros(credit.shape[0], dtype=np.int64)
     if starts is None:
         starts = group_starts(group, n_groups)
     # Stop the search once this many tickets are left near the threshold: sorting them is cheaper
     # than more passes over every receiver.
     boundary = max(boundary, credit.shape[0] // 8)
-    present = np.diff(np.r_[starts, credit.shape[0]]) > 0
-    reduce_at = starts[present]
+    tickets = _Tickets(credit, rate, unit, caps, group, n_groups, starts)
+    low, high = _bracket_threshold(tickets, wanted, boundary)
+    return _take_between(tickets, wanted, low, high)
 
-    def per_group(values: np.ndarray, reducer, empty) -> np.ndarray:
-        out = np.full(n_groups, empty, dtype=values.dtype)
-        out[present] = reducer.reduceat(values, reduce_at)
+
+class _Tickets:
+    """The receivers' tickets, grouped: per-group sums and counts of tickets above a priority."""
+
+    def __init__(self, credit, rate, unit, caps, group, n_groups: int, starts):
+        self.credit, self.rate, self.unit, self.caps, self.group = credit, rate, unit, caps, group
+        self.n_groups = n_groups
+        self.present = np.diff(np.r_[starts, credit.shape[0]]) > 0
+        self.reduce_at = starts[self.present]
+
+    def per_group(self, values: np.ndarray, reducer, empty) -> np.ndarray:
+        out = np.full(self.n_groups, empty, dtype=values.dtype)
+        out[self.present] = reducer.reduceat(values, self.reduce_at)
         return out
 
-    def count_at_or_above(threshold: np.ndarray) -> np.ndarray:
-        # tickets k with (credit - k*unit) / rate >= threshold
-        room = credit - threshold[group] * rate
-        return np.clip(np.floor(room / unit).astype(np.int64) + 1, 0, caps)
+    def count_at_or_above(self, threshold: np.ndarray) -> np.ndarray:
+        """Per receiver: tickets k with (credit - k*unit) / rate >= its group's threshold."""
+        room = self.credit - threshold[self.group] * self.rate
+        return np.clip(np.floor(room / self.unit).astype(np.int64) + 1, 0, self.caps)
 
+
+def _bracket_threshold(tickets: _Tickets, wanted, boundary: int):
+    """Per group, priorities (low, high): at least ``wanted`` tickets at or above low, fewer at or
+    above high, and at most about ``boundary`` tickets between them (or float resolution reached)."""
+    credit, rate, unit, caps = tickets.credit, tickets.rate, tickets.unit, tickets.caps
+    per_group = tickets.per_group
     has_cap = caps > 0
     active = wanted > 0
-    # Bracket: hi has fewer than wanted tickets at or above it, lo at least wanted.
-    hi = per_group(np.where(has_cap, credit / rate, -np.inf), np.maximum, -np.inf) + 1.0
-    lo = per_group(np.where(has_cap, (credit - (caps - 1) * unit) / rate, np.inf), np.minimum, np.inf) - 1.0
-    hi = np.where(active, hi, 1.0)
-    lo = np.where(active, lo, 0.0)
-    count_hi = np.zeros(n_groups, dtype=np.int64)
-    count_lo = per_group(caps, np.add, 0)
+    # Bracket: high has fewer than wanted tickets at or above it, low at least wanted.
+    high = per_group(np.where(has_cap, credit / rate, -np.inf), np.maximum, -np.inf) + 1.0
+    low = per_group(np.where(has_cap, (credit - (caps - 1) * unit) / rate, np.inf), np.minimum, np.inf) - 1.0
+    high = np.where(active, high, 1.0)
+    low = np.where(active, low, 0.0)
+    count_high = np.zeros(tickets.n_groups, dtype=np.int64)
+    count_low = per_group(caps, np.add, 0)
     # First probe: where the tickets would run out if no cap bound (credit spent evenly in time).
     rate_sum = per_group(np.where(has_cap, rate, 0.0), np.add, 0.0)
     credit_sum = per_group(np.where(has_cap, credit, 0).astype(np.float64), np.add, 0.0)
@@ -97,34 +113,42 @@ def take_most_overdue(
     step = mean_unit * np.maximum(receivers, 1) / np.where(rate_sum > 0, rate_sum, 1.0)
     probe = guess
     for _ in range(200):
-        undecided = active & (count_lo - count_hi > boundary)
+        undecided = active & (count_low - count_high > boundary)
         if not undecided.any():
             break
-        inside = (probe > lo) & (probe < hi)
-        probe = np.where(inside, probe, (lo + hi) / 2)
-        if not ((probe > lo) & (probe < hi))[undecided].any():
+        inside = (probe > low) & (probe < high)
+        probe = np.where(inside, probe, (low + high) / 2)
+        if not ((probe > low) & (probe < high))[undecided].any():
             break  # float resolution reached
-        counts = per_group(count_at_or_above(probe), np.add, 0)
+        counts = per_group(tickets.count_at_or_above(probe), np.add, 0)
         enough = counts >= wanted
-        move_lo = undecided & enough
-        move_hi = undecided & ~enough
-        lo = np.where(move_lo, probe, lo)
-        count_lo = np.where(move_lo, counts, count_lo)
-        hi = np.where(move_hi, probe, hi)
-        count_hi = np.where(move_hi, counts, count_hi)
-        probe = np.where(move_lo, probe + step, probe - step)
+        move_low = undecided & enough
+        move_high = undecided & ~enough
+        low = np.where(move_low, probe, low)
+        count_low = np.where(move_low, counts, count_low)
+        high = np.where(move_high, probe, high)
+        count_high = np.where(move_high, counts, count_high)
+        probe = np.where(move_low, probe + step, probe - step)
         step = step * 4
-    sure = np.where(active[group], count_at_or_above(hi), 0)
-    maybe = np.where(active[group], count_at_or_above(lo), 0) - sure
+    return low, high
+
+
+def _take_between(tickets: _Tickets, wanted, low, high) -> np.ndarray:
+    """Every ticket at or above high, then the best of those between low and high, sorted exactly
+    (ties: lower receiver index), until each group has handed out ``wanted``."""
+    group = tickets.group
+    active = wanted > 0
+    sure = np.where(active[group], tickets.count_at_or_above(high), 0)
+    maybe = np.where(active[group], tickets.count_at_or_above(low), 0) - sure
     taken = sure
-    remaining = wanted - per_group(sure, np.add, 0)
+    remaining = wanted - tickets.per_group(sure, np.add, 0)
     if maybe.any():
-        owner, k = ranges(sure, maybe)
-        priority = (credit[owner] - k * unit[owner]) / rate[owner]
+        owner, ticket = ranges(sure, maybe)
+        priority = (tickets.credit[owner] - ticket * tickets.unit[owner]) / tickets.rate[owner]
         order = np.lexsort((owner, -priority, group[owner]))
         ranked = owner[order]
         ranked_group = group[ranked]
-        first_of_group = np.searchsorted(ranked_group, np.arange(n_groups))
+        first_of_group = np.searchsorted(ranked_group, np.arange(tickets.n_groups))
         rank = np.arange(ranked.size) - first_of_group[ranked_group]
         np.add.at(taken, ranked[rank < remaining[ranked_group]], 1)
     return taken
@@ -141,8 +165,8 @@ def lowest_few(values: np.ndarray, k: int):
     if k < 1 or values.size < 32 * k:
         return None
     sample = values[::16]
-    j = min(sample.size, 2 * (k // 16) + 8)  # about 2k + 128 values at or below the cut
-    cut = np.partition(sample, j - 1)[j - 1]
+    in_sample = min(sample.size, 2 * (k // 16) + 8)  # about 2k + 128 values at or below the cut
+    cut = np.partition(sample, in_sample - 1)[in_sample - 1]
     if not np.isfinite(cut):
         return None
     below = np.flatnonzero(values <= cut)

@@ -126,86 +126,97 @@ def _figure(Figure, report: Report, dpi: int, missing: set[int]):
     grid = fig.add_gridspec(len(report.datasets), 3, height_ratios=heights,
                             width_ratios=[4.2, max(2.5, 0.36 * max_bins), 4.2])
     for row, d in enumerate(report.datasets):
-        n = len(d.subsets)
-        labels = [_safe(short_name(s.name), missing) for s in d.subsets]
-        y = np.arange(n)
-
-        ax = fig.add_subplot(grid[row, 0])
-        # one artist per kind of mark (fast for 200 subsets)
-        shown = [i for i, s in enumerate(d.subsets) if not s.excluded and s.counts.size]
-        for i, s in enumerate(d.subsets):
-            if s.excluded:
-                ax.text(0, i, "  excluded", va="center", fontsize=7, color="#888")
-        if shown:
-            sub = [d.subsets[i] for i in shown]
-            means = [float(s.counts.mean()) for s in sub]
-            fills = [FILL[s.overall_status] for s in sub]
-            marks = [MARK[s.overall_status] for s in sub]
-            ax.barh(shown, means, height=0.5, color=fills)
-            ax.hlines(shown, [float(s.counts.min()) for s in sub], [float(s.counts.max()) for s in sub], colors=marks, lw=1.5)
-            ax.scatter(means, shown, c=marks, s=10, zorder=3)
-            targets = [(i, s.target) for i, s in zip(shown, sub) if s.target is not None]
-            if targets:
-                ax.vlines([t for _, t in targets], [i - 0.35 for i, _ in targets], [i + 0.35 for i, _ in targets],
-                          colors="#111", lw=1.8, zorder=4)
-        ax.set_yticks(y, labels, fontsize=7)
-        ax.set_ylim(n - 0.5, -0.5)
-        ax.set_xlim(left=0)
-        ax.tick_params(axis="x", labelsize=7)
-        ax.set_xlabel("images per epoch (bar: mean, line: range, black: target)", fontsize=7)
         balance_words, rotation_words = d.short_verdicts()
-        ax.set_title(f"Dataset {d.index}: balance ({balance_words})", fontsize=9, loc="left")
-        ax.grid(axis="x", color="#e3e3e3")
-
-        bins = d.bins()
-        ax2 = fig.add_subplot(grid[row, 1], sharey=ax)
-        statuses = sorted(FILL)
-        codes = np.array([[statuses.index(s.bin_status(b)) for b in bins] for s in d.subsets])
-        from matplotlib.colors import ListedColormap
-
-        ax2.imshow(codes, cmap=ListedColormap([FILL[k] for k in statuses]), vmin=-0.5, vmax=len(statuses) - 0.5,
-                   aspect="auto", interpolation="nearest")
-        ax2.vlines(np.arange(-0.5, len(bins)), -0.5, n - 0.5, colors="white", lw=1.5)  # cell borders
-        ax2.hlines(np.arange(-0.5, n), -0.5, len(bins) - 0.5, colors="white", lw=1.5)
-        for i, s in enumerate(d.subsets):
-            for c, b in enumerate(bins):
-                text = "–" if s.excluded else _short(s.counts[b.columns].mean())
-                ax2.text(c, i, text, ha="center", va="center", fontsize=6.5, color="#111")
-        ax2.set_xlim(-0.5, len(bins) - 0.5)
-        ax2.set_xticks(range(len(bins)), [b.label for b in bins], fontsize=6.5,
-                       rotation=45 if any(b.first != b.last for b in bins) else 0, ha="right" if len(bins) and bins[-1].first != bins[-1].last else "center")
-        ax2.tick_params(axis="y", labelleft=False, length=0)
-        ax2.set_title("per epoch" + (" (ranges: mean)" if any(b.first != b.last for b in bins) else ""), fontsize=9, loc="left")
-        for side in ("top", "right", "left"):
-            ax2.spines[side].set_visible(False)
-
-        ax3 = fig.add_subplot(grid[row, 2], sharey=ax)
-        first = d.epochs[0] if d.epochs else 1
-        active = [i for i, s in enumerate(d.subsets) if not s.excluded]
-        if active:
-            sub = [d.subsets[i] for i in active]
-            done = [s.all_seen_epoch is not None for s in sub]
-            until = [s.epochs_until_all_seen(first, len(d.epochs)) for s in sub]
-            ax3.barh([i - 0.17 for i in active], until, height=0.3, color=["#3f7f4f" if x else "white" for x in done],
-                     edgecolor="#3f7f4f", lw=0.8)
-            late = [s.beyond_bound for s in sub]
-            ax3.barh([i + 0.17 for i in active], [s.longest_gap for s in sub], height=0.3,
-                     color=["#c0392b" if x else "#7f9cbf" for x in late])
-            bounds = [(i, s.bound) for i, s in zip(active, sub) if s.bound is not None]
-            if bounds:
-                ax3.vlines([b for _, b in bounds], [i for i, _ in bounds], [i + 0.4 for i, _ in bounds], colors="#111", lw=1.5)
-        ax3.tick_params(axis="y", labelleft=False, length=0)
-        ax3.tick_params(axis="x", labelsize=7)
-        ax3.set_xlim(left=0)
-        ax3.set_xlabel("epochs (green: until all trained, blue: longest gap, black: bound)", fontsize=7)
-        ax3.set_title(f"rotation ({rotation_words})", fontsize=9, loc="left")
-        right = ax3.twinx()
-        right.set_ylim(ax.get_ylim())
-        right.set_yticks(y, ["" if s.excluded else f"{s.seen_text} · gap {s.gap_text}" for s in d.subsets], fontsize=6.5)
-        right.tick_params(axis="y", length=0)
-        ax3.grid(axis="x", color="#e3e3e3")
+        ax = fig.add_subplot(grid[row, 0])
+        _balance_panel(ax, d, balance_words, missing)
+        _epochs_panel(fig.add_subplot(grid[row, 1], sharey=ax), d)
+        _rotation_panel(fig.add_subplot(grid[row, 2], sharey=ax), ax, d, rotation_words)
     fig.suptitle(_safe(report.title, missing), fontsize=10)
     return fig
+
+
+def _balance_panel(ax, d, balance_words: str, missing: set[int]) -> None:
+    """Left panel: images per epoch of each subset (mean, range, target)."""
+    n = len(d.subsets)
+    labels = [_safe(short_name(s.name), missing) for s in d.subsets]
+    # one artist per kind of mark (fast for 200 subsets)
+    shown = [i for i, s in enumerate(d.subsets) if not s.excluded and s.counts.size]
+    for i, s in enumerate(d.subsets):
+        if s.excluded:
+            ax.text(0, i, "  excluded", va="center", fontsize=7, color="#888")
+    if shown:
+        sub = [d.subsets[i] for i in shown]
+        means = [float(s.counts.mean()) for s in sub]
+        fills = [FILL[s.overall_status] for s in sub]
+        marks = [MARK[s.overall_status] for s in sub]
+        ax.barh(shown, means, height=0.5, color=fills)
+        ax.hlines(shown, [float(s.counts.min()) for s in sub], [float(s.counts.max()) for s in sub], colors=marks, lw=1.5)
+        ax.scatter(means, shown, c=marks, s=10, zorder=3)
+        targets = [(i, s.target) for i, s in zip(shown, sub) if s.target is not None]
+        if targets:
+            ax.vlines([t for _, t in targets], [i - 0.35 for i, _ in targets], [i + 0.35 for i, _ in targets],
+                      colors="#111", lw=1.8, zorder=4)
+    ax.set_yticks(np.arange(n), labels, fontsize=7)
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.set_xlim(left=0)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_xlabel("images per epoch (bar: mean, line: range, black: target)", fontsize=7)
+    ax.set_title(f"Dataset {d.index}: balance ({balance_words})", fontsize=9, loc="left")
+    ax.grid(axis="x", color="#e3e3e3")
+
+
+def _epochs_panel(ax2, d) -> None:
+    """Middle panel: each subset's status and mean count per epoch (or range of epochs)."""
+    from matplotlib.colors import ListedColormap
+
+    n = len(d.subsets)
+    bins = d.bins()
+    statuses = sorted(FILL)
+    codes = np.array([[statuses.index(s.bin_status(b)) for b in bins] for s in d.subsets])
+    ax2.imshow(codes, cmap=ListedColormap([FILL[k] for k in statuses]), vmin=-0.5, vmax=len(statuses) - 0.5,
+               aspect="auto", interpolation="nearest")
+    ax2.vlines(np.arange(-0.5, len(bins)), -0.5, n - 0.5, colors="white", lw=1.5)  # cell borders
+    ax2.hlines(np.arange(-0.5, n), -0.5, len(bins) - 0.5, colors="white", lw=1.5)
+    for i, s in enumerate(d.subsets):
+        for c, b in enumerate(bins):
+            text = "–" if s.excluded else _short(s.counts[b.columns].mean())
+            ax2.text(c, i, text, ha="center", va="center", fontsize=6.5, color="#111")
+    ax2.set_xlim(-0.5, len(bins) - 0.5)
+    ax2.set_xticks(range(len(bins)), [b.label for b in bins], fontsize=6.5,
+                   rotation=45 if any(b.first != b.last for b in bins) else 0, ha="right" if len(bins) and bins[-1].first != bins[-1].last else "center")
+    ax2.tick_params(axis="y", labelleft=False, length=0)
+    ax2.set_title("per epoch" + (" (ranges: mean)" if any(b.first != b.last for b in bins) else ""), fontsize=9, loc="left")
+    for side in ("top", "right", "left"):
+        ax2.spines[side].set_visible(False)
+
+
+def _rotation_panel(ax3, ax, d, rotation_words: str) -> None:
+    """Right panel: epochs until every image was trained, longest gap and its bound; ``ax``: the
+    balance panel, whose rows the labels on the right follow."""
+    first = d.epochs[0] if d.epochs else 1
+    active = [i for i, s in enumerate(d.subsets) if not s.excluded]
+    if active:
+        sub = [d.subsets[i] for i in active]
+        done = [s.all_seen_epoch is not None for s in sub]
+        until = [s.epochs_until_all_seen(first, len(d.epochs)) for s in sub]
+        ax3.barh([i - 0.17 for i in active], until, height=0.3, color=["#3f7f4f" if x else "white" for x in done],
+                 edgecolor="#3f7f4f", lw=0.8)
+        late = [s.beyond_bound for s in sub]
+        ax3.barh([i + 0.17 for i in active], [s.longest_gap for s in sub], height=0.3,
+                 color=["#c0392b" if x else "#7f9cbf" for x in late])
+        bounds = [(i, s.bound) for i, s in zip(active, sub) if s.bound is not None]
+        if bounds:
+            ax3.vlines([b for _, b in bounds], [i for i, _ in bounds], [i + 0.4 for i, _ in bounds], colors="#111", lw=1.5)
+    ax3.tick_params(axis="y", labelleft=False, length=0)
+    ax3.tick_params(axis="x", labelsize=7)
+    ax3.set_xlim(left=0)
+    ax3.set_xlabel("epochs (green: until all trained, blue: longest gap, black: bound)", fontsize=7)
+    ax3.set_title(f"rotation ({rotation_words})", fontsize=9, loc="left")
+    right = ax3.twinx()
+    right.set_ylim(ax.get_ylim())
+    right.set_yticks(np.arange(len(d.subsets)), ["" if s.excluded else f"{s.seen_text} · gap {s.gap_text}" for s in d.subsets], fontsize=6.5)
+    right.tick_params(axis="y", length=0)
+    ax3.grid(axis="x", color="#e3e3e3")
 
 
 def _short(value: float) -> str:

@@ -160,37 +160,8 @@ def epoch_shape_line(stats: DatasetStats) -> str:
 
 
 def format_table(stats: DatasetStats) -> str:
-    first = stats.epochs[0] if stats.epochs else 1
     header = ["subset", "images", "multiplier", "expected/epoch", "min", "mean", "max", "all seen by epoch"]
-    rows = []
-    for s, name in enumerate(stats.subset_names):
-        multiplier = stats.multipliers[s]
-        unused = int(stats.unused[s]) if stats.unused is not None else 0
-        if stats.excluded[s]:
-            rows.append([name, str(stats.subset_images[s]), f"{_multiplier_text(multiplier)} (excluded)", "0", "0", "0", "0", "-"])
-            continue
-        counts = stats.counts[s]
-        full = np.flatnonzero(stats.coverage[s] >= 1.0 - 1e-12)
-        if unused:
-            all_seen = f"never ({unused} unused)"
-        elif full.size:
-            all_seen = str(stats.epochs[full[0]])
-        else:
-            fraction = split_multiplier(multiplier)[1]
-            need = math.ceil(1 / fraction) if fraction > 0 else 1
-            all_seen = f"> {stats.epochs[-1]} (~{first + need - 1})" if stats.epochs else "-"
-        rows.append(
-            [
-                name,
-                str(stats.subset_images[s]),
-                stats.labels[s] if stats.labels is not None else f"{_multiplier_text(multiplier)} ({_origin_text(stats.origins[s])})",
-                f"{stats.expected_per_epoch[s]:.2f}",
-                str(int(counts.min())) if counts.size else "-",
-                f"{counts.mean():.2f}" if counts.size else "-",
-                str(int(counts.max())) if counts.size else "-",
-                all_seen,
-            ]
-        )
+    rows = [_subset_row(stats, subset, name) for subset, name in enumerate(stats.subset_names)]
     total = stats.counts.sum(axis=0)
     rows.append(
         [
@@ -220,3 +191,32 @@ def format_table(stats: DatasetStats) -> str:
         if r == 0 or r == len(rows) - 1:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _subset_row(stats: DatasetStats, subset: int, name: str) -> list[str]:
+    """One subset's row of the table: counts per epoch and the epoch all its images were seen by."""
+    multiplier = stats.multipliers[subset]
+    unused = int(stats.unused[subset]) if stats.unused is not None else 0
+    if stats.excluded[subset]:
+        return [name, str(stats.subset_images[subset]), f"{_multiplier_text(multiplier)} (excluded)", "0", "0", "0", "0", "-"]
+    counts = stats.counts[subset]
+    full = np.flatnonzero(stats.coverage[subset] >= 1.0 - 1e-12)
+    if unused:
+        all_seen = f"never ({unused} unused)"
+    elif full.size:
+        all_seen = str(stats.epochs[full[0]])
+    else:
+        first = stats.epochs[0] if stats.epochs else 1
+        fraction = split_multiplier(multiplier)[1]
+        need = math.ceil(1 / fraction) if fraction > 0 else 1
+        all_seen = f"> {stats.epochs[-1]} (~{first + need - 1})" if stats.epochs else "-"
+    return [
+        name,
+        str(stats.subset_images[subset]),
+        stats.labels[subset] if stats.labels is not None else f"{_multiplier_text(multiplier)} ({_origin_text(stats.origins[subset])})",
+        f"{stats.expected_per_epoch[subset]:.2f}",
+        str(int(counts.min())) if counts.size else "-",
+        f"{counts.mean():.2f}" if counts.size else "-",
+        str(int(counts.max())) if counts.size else "-",
+        all_seen,
+    ]
