@@ -27,6 +27,7 @@ from tiny_sd import TINY_UNET_ENV, tiny_unet_env_value  # noqa: E402
 # What tiny_hook/sitecustomize.py reads to shrink sd-scripts' hard-coded SDXL and FLUX sizes.
 TINY_SDXL_ENV = {"KOHYA_MULTIPLIER_TINY_SDXL": "1"}
 TINY_FLUX_ENV = {"KOHYA_MULTIPLIER_TINY_FLUX": "1"}
+TINY_ANIMA_ENV = {"KOHYA_MULTIPLIER_TINY_ANIMA": "1"}
 
 NO_CHECKOUT = (
     "no sd-scripts checkout configured: set KOHYA_SD_SCRIPTS or run "
@@ -171,6 +172,22 @@ def tiny_flux(sd, tmp_path_factory) -> TinyModel:
             "--tokenizer_cache_dir", str(folder / "tokenizers"),
         ]
         _tiny_models[key] = TinyModel("flux", folder, args, TINY_FLUX_ENV)
+    return _tiny_models[key]
+
+
+@pytest.fixture(scope="session")
+def tiny_anima(sd, tmp_path_factory) -> TinyModel:
+    """A tiny Anima DiT (with its LLM adapter), Qwen-Image VAE and Qwen3 folder with the real Qwen3
+    tokenizer (tiny_anima.py); the T5 tokenizer is the one sd-scripts ships (its default)."""
+    key = (str(sd.root), "anima")
+    if key not in _tiny_models:
+        folder = _build_tiny_model(sd, "anima", "anima_train_network.py", TINY_ANIMA_ENV, tmp_path_factory)
+        args = [
+            "--pretrained_model_name_or_path", str(folder / "anima.safetensors"),
+            "--vae", str(folder / "vae.safetensors"),
+            "--qwen3", str(folder / "qwen3"),
+        ]
+        _tiny_models[key] = TinyModel("anima", folder, args, TINY_ANIMA_ENV)
     return _tiny_models[key]
 
 
