@@ -12,6 +12,9 @@ nothing unless the test set one of its environment variables:
   sizes) to the tiny model built by ``tiny_sdxl.py``;
 - KOHYA_MULTIPLIER_TINY_FLUX=1: shrinks the FLUX, AutoEncoder, CLIP-L and T5 configs sd-scripts
   hard-codes to the tiny model built by ``tiny_flux.py``;
+- KOHYA_MULTIPLIER_TINY_LUMINA=1: shrinks the Lumina NextDiT, Gemma2 and AutoEncoder configs
+  sd-scripts hard-codes to the tiny model built by ``tiny_lumina.py`` (sizes and shrinks in
+  ``km_tiny_lumina.py``);
 - with any of them, for stock scripts run without our wrapper, it applies the same torchvision
   work-around as the product's launcher (see ``kohya_multiplier.sdscripts.compat``).
 
@@ -139,6 +142,11 @@ def _shrinks() -> dict:
     if os.environ.get(FLUX_ENV) == "1":
         wanted["library.flux_models"] = [_shrink_flux_models]
         wanted["library.flux_utils"] = [_shrink_flux_text_configs]
+    if os.environ.get("KOHYA_MULTIPLIER_TINY_LUMINA") == "1":
+        import km_tiny_lumina
+
+        for name, shrink in km_tiny_lumina.shrinks().items():
+            wanted.setdefault(name, []).append(shrink)
     return wanted
 
 
