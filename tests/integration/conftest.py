@@ -28,6 +28,7 @@ from tiny_sd import TINY_UNET_ENV, tiny_unet_env_value  # noqa: E402
 TINY_SDXL_ENV = {"KOHYA_MULTIPLIER_TINY_SDXL": "1"}
 TINY_FLUX_ENV = {"KOHYA_MULTIPLIER_TINY_FLUX": "1"}
 TINY_ANIMA_ENV = {"KOHYA_MULTIPLIER_TINY_ANIMA": "1"}
+TINY_LUMINA_ENV = {"KOHYA_MULTIPLIER_TINY_LUMINA": "1"}
 
 NO_CHECKOUT = (
     "no sd-scripts checkout configured: set KOHYA_SD_SCRIPTS or run "
@@ -188,6 +189,22 @@ def tiny_anima(sd, tmp_path_factory) -> TinyModel:
             "--qwen3", str(folder / "qwen3"),
         ]
         _tiny_models[key] = TinyModel("anima", folder, args, TINY_ANIMA_ENV)
+    return _tiny_models[key]
+
+
+@pytest.fixture(scope="session")
+def tiny_lumina(sd, tmp_path_factory) -> TinyModel:
+    """A tiny Lumina Image 2.0 NextDiT, Gemma2 with its tokenizer, and AutoEncoder (tiny_lumina.py)."""
+    key = (str(sd.root), "lumina")
+    if key not in _tiny_models:
+        folder = _build_tiny_model(sd, "lumina", "lumina_train_network.py", TINY_LUMINA_ENV, tmp_path_factory)
+        args = [
+            "--pretrained_model_name_or_path", str(folder / "lumina.safetensors"),
+            "--gemma2", str(folder / "gemma2.safetensors"),
+            "--ae", str(folder / "ae.safetensors"),
+            "--tokenizer_cache_dir", str(folder / "tokenizers"),
+        ]
+        _tiny_models[key] = TinyModel("lumina", folder, args, TINY_LUMINA_ENV)
     return _tiny_models[key]
 
 

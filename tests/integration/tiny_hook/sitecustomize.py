@@ -15,6 +15,9 @@ nothing unless the test set one of its environment variables:
 - KOHYA_MULTIPLIER_TINY_ANIMA=1: shrinks the Anima DiT, LLM adapter and Qwen-Image VAE configs
   sd-scripts hard-codes to the tiny model built by ``tiny_anima.py`` (sizes and shrinks in
   ``km_tiny_anima.py``);
+- KOHYA_MULTIPLIER_TINY_LUMINA=1: shrinks the Lumina NextDiT, Gemma2 and AutoEncoder configs
+  sd-scripts hard-codes to the tiny model built by ``tiny_lumina.py`` (sizes and shrinks in
+  ``km_tiny_lumina.py``);
 - with any of them, for stock scripts run without our wrapper, it applies the same torchvision
   work-around as the product's launcher (see ``kohya_multiplier.sdscripts.compat``).
 
@@ -24,6 +27,7 @@ this module (it is importable as ``sitecustomize`` in their process).
 """
 
 import dataclasses
+import importlib
 import importlib.abc
 import importlib.machinery
 import os
@@ -32,6 +36,10 @@ import sys
 SD1_ENV = "KOHYA_MULTIPLIER_TINY_UNET"
 SDXL_ENV = "KOHYA_MULTIPLIER_TINY_SDXL"
 FLUX_ENV = "KOHYA_MULTIPLIER_TINY_FLUX"
+FAMILY_MODULES = {
+    "KOHYA_MULTIPLIER_TINY_ANIMA": "km_tiny_anima",
+    "KOHYA_MULTIPLIER_TINY_LUMINA": "km_tiny_lumina",
+}
 
 # --- SDXL ---------------------------------------------------------------------------------------
 SDXL_MODEL_CHANNELS = 32  # levels of 32, 64, 128 channels; GroupNorm uses 32 groups
@@ -142,11 +150,11 @@ def _shrinks() -> dict:
     if os.environ.get(FLUX_ENV) == "1":
         wanted["library.flux_models"] = [_shrink_flux_models]
         wanted["library.flux_utils"] = [_shrink_flux_text_configs]
-    if os.environ.get("KOHYA_MULTIPLIER_TINY_ANIMA") == "1":
-        import km_tiny_anima
-
-        for name, shrink in km_tiny_anima.shrinks().items():
-            wanted.setdefault(name, []).append(shrink)
+    # families whose sizes and shrinks live in their own module (km_tiny_<family>.py)
+    for env, module in FAMILY_MODULES.items():
+        if os.environ.get(env) == "1":
+            for name, shrink in importlib.import_module(module).shrinks().items():
+                wanted.setdefault(name, []).append(shrink)
     return wanted
 
 
