@@ -12,6 +12,8 @@ nothing unless the test set one of its environment variables:
   sizes) to the tiny model built by ``tiny_sdxl.py``;
 - KOHYA_MULTIPLIER_TINY_FLUX=1: shrinks the FLUX, AutoEncoder, CLIP-L and T5 configs sd-scripts
   hard-codes to the tiny model built by ``tiny_flux.py``;
+- KOHYA_MULTIPLIER_TINY_SD3=1: shrinks the CLIP-L, CLIP-G, T5, VAE and text-context sizes
+  sd-scripts hard-codes for SD3 to the tiny model built by ``tiny_sd3.py`` (``km_tiny_sd3.py``);
 - with any of them, for stock scripts run without our wrapper, it applies the same torchvision
   work-around as the product's launcher (see ``kohya_multiplier.sdscripts.compat``).
 
@@ -139,6 +141,11 @@ def _shrinks() -> dict:
     if os.environ.get(FLUX_ENV) == "1":
         wanted["library.flux_models"] = [_shrink_flux_models]
         wanted["library.flux_utils"] = [_shrink_flux_text_configs]
+    if os.environ.get("KOHYA_MULTIPLIER_TINY_SD3") == "1":
+        import km_tiny_sd3
+
+        for name, shrink in km_tiny_sd3.shrinks().items():
+            wanted.setdefault(name, []).append(shrink)
     return wanted
 
 
