@@ -33,6 +33,8 @@ SUITE_TRAINS = {
     "anima_train": ("c162e90", "v0.11.1"),
     "lumina_train_network": ("c162e90", "v0.11.1"),
     "lumina_train": ("c162e90", "v0.11.1"),
+    "sd3_train_network": ("c162e90", "v0.11.1"),
+    "sd3_train": ("c162e90", "v0.11.1"),
     "fine_tune": ("c162e90", "main 48d368fa", "v0.11.1", "v0.9.1"),  # fine-tuning (metadata_file) datasets
 }
 

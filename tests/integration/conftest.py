@@ -29,6 +29,7 @@ TINY_SDXL_ENV = {"KOHYA_MULTIPLIER_TINY_SDXL": "1"}
 TINY_FLUX_ENV = {"KOHYA_MULTIPLIER_TINY_FLUX": "1"}
 TINY_ANIMA_ENV = {"KOHYA_MULTIPLIER_TINY_ANIMA": "1"}
 TINY_LUMINA_ENV = {"KOHYA_MULTIPLIER_TINY_LUMINA": "1"}
+TINY_SD3_ENV = {"KOHYA_MULTIPLIER_TINY_SD3": "1"}  # tiny_hook/km_tiny_sd3.py
 
 NO_CHECKOUT = (
     "no sd-scripts checkout configured: set KOHYA_SD_SCRIPTS or run "
@@ -205,6 +206,26 @@ def tiny_lumina(sd, tmp_path_factory) -> TinyModel:
             "--tokenizer_cache_dir", str(folder / "tokenizers"),
         ]
         _tiny_models[key] = TinyModel("lumina", folder, args, TINY_LUMINA_ENV)
+    return _tiny_models[key]
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3(sd, tmp_path_factory) -> TinyModel:
+    """A tiny SD3 (medium layout) MMDiT, VAE, CLIP-L, CLIP-G and T5 with their tokenizers (tiny_sd3.py)."""
+    key = (str(sd.root), "sd3")
+    if key not in _tiny_models:
+        folder = _build_tiny_model(sd, "sd3", "sd3_train_network.py", TINY_SD3_ENV, tmp_path_factory)
+        args = [
+            "--pretrained_model_name_or_path", str(folder / "sd3.safetensors"),
+            "--vae", str(folder / "vae.safetensors"),
+            "--clip_l", str(folder / "clip_l.safetensors"),
+            "--clip_g", str(folder / "clip_g.safetensors"),
+            "--t5xxl", str(folder / "t5xxl.safetensors"),
+            "--tokenizer_cache_dir", str(folder / "tokenizers"),
+        ]
+        # sd3_train.py ignores --tokenizer_cache_dir: it finds the same tokenizers in this offline hub cache.
+        env = {**TINY_SD3_ENV, "HF_HUB_CACHE": str(folder / "hub")}
+        _tiny_models[key] = TinyModel("sd3", folder, args, env)
     return _tiny_models[key]
 
 

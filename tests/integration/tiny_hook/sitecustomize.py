@@ -18,6 +18,8 @@ nothing unless the test set one of its environment variables:
 - KOHYA_MULTIPLIER_TINY_LUMINA=1: shrinks the Lumina NextDiT, Gemma2 and AutoEncoder configs
   sd-scripts hard-codes to the tiny model built by ``tiny_lumina.py`` (sizes and shrinks in
   ``km_tiny_lumina.py``);
+- KOHYA_MULTIPLIER_TINY_SD3=1: shrinks the CLIP-L, CLIP-G, T5, VAE and text-context sizes
+  sd-scripts hard-codes for SD3 to the tiny model built by ``tiny_sd3.py`` (``km_tiny_sd3.py``);
 - with any of them, for stock scripts run without our wrapper, it applies the same torchvision
   work-around as the product's launcher (see ``kohya_multiplier.sdscripts.compat``).
 
@@ -39,6 +41,7 @@ FLUX_ENV = "KOHYA_MULTIPLIER_TINY_FLUX"
 FAMILY_MODULES = {
     "KOHYA_MULTIPLIER_TINY_ANIMA": "km_tiny_anima",
     "KOHYA_MULTIPLIER_TINY_LUMINA": "km_tiny_lumina",
+    "KOHYA_MULTIPLIER_TINY_SD3": "km_tiny_sd3",
 }
 
 # --- SDXL ---------------------------------------------------------------------------------------
