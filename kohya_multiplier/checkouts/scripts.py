@@ -29,6 +29,9 @@ SUITE_TRAINS = {
     "sdxl_train_network": ("c162e90", "main 48d368fa", "v0.11.1", "v0.9.1"),
     "sdxl_train": ("c162e90", "main 48d368fa", "v0.11.1"),
     "flux_train_network": ("c162e90", "main 48d368fa", "v0.11.1"),
+    "flux_train": ("c162e90", "v0.11.1"),
+    "train_textual_inversion": ("c162e90", "v0.11.1"),
+    "sdxl_train_textual_inversion": ("c162e90", "v0.11.1"),
     "fine_tune": ("c162e90", "main 48d368fa", "v0.11.1", "v0.9.1"),  # fine-tuning (metadata_file) datasets
 }
 
