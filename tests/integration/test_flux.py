@@ -33,11 +33,15 @@ EPOCHS = 2
 SEED = 42
 # LoRA on the transformer only (sd-scripts requires it with cached text encoder outputs); the
 # flow-matching options of sd-scripts' FLUX guide; T5 tokens cut to 64 to keep CPU time small.
-FLUX_ARGS = [
-    "--network_module", "networks.lora_flux", "--network_dim", "4", "--network_alpha", "1",
-    "--network_train_unet_only", "--cache_text_encoder_outputs", "--cache_latents",
+# FLUX_MODEL_ARGS are shared with the full fine-tune (test_flux_train.py).
+FLUX_MODEL_ARGS = [
+    "--cache_text_encoder_outputs", "--cache_latents",
     "--guidance_scale", "1.0", "--timestep_sampling", "shift", "--discrete_flow_shift", "3.1582",
     "--model_prediction_type", "raw", "--t5xxl_max_token_length", "64",
+]
+FLUX_ARGS = [
+    "--network_module", "networks.lora_flux", "--network_dim", "4", "--network_alpha", "1",
+    "--network_train_unet_only", *FLUX_MODEL_ARGS,
 ]
 DISK_CACHES = ["--cache_latents_to_disk", "--cache_text_encoder_outputs_to_disk"]
 PERSISTENT_WORKERS = ["--max_data_loader_n_workers", "2", "--persistent_data_loader_workers"]
