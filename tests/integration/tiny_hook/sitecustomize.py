@@ -12,6 +12,9 @@ nothing unless the test set one of its environment variables:
   sizes) to the tiny model built by ``tiny_sdxl.py``;
 - KOHYA_MULTIPLIER_TINY_FLUX=1: shrinks the FLUX, AutoEncoder, CLIP-L and T5 configs sd-scripts
   hard-codes to the tiny model built by ``tiny_flux.py``;
+- KOHYA_MULTIPLIER_TINY_HUNYUAN=1: shrinks the HunyuanImage-2.1 DiT, VAE, Qwen2.5-VL and byT5 sizes
+  sd-scripts hard-codes to the tiny model built by ``tiny_hunyuan.py`` (sizes and shrinks in
+  ``km_tiny_hunyuan.py``);
 - with any of them, for stock scripts run without our wrapper, it applies the same torchvision
   work-around as the product's launcher (see ``kohya_multiplier.sdscripts.compat``).
 
@@ -139,6 +142,11 @@ def _shrinks() -> dict:
     if os.environ.get(FLUX_ENV) == "1":
         wanted["library.flux_models"] = [_shrink_flux_models]
         wanted["library.flux_utils"] = [_shrink_flux_text_configs]
+    if os.environ.get("KOHYA_MULTIPLIER_TINY_HUNYUAN") == "1":
+        import km_tiny_hunyuan
+
+        for name, shrink in km_tiny_hunyuan.shrinks().items():
+            wanted.setdefault(name, []).append(shrink)
     return wanted
 
 
