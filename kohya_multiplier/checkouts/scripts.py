@@ -38,6 +38,7 @@ SUITE_TRAINS = {
     "flux_train": ("c162e90", "v0.11.1"),
     "train_textual_inversion": ("c162e90", "v0.11.1"),
     "sdxl_train_textual_inversion": ("c162e90", "v0.11.1"),
+    "hunyuan_image_train_network": ("c162e90", "v0.11.1"),
     "fine_tune": ("c162e90", "main 48d368fa", "v0.11.1", "v0.9.1"),  # fine-tuning (metadata_file) datasets
 }
 

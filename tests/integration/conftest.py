@@ -30,6 +30,7 @@ TINY_FLUX_ENV = {"KOHYA_MULTIPLIER_TINY_FLUX": "1"}
 TINY_ANIMA_ENV = {"KOHYA_MULTIPLIER_TINY_ANIMA": "1"}
 TINY_LUMINA_ENV = {"KOHYA_MULTIPLIER_TINY_LUMINA": "1"}
 TINY_SD3_ENV = {"KOHYA_MULTIPLIER_TINY_SD3": "1"}  # tiny_hook/km_tiny_sd3.py
+TINY_HUNYUAN_ENV = {"KOHYA_MULTIPLIER_TINY_HUNYUAN": "1"}
 
 NO_CHECKOUT = (
     "no sd-scripts checkout configured: set KOHYA_SD_SCRIPTS or run "
@@ -226,6 +227,28 @@ def tiny_sd3(sd, tmp_path_factory) -> TinyModel:
         # sd3_train.py ignores --tokenizer_cache_dir: it finds the same tokenizers in this offline hub cache.
         env = {**TINY_SD3_ENV, "HF_HUB_CACHE": str(folder / "hub")}
         _tiny_models[key] = TinyModel("sd3", folder, args, env)
+    return _tiny_models[key]
+
+
+@pytest.fixture(scope="session")
+def tiny_hunyuan(sd, tmp_path_factory) -> TinyModel:
+    """A tiny HunyuanImage-2.1 DiT, VAE, Qwen2.5-VL and byT5 with their tokenizers (tiny_hunyuan.py).
+
+    sd-scripts' text encoder loaders load the tokenizers by hub id only, so the runs get the
+    offline-built hub cache through HF_HUB_CACHE; its tokenize strategy reads --tokenizer_cache_dir.
+    """
+    key = (str(sd.root), "hunyuan")
+    if key not in _tiny_models:
+        folder = _build_tiny_model(sd, "hunyuan", "hunyuan_image_train_network.py", TINY_HUNYUAN_ENV, tmp_path_factory)
+        args = [
+            "--pretrained_model_name_or_path", str(folder / "dit.safetensors"),
+            "--vae", str(folder / "vae.safetensors"),
+            "--text_encoder", str(folder / "qwen2_5_vl.safetensors"),
+            "--byt5", str(folder / "byt5.safetensors"),
+            "--tokenizer_cache_dir", str(folder / "tokenizers"),
+        ]
+        env = {**TINY_HUNYUAN_ENV, "HF_HUB_CACHE": str(folder / "hub")}
+        _tiny_models[key] = TinyModel("hunyuan", folder, args, env)
     return _tiny_models[key]
 
 

@@ -20,6 +20,9 @@ nothing unless the test set one of its environment variables:
   ``km_tiny_lumina.py``);
 - KOHYA_MULTIPLIER_TINY_SD3=1: shrinks the CLIP-L, CLIP-G, T5, VAE and text-context sizes
   sd-scripts hard-codes for SD3 to the tiny model built by ``tiny_sd3.py`` (``km_tiny_sd3.py``);
+- KOHYA_MULTIPLIER_TINY_HUNYUAN=1: shrinks the HunyuanImage-2.1 DiT, VAE, Qwen2.5-VL and byT5 sizes
+  sd-scripts hard-codes to the tiny model built by ``tiny_hunyuan.py`` (sizes and shrinks in
+  ``km_tiny_hunyuan.py``);
 - with any of them, for stock scripts run without our wrapper, it applies the same torchvision
   work-around as the product's launcher (see ``kohya_multiplier.sdscripts.compat``).
 
@@ -42,6 +45,7 @@ FAMILY_MODULES = {
     "KOHYA_MULTIPLIER_TINY_ANIMA": "km_tiny_anima",
     "KOHYA_MULTIPLIER_TINY_LUMINA": "km_tiny_lumina",
     "KOHYA_MULTIPLIER_TINY_SD3": "km_tiny_sd3",
+    "KOHYA_MULTIPLIER_TINY_HUNYUAN": "km_tiny_hunyuan",
 }
 
 # --- SDXL ---------------------------------------------------------------------------------------
