@@ -25,7 +25,7 @@ import torch
 
 from library import config_util, train_util
 
-from kohya_multiplier.errors import warn_once
+from kohya_multiplier.errors import UserError, warn_once
 from kohya_multiplier.planner.dataset_plan import DatasetPlan
 from kohya_multiplier.planner.plan_input import build_plan_input, plan_input_for_dataset
 from kohya_multiplier.planner.records import batch_record
@@ -293,7 +293,8 @@ class PlannedDataset:
             sd_key_of[path] = key
             entries.append((subset_index, path, tuple(info.bucket_reso)))
         plan_input = build_plan_input(entries)
-        self._warn_if_dry_run_differs(plan_input, known.plan_input if known is not None else None)
+        if self._differs_from_the_core(plan_input, known.plan_input if known is not None else None):
+            self._read_dataset_again()  # the rates that count images (automatic regularization) count these
         return DatasetPlan(self._km_spec, self._km_seed, plan_input), [sd_key_of[p] for p in plan_input.image_keys]
 
     def _planned_images(self):
@@ -322,14 +323,15 @@ class PlannedDataset:
             sd_keys[i] = key
         return None if None in sd_keys else sd_keys
 
-    def _warn_if_dry_run_differs(self, plan_input, predicted) -> None:
-        """Training follows sd-scripts' own images and buckets; the dry run predicts them. Say so if not."""
+    def _differs_from_the_core(self, plan_input, predicted) -> bool:
+        """Training follows sd-scripts' own images and buckets; the core's reading predicts them.
+        Say so, once, where they differ."""
         try:
             if predicted is None:  # not printed at start (another rank)
                 predicted = plan_input_for_dataset(self._km_spec)
         except Exception as error:  # noqa: BLE001 - a warning must never stop training
             warn_once(f"dataset {self._km_index}: could not compare with the dry run: {error}")
-            return
+            return False
         if predicted.image_keys != plan_input.image_keys:
             missing = len(set(predicted.image_keys) - set(plan_input.image_keys))
             extra = len(set(plan_input.image_keys) - set(predicted.image_keys))
@@ -337,13 +339,34 @@ class PlannedDataset:
                 f"dataset {self._km_index}: sd-scripts found other images than `kohya-multiplier plan` "
                 f"({missing} only in the dry run, {extra} only in training); training follows sd-scripts"
             )
-        elif [tuple(r) for r in predicted.bucket_resolutions] != [tuple(r) for r in plan_input.bucket_resolutions] or not (
+            return True
+        if [tuple(r) for r in predicted.bucket_resolutions] != [tuple(r) for r in plan_input.bucket_resolutions] or not (
             predicted.bucket_of_image == plan_input.bucket_of_image
         ).all():
             warn_once(
                 f"dataset {self._km_index}: sd-scripts put some images in other buckets than `kohya-multiplier plan`; "
                 "training follows sd-scripts"
             )
+        return False
+
+    def _read_dataset_again(self) -> None:
+        """The dataset as the core reads it now: its folders changed since the start-up table, so
+        its resolved rates follow what is there, as a dry run of it now does. Kept as it was if
+        the core cannot read it again."""
+        session = self.km_session
+        if session is None or session.options is None:
+            return
+        from kohya_multiplier.dataset.config import load_training_config
+
+        try:
+            config = load_training_config(session.options.dataset_config, session.options)
+        except UserError as error:
+            warn_once(f"dataset {self._km_index}: could not read the dataset again ({error}); rates as read at start")
+            return
+        if self._km_index < len(config.datasets):
+            self._km_spec = config.datasets[self._km_index]
+            self._km_multipliers = [s.effective_multiplier for s in self._km_spec.subsets]
+            self._record_multipliers_for_metadata()
 
     def _apply_epoch(self, epoch: int) -> None:
         state = self._km_plan

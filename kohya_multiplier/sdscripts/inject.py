@@ -151,7 +151,7 @@ def read_dataset_config(args: Any, session: _session.Session) -> None:
         # No multiplier anywhere: sd-scripts reads the config exactly as it always does.
         warn_once("the dataset config uses no multiplier or loss weight and kohya-multiplier cannot plan it; sd-scripts trains it unchanged")
         return
-    session.config = config
+    session.config, session.options = config, options
     session.planned = any(d.uses_multiplier for d in config.datasets)
     session.weighted = any(d.uses_loss_weight for d in config.datasets)
     if session.weighted:

@@ -26,6 +26,7 @@ _PATH_OPTIONS = ("dataset_config", "train_data_dir", "reg_data_dir", "in_json")
 class Session:
     schedule_path: str | None = None  # --multiplier_schedule
     config: TrainingConfig | None = None  # the core's reading; None: stock sd-scripts
+    options: CommandLineOptions | None = None  # what the core read it with (a dataset reads it again if its folders changed)
     seed: int = 0  # planner seed (user's --seed or 0), the same on every rank
     planned: bool = False  # some subset uses a multiplier: training datasets follow the planner
     training_datasets_built: int = 0  # training datasets (DreamBooth or fine-tuning) constructed so far

@@ -150,10 +150,12 @@ def train(
     launcher: list[str] | None = None,
     stock: bool = False,
     tiny: TinyModel | None = None,
+    env: dict | None = None,
 ) -> Run:
     """Run the wrapper (``python -m kohya_multiplier COMMAND``) or, with ``stock``, the bare script.
 
-    The model is the checkout's tiny SD1.x model unless ``tiny`` names another one.
+    The model is the checkout's tiny SD1.x model unless ``tiny`` names another one; ``env`` adds
+    environment variables (the test-only hooks of tiny_hook/).
     """
     out.mkdir(parents=True, exist_ok=True)
     schedule_path = out / "schedule.jsonl"
@@ -166,7 +168,7 @@ def train(
     head = [*launcher] if launcher else [sd.python]
     model = [*tiny.args, *COMMON_TRAIN_ARGS] if tiny else model_args(sd)
     full = [*head, *program, *model, "--output_dir", str(out), *args]
-    env = sd.env(**(tiny.env if tiny else {}))
+    env = sd.env(**(tiny.env if tiny else {}), **(env or {}))
     returncode, output, wall, peak_rss_mb = _run_measured(full, env=env, cwd=out)
     (out / "train.log").write_text(" ".join(full) + "\n\n" + output + f"\n\nwall {wall:.1f} s, peak RSS {peak_rss_mb:.0f} MB\n")
     metrics = os.environ.get(METRICS_ENV)

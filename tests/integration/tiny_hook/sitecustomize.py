@@ -204,5 +204,8 @@ if _WANTED and not os.environ.get("KOHYA_MULTIPLIER_TEST_NO_COMPAT"):
 if os.environ.get("KOHYA_MULTIPLIER_TEST_MOVE"):
     import km_test_moves  # noqa: F401 - test-only: makes one hook miss (see that module)
 
+if os.environ.get("KOHYA_MULTIPLIER_TEST_ADD_IMAGE"):
+    import km_test_grow  # noqa: F401 - test-only: a folder gains an image during start-up (see that module)
+
 if os.environ.get("KOHYA_MULTIPLIER_TEST_SPAWN"):
     import km_test_spawn  # noqa: F401 - test-only: DataLoader workers started by spawn (see that module)
