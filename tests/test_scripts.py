@@ -62,3 +62,26 @@ def test_scripts_command_lists_support_and_suite(checkout, capsys):
     assert "yes" in rows["train_network"] and "v0.9.1" in rows["train_network"]
     assert "wrapped only" in rows["my_family_train_network"]
     assert rows["train_control_net"].split()[1] == "no"
+
+
+def test_scripts_without_a_checkout_says_how_this_command_takes_one(checkout, tmp_path, capsys, monkeypatch):
+    # A config that names only labelled checkouts (as the integration set-up writes) has no default one.
+    monkeypatch.delenv("KOHYA_SD_SCRIPTS", raising=False)
+    config = tmp_path / "xdg" / "kohya-multiplier" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f'[checkouts.newest]\npath = "{checkout.as_posix()}"\n')
+    assert main(["scripts"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "pass the checkout DIR" in error and "--sd-scripts" not in error.split("configure")[0]
+    assert "labelled checkouts only: newest" in error
+
+
+def test_scripts_table_keeps_its_columns_with_long_revision_lists(checkout, capsys, monkeypatch):
+    monkeypatch.setitem(scripts.SUITE_TRAINS, "train_network", ("c162e90", "main 48d368fa", "v0.11.1", "v0.9.1", "v0.8.7"))
+    assert main(["scripts", str(checkout)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("script"))
+    column = header.index("how / why")
+    rows = [line for line in lines if line.split()[:1] in (["train_network"], ["train_leco"])]
+    assert rows and all(row[column - 2:column] == "  " and row[column] != " " for row in rows), lines

@@ -146,20 +146,24 @@ def _validate_root(path: str | os.PathLike, source: str) -> Path:
     return root
 
 
-def resolve_checkout(cli_value: str | None = None, *, required: bool = True) -> Checkout | None:
-    """The checkout to use: ``--sd-scripts`` > ``KOHYA_SD_SCRIPTS`` > user config; None if none and not required."""
+def resolve_checkout(cli_value: str | None = None, *, required: bool = True, given_as: str = "--sd-scripts DIR") -> Checkout | None:
+    """The checkout to use: the command line's (``given_as``: how that command takes it) >
+    ``KOHYA_SD_SCRIPTS`` > user config; None if none and not required."""
     config = None
     if cli_value:
-        root, source, python = _validate_root(cli_value, "--sd-scripts"), "--sd-scripts", None
+        source = given_as.removesuffix(" DIR")
+        root, python = _validate_root(cli_value, source), None
     elif os.environ.get(ENV_CHECKOUT):
         root, source, python = _validate_root(os.environ[ENV_CHECKOUT], ENV_CHECKOUT), ENV_CHECKOUT, None
     else:
         config = read_user_config(required=required)
         if not config.get("sd_scripts"):
             if required:
+                labelled = config.get("checkouts") if isinstance(config.get("checkouts"), dict) else {}
+                also = f" (the config has labelled checkouts only: {', '.join(map(str, labelled))})" if labelled else ""
                 raise UserError(
-                    "no sd-scripts checkout given: pass --sd-scripts DIR, set KOHYA_SD_SCRIPTS, "
-                    "or run `kohya-multiplier configure --sd-scripts DIR` once"
+                    f"no sd-scripts checkout given: pass {given_as}, set KOHYA_SD_SCRIPTS, "
+                    f"or run `kohya-multiplier configure --sd-scripts DIR` once{also}"
                 )
             return None
         source = str(user_config_path())

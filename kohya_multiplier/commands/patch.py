@@ -20,14 +20,14 @@ def register(subparsers) -> None:
         ("status", run_status, "show an sd-scripts checkout's revision, patch state and the kohya-multiplier it loads"),
     ]:
         parser = subparsers.add_parser(name, help=text, description=text + ".")
-        parser.add_argument("directory", nargs="?", help="the sd-scripts checkout (default: --sd-scripts / KOHYA_SD_SCRIPTS / configured)")
+        parser.add_argument("directory", nargs="?", help="the sd-scripts checkout (default: KOHYA_SD_SCRIPTS, else the one `configure` set)")
         if name != "status":
             parser.add_argument("--force", action="store_true", help="go ahead on an untested revision or a checkout with local changes")
         parser.set_defaults(handler=handler)
 
 
 def _checkout(args) -> tuple[locate.Checkout, locate.Revision, str]:
-    checkout = locate.resolve_checkout(args.directory)
+    checkout = locate.resolve_checkout(args.directory, given_as="the checkout DIR")
     revision = locate.detect_revision(checkout.root)
     patch_name = patching.PATCH_FOR_LAYOUT.get(revision.layout or "")
     if patch_name is None:
@@ -80,7 +80,7 @@ def run_unpatch(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    checkout = locate.resolve_checkout(args.directory)
+    checkout = locate.resolve_checkout(args.directory, given_as="the checkout DIR")
     revision = locate.detect_revision(checkout.root)
     patch_name = patching.PATCH_FOR_LAYOUT.get(revision.layout or "")
     print(f"checkout:  {checkout.root} (from {checkout.source})")
