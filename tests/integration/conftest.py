@@ -147,87 +147,81 @@ def _build_tiny_model(sd: SdScripts, family: str, script: str, env: dict, tmp_pa
     return folder
 
 
+def _tiny_model(sd: SdScripts, tmp_path_factory, family: str, script: str, env: dict, files: dict[str, str], *,
+                hub_cache: bool = False) -> TinyModel:
+    """The family's tiny model (built once per session and checkout) and the arguments that load it:
+    ``files`` maps each sd-scripts option to a file or folder the builder wrote. With ``hub_cache``,
+    runs also find the tokenizers in the builder's offline Hugging Face cache (for scripts that
+    ignore --tokenizer_cache_dir)."""
+    key = (str(sd.root), family)
+    if key not in _tiny_models:
+        folder = _build_tiny_model(sd, family, script, env, tmp_path_factory)
+        args = [item for option, name in files.items() for item in (option, str(folder / name))]
+        run_env = {**env, "HF_HUB_CACHE": str(folder / "hub")} if hub_cache else env
+        _tiny_models[key] = TinyModel(family, folder, args, run_env)
+    return _tiny_models[key]
+
+
 @pytest.fixture(scope="session")
 def tiny_sdxl(sd, tmp_path_factory) -> TinyModel:
     """A tiny SDXL single-file checkpoint and its two CLIP tokenizers (tiny_sdxl.py)."""
-    key = (str(sd.root), "sdxl")
-    if key not in _tiny_models:
-        folder = _build_tiny_model(sd, "sdxl", "sdxl_train_network.py", TINY_SDXL_ENV, tmp_path_factory)
-        args = [
-            "--pretrained_model_name_or_path", str(folder / "sdxl.safetensors"),
-            "--tokenizer_cache_dir", str(folder / "tokenizers"),
-        ]
-        _tiny_models[key] = TinyModel("sdxl", folder, args, TINY_SDXL_ENV)
-    return _tiny_models[key]
+    files = {
+        "--pretrained_model_name_or_path": "sdxl.safetensors",
+        "--tokenizer_cache_dir": "tokenizers",
+    }
+    return _tiny_model(sd, tmp_path_factory, "sdxl", "sdxl_train_network.py", TINY_SDXL_ENV, files)
 
 
 @pytest.fixture(scope="session")
 def tiny_flux(sd, tmp_path_factory) -> TinyModel:
     """A tiny FLUX.1-dev model, AutoEncoder, CLIP-L and T5 with their tokenizers (tiny_flux.py)."""
-    key = (str(sd.root), "flux")
-    if key not in _tiny_models:
-        folder = _build_tiny_model(sd, "flux", "flux_train_network.py", TINY_FLUX_ENV, tmp_path_factory)
-        args = [
-            "--pretrained_model_name_or_path", str(folder / "flux.safetensors"),
-            "--ae", str(folder / "ae.safetensors"),
-            "--clip_l", str(folder / "clip_l.safetensors"),
-            "--t5xxl", str(folder / "t5xxl.safetensors"),
-            "--tokenizer_cache_dir", str(folder / "tokenizers"),
-        ]
-        _tiny_models[key] = TinyModel("flux", folder, args, TINY_FLUX_ENV)
-    return _tiny_models[key]
+    files = {
+        "--pretrained_model_name_or_path": "flux.safetensors",
+        "--ae": "ae.safetensors",
+        "--clip_l": "clip_l.safetensors",
+        "--t5xxl": "t5xxl.safetensors",
+        "--tokenizer_cache_dir": "tokenizers",
+    }
+    return _tiny_model(sd, tmp_path_factory, "flux", "flux_train_network.py", TINY_FLUX_ENV, files)
 
 
 @pytest.fixture(scope="session")
 def tiny_anima(sd, tmp_path_factory) -> TinyModel:
     """A tiny Anima DiT (with its LLM adapter), Qwen-Image VAE and Qwen3 folder with the real Qwen3
     tokenizer (tiny_anima.py); the T5 tokenizer is the one sd-scripts ships (its default)."""
-    key = (str(sd.root), "anima")
-    if key not in _tiny_models:
-        folder = _build_tiny_model(sd, "anima", "anima_train_network.py", TINY_ANIMA_ENV, tmp_path_factory)
-        args = [
-            "--pretrained_model_name_or_path", str(folder / "anima.safetensors"),
-            "--vae", str(folder / "vae.safetensors"),
-            "--qwen3", str(folder / "qwen3"),
-        ]
-        _tiny_models[key] = TinyModel("anima", folder, args, TINY_ANIMA_ENV)
-    return _tiny_models[key]
+    files = {
+        "--pretrained_model_name_or_path": "anima.safetensors",
+        "--vae": "vae.safetensors",
+        "--qwen3": "qwen3",
+    }
+    return _tiny_model(sd, tmp_path_factory, "anima", "anima_train_network.py", TINY_ANIMA_ENV, files)
 
 
 @pytest.fixture(scope="session")
 def tiny_lumina(sd, tmp_path_factory) -> TinyModel:
     """A tiny Lumina Image 2.0 NextDiT, Gemma2 with its tokenizer, and AutoEncoder (tiny_lumina.py)."""
-    key = (str(sd.root), "lumina")
-    if key not in _tiny_models:
-        folder = _build_tiny_model(sd, "lumina", "lumina_train_network.py", TINY_LUMINA_ENV, tmp_path_factory)
-        args = [
-            "--pretrained_model_name_or_path", str(folder / "lumina.safetensors"),
-            "--gemma2", str(folder / "gemma2.safetensors"),
-            "--ae", str(folder / "ae.safetensors"),
-            "--tokenizer_cache_dir", str(folder / "tokenizers"),
-        ]
-        _tiny_models[key] = TinyModel("lumina", folder, args, TINY_LUMINA_ENV)
-    return _tiny_models[key]
+    files = {
+        "--pretrained_model_name_or_path": "lumina.safetensors",
+        "--gemma2": "gemma2.safetensors",
+        "--ae": "ae.safetensors",
+        "--tokenizer_cache_dir": "tokenizers",
+    }
+    return _tiny_model(sd, tmp_path_factory, "lumina", "lumina_train_network.py", TINY_LUMINA_ENV, files)
 
 
 @pytest.fixture(scope="session")
 def tiny_sd3(sd, tmp_path_factory) -> TinyModel:
     """A tiny SD3 (medium layout) MMDiT, VAE, CLIP-L, CLIP-G and T5 with their tokenizers (tiny_sd3.py)."""
-    key = (str(sd.root), "sd3")
-    if key not in _tiny_models:
-        folder = _build_tiny_model(sd, "sd3", "sd3_train_network.py", TINY_SD3_ENV, tmp_path_factory)
-        args = [
-            "--pretrained_model_name_or_path", str(folder / "sd3.safetensors"),
-            "--vae", str(folder / "vae.safetensors"),
-            "--clip_l", str(folder / "clip_l.safetensors"),
-            "--clip_g", str(folder / "clip_g.safetensors"),
-            "--t5xxl", str(folder / "t5xxl.safetensors"),
-            "--tokenizer_cache_dir", str(folder / "tokenizers"),
-        ]
-        # sd3_train.py ignores --tokenizer_cache_dir: it finds the same tokenizers in this offline hub cache.
-        env = {**TINY_SD3_ENV, "HF_HUB_CACHE": str(folder / "hub")}
-        _tiny_models[key] = TinyModel("sd3", folder, args, env)
-    return _tiny_models[key]
+    # sd3_train.py ignores --tokenizer_cache_dir: it finds the same tokenizers in this offline hub cache.
+    files = {
+        "--pretrained_model_name_or_path": "sd3.safetensors",
+        "--vae": "vae.safetensors",
+        "--clip_l": "clip_l.safetensors",
+        "--clip_g": "clip_g.safetensors",
+        "--t5xxl": "t5xxl.safetensors",
+        "--tokenizer_cache_dir": "tokenizers",
+    }
+    return _tiny_model(sd, tmp_path_factory, "sd3", "sd3_train_network.py", TINY_SD3_ENV, files, hub_cache=True)
 
 
 @pytest.fixture(scope="session")
@@ -237,19 +231,14 @@ def tiny_hunyuan(sd, tmp_path_factory) -> TinyModel:
     sd-scripts' text encoder loaders load the tokenizers by hub id only, so the runs get the
     offline-built hub cache through HF_HUB_CACHE; its tokenize strategy reads --tokenizer_cache_dir.
     """
-    key = (str(sd.root), "hunyuan")
-    if key not in _tiny_models:
-        folder = _build_tiny_model(sd, "hunyuan", "hunyuan_image_train_network.py", TINY_HUNYUAN_ENV, tmp_path_factory)
-        args = [
-            "--pretrained_model_name_or_path", str(folder / "dit.safetensors"),
-            "--vae", str(folder / "vae.safetensors"),
-            "--text_encoder", str(folder / "qwen2_5_vl.safetensors"),
-            "--byt5", str(folder / "byt5.safetensors"),
-            "--tokenizer_cache_dir", str(folder / "tokenizers"),
-        ]
-        env = {**TINY_HUNYUAN_ENV, "HF_HUB_CACHE": str(folder / "hub")}
-        _tiny_models[key] = TinyModel("hunyuan", folder, args, env)
-    return _tiny_models[key]
+    files = {
+        "--pretrained_model_name_or_path": "dit.safetensors",
+        "--vae": "vae.safetensors",
+        "--text_encoder": "qwen2_5_vl.safetensors",
+        "--byt5": "byt5.safetensors",
+        "--tokenizer_cache_dir": "tokenizers",
+    }
+    return _tiny_model(sd, tmp_path_factory, "hunyuan", "hunyuan_image_train_network.py", TINY_HUNYUAN_ENV, files, hub_cache=True)
 
 
 def pytest_collection_modifyitems(config, items):

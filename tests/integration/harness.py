@@ -294,3 +294,20 @@ def safetensors_tensors(path: Path) -> dict[str, bytes]:
     """Every tensor of a safetensors file as its raw bytes, by name."""
     header, data = safetensors_tensor_bytes(path)
     return {name: data[entry["data_offsets"][0] : entry["data_offsets"][1]] for name, entry in header.items()}
+
+
+def assert_schedule_is_the_dry_run(run: Run, planned: list[dict], epochs: int) -> None:
+    """The run trained exactly the dry run's batches, and each subject as often as its multiplier says."""
+    assert planned, "the dry run planned nothing"
+    assert canonical(run.records) == canonical(planned)
+    assert_subject_counts(run.records, epochs)
+
+
+def assert_epochs_have_the_printed_length(run: Run, planned: list[dict], epochs: int, batch_size: int = 2) -> None:
+    """Every epoch has the plan's length, and sd-scripts prints that length, the epochs and the steps."""
+    length = len(planned) // epochs
+    assert per_epoch(run.records) == {e: length for e in range(1, epochs + 1)}
+    assert printed_int(run.output, "num batches per epoch") == length
+    assert printed_int(run.output, "num epochs") == epochs
+    assert printed_int(run.output, "total optimization steps") == epochs * length
+    assert all(1 <= len(r["images"]) <= batch_size for r in run.records)

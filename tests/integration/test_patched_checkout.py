@@ -84,7 +84,7 @@ def test_patch_train_compare_unpatch(sd, worktree, tmp_path_factory):
     assert "patched" in patched.stdout
     status = kohya_multiplier(sd, "status", str(worktree))
     assert "patch:     patched" in status.stdout
-    assert f"loads:     kohya-multiplier" in status.stdout and str(REPO_ROOT) in status.stdout
+    assert "loads:     kohya-multiplier" in status.stdout and str(REPO_ROOT) in status.stdout
 
     planned, _ = dry_run([str(config), "--seed", str(SEED), "--epochs", str(EPOCHS)], data / "dry-run.jsonl")
     length = len(planned) // EPOCHS
