@@ -436,7 +436,7 @@ def test_every_key_sd_scripts_accepts_is_accepted():
         ('batch_size = 2', "datasets[0].subsets[0] (a): batch_size: not allowed in [[datasets.subsets]]; sd-scripts accepts it only in [[datasets]] and [general]"),
         ('recursive = true', "datasets[0].subsets[0] (a): recursive: unknown key (sd-scripts rejects it)"),
         ('is_reg = true\n[[datasets.subsets]]\nmetadata_file = "m.json"', "datasets[0]: subsets: DreamBooth subsets (image_dir only) and fine-tuning subsets (metadata_file) cannot be mixed in one dataset (sd-scripts refuses it); split them into two [[datasets]]"),
-        ('conditioning_data_dir = "c"', "datasets[0].subsets[0] (a): conditioning_data_dir: ControlNet subsets (conditioning_data_dir) are not supported by kohya-multiplier yet"),
+        ('[[datasets.subsets]]\nimage_dir = "a"\nconditioning_data_dir = "c"', "datasets[0].subsets[1] (a): conditioning_data_dir: allowed only when every subset of the dataset has one (a dataset of conditioning subsets, as sd-scripts requires)"),
         ('flip_aug = "yes"', 'datasets[0].subsets[0] (a): flip_aug: must be true or false, not a string ("yes")'),
         ('num_repeats = 2.5', "datasets[0].subsets[0] (a): num_repeats: must be an integer, not a float (2.5); use multiplier for fractional repeats"),
         ('face_crop_aug_range = [2, 4]', "datasets[0].subsets[0] (a): face_crop_aug_range: must be an array of two floats, not an array"),
@@ -688,3 +688,76 @@ def test_config_from_dict():
     with pytest.raises(UserError) as info:
         config_from_dict({"datasets": [{"subsets": [{"image_dir": "a", "multiplier": "x"}]}]}, file="mem.toml")
     assert str(info.value) == 'mem.toml: datasets[0].subsets[0] (a): multiplier: must be a number, not a string ("x")'
+
+
+# ---------------------------------------------------------------------------------------------
+# conditioning subsets (ControlNet, LLLite)
+
+
+def _conditioning_folders(images=3, conditions=None, extension=".png"):
+    make_folder("img", [(512, 768)] * images)
+    os.makedirs("cond", exist_ok=True)
+    for name in sorted(os.listdir("img")) if conditions is None else conditions:
+        stem = os.path.splitext(name)[0]
+        make_image(os.path.join("cond", stem + extension), 512, 768)
+
+
+CONDITIONING = HEAD + '[[datasets]]\nbatch_size = 2\n[[datasets.subsets]]\nimage_dir = "img"\nconditioning_data_dir = "cond"\n'
+
+
+def test_conditioning_subset_plans_its_images_like_dreambooth():
+    _conditioning_folders(extension=".jpg")  # any image extension pairs by the stem
+    config = load(CONDITIONING + "multiplier = 0.5\ncaption_extension = \".txt\"\n")
+    dataset = config.datasets[0]
+    subset = dataset.subsets[0]
+    assert dataset.conditioning and not dataset.fine_tuning and dataset.uses_multiplier
+    assert not subset.is_reg and subset.multiplier == 0.5 and len(subset.images) == 3
+    assert subset.conditioning_dir == os.path.abspath("cond")
+    assert subset.image_folders == (os.path.abspath("img"), os.path.abspath("cond"))
+    plain = load(HEAD + '[[datasets]]\nbatch_size = 2\n[[datasets.subsets]]\nimage_dir = "img"\nmultiplier = 0.5\n')
+    assert [e.path for e in plain.datasets[0].subsets[0].images] == [e.path for e in subset.images]
+
+
+def test_conditioning_subset_reads_multiply_txt_and_notes_unpaired_conditioning_images():
+    _conditioning_folders()
+    make_image(os.path.join("cond", "zzz.png"), 512, 768)
+    with open("img/multiply.txt", "w") as handle:
+        handle.write("0.25\n")
+    config = load(CONDITIONING)
+    assert config.datasets[0].subsets[0].multiplier == 0.25
+    assert any("1 of the conditioning images in 'cond' pair with no trained image" in n for n in config.notes)
+
+
+def test_missing_conditioning_image_is_an_error():
+    _conditioning_folders(images=3)
+    os.remove(os.path.join("cond", sorted(os.listdir("cond"))[1]))
+    message = error_of(CONDITIONING)
+    assert message.startswith("dataset.toml: datasets[0].subsets[0] (img): conditioning_data_dir: 1 of 3 images have no "
+                              "conditioning image of the same name in 'cond' (sd-scripts stops on it): ")
+
+
+def test_missing_conditioning_folder_is_an_error_unless_the_subset_is_excluded():
+    make_folder("img", [(512, 512)] * 2)
+    message = error_of(CONDITIONING.replace('"cond"', '"nowhere"'))
+    assert message.startswith("dataset.toml: datasets[0].subsets[0] (img): conditioning_data_dir: ") and "nowhere" in message
+    make_folder("img2", [(512, 512)] * 2)
+    os.makedirs("cond2")
+    make_image(os.path.join("cond2", sorted(os.listdir("img2"))[0]), 512, 512)
+    text = CONDITIONING.replace('"cond"', '"nowhere"') + "multiplier = 0\n" + \
+        '[[datasets.subsets]]\nimage_dir = "img2"\nconditioning_data_dir = "cond2"\nmultiplier = 2\n'
+    os.remove(os.path.join("img2", sorted(os.listdir("img2"))[1]))
+    config = load(text)
+    assert config.datasets[0].subsets[0].excluded and len(config.datasets[0].subsets[1].images) == 1
+
+
+@pytest.mark.parametrize(
+    "subset, message",
+    [
+        ("is_reg = true", "datasets[0].subsets[0] (img): is_reg: not allowed in a conditioning subset (one with conditioning_data_dir); "
+                          "sd-scripts accepts it only in other kinds of subset"),
+        ("class_tokens = \"x\"", "datasets[0].subsets[0] (img): class_tokens: not allowed in a conditioning subset"),
+    ],
+)
+def test_conditioning_subset_key_errors(subset, message):
+    _conditioning_folders()
+    assert error_of(CONDITIONING + subset + "\n").startswith("dataset.toml: " + message)

@@ -21,6 +21,7 @@ def checkout(tmp_path, monkeypatch):
         "my_family_train_network.py": "import train_network\nclass T(train_network.NetworkTrainer):\n    pass\n",
         "train_control_net.py": BUILDS + "conditioning_data_dir = None\n",
         "new_lllite_train.py": BUILDS + "# LLLite\n",
+        "own_lllite_train.py": "# LLLite, builds its datasets itself\nconditioning_data_dir = None\n",
         "train_leco.py": "print('prompts only')\n",
         "gen_img.py": "print('inference')\n",
         "setup.py": "",
@@ -33,18 +34,20 @@ def checkout(tmp_path, monkeypatch):
 
 def test_scripts_are_found_in_the_checkout_and_classified(checkout):
     found = {s.name: s for s in scripts.discover(checkout)}
-    assert set(found) == {"train_network", "my_family_train_network", "train_control_net", "new_lllite_train", "train_leco"}
+    assert set(found) == {"train_network", "my_family_train_network", "train_control_net", "new_lllite_train", "own_lllite_train",
+                          "train_leco"}
     assert found["train_network"].supported and found["my_family_train_network"].supported
     assert "train_network.py" in found["my_family_train_network"].reason
-    assert not found["train_control_net"].supported and "ControlNet" in found["train_control_net"].reason
-    assert not found["new_lllite_train"].supported
+    assert found["train_control_net"].supported and "conditioning (ControlNet/LLLite)" in found["train_control_net"].reason
+    assert found["new_lllite_train"].supported
+    assert not found["own_lllite_train"].supported and "config_util" in found["own_lllite_train"].reason
     assert not found["train_leco"].supported and "config_util" in found["train_leco"].reason
 
 
 @pytest.mark.parametrize(
     "word, message",
     [
-        ("train_control_net", "conditioning (ControlNet/LLLite) datasets are not supported"),
+        ("own_lllite_train", "does not build its datasets through library/config_util"),
         ("train_leco", "does not build its datasets through library/config_util"),
         ("flux_train_network", "is not in the sd-scripts checkout"),
     ],
@@ -61,7 +64,8 @@ def test_scripts_command_lists_support_and_suite(checkout, capsys):
     rows = {line.split()[0]: line for line in out.splitlines()[2:] if line and not line.startswith("run one")}
     assert "yes" in rows["train_network"] and "v0.9.1" in rows["train_network"]
     assert "wrapped only" in rows["my_family_train_network"]
-    assert rows["train_control_net"].split()[1] == "no"
+    assert rows["train_control_net"].split()[1] == "yes"
+    assert rows["own_lllite_train"].split()[1] == "no"
 
 
 def test_scripts_without_a_checkout_says_how_this_command_takes_one(checkout, tmp_path, capsys, monkeypatch):

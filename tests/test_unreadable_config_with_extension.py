@@ -16,8 +16,9 @@ from kohya_multiplier.sdscripts import session as sessions
 
 pytestmark = pytest.mark.usefixtures("workdir")
 
-# ControlNet subsets: sd-scripts' schema has them, the core refuses them
-CONTROLNET = '[general]\nresolution = 512\n[[datasets]]\n[[datasets.subsets]]\nimage_dir = "img"\nconditioning_data_dir = "cond"\n'
+# A subset whose folder is missing: sd-scripts skips it with a warning, the core refuses it
+UNREADABLE = ('[general]\nresolution = 512\n[[datasets]]\n[[datasets.subsets]]\nimage_dir = "img"\n'
+              '[[datasets.subsets]]\nimage_dir = "missing"\n')
 
 
 def _read(config_text: str | None = None, **folder_files) -> sessions.Session:
@@ -27,7 +28,7 @@ def _read(config_text: str | None = None, **folder_files) -> sessions.Session:
         with open(f"img/{name.replace('__', '.')}", "w") as handle:
             handle.write(text)
     with open("dataset.toml", "w") as handle:
-        handle.write(config_text or CONTROLNET)
+        handle.write(config_text or UNREADABLE)
     session = sessions.start(None)
     args = argparse.Namespace(dataset_config="dataset.toml", seed=None)
     inject.read_dataset_config(args, session)
@@ -36,12 +37,12 @@ def _read(config_text: str | None = None, **folder_files) -> sessions.Session:
 
 @pytest.mark.parametrize("key", ["multiplier = 0.5", "loss_weight = 0.5"])
 def test_a_key_of_ours_in_an_unreadable_config_stops_the_run(key):
-    with pytest.raises(UserError, match="ControlNet subsets"):
-        _read(CONTROLNET + key + "\n")
+    with pytest.raises(UserError, match="directory not found"):
+        _read(UNREADABLE + key + "\n")
 
 
 def test_a_loss_scale_txt_in_an_unreadable_config_stops_the_run():
-    with pytest.raises(UserError, match="ControlNet subsets"):
+    with pytest.raises(UserError, match="directory not found"):
         _read(loss_scale__txt="0.5")
 
 

@@ -4,9 +4,10 @@ Found in the configured checkout, not listed by hand: a top-level script is supp
 builds its datasets through ``library/config_util`` (it calls ``BlueprintGenerator`` /
 ``generate_dataset_group_by_blueprint``, or imports a sibling script that does, as the
 ``*_train_network.py`` scripts import ``train_network``). Scripts with conditioning datasets
-(ControlNet, LLLite) are refused: their subsets pair each image with a conditioning image, which
-the planner does not serve. Anything else named like a training script does not build datasets
-the way the hooks expect and is refused too.
+(ControlNet, LLLite) are supported the same way: sd-scripts' ControlNetDataset registers and serves
+its images through a DreamBoothDataset, which the hooks make the planned dataset, and pairs each
+served image with its conditioning image. Anything else named like a training script does not
+build datasets the way the hooks expect and is refused.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ SUITE_TRAINS = {
     "sdxl_train_textual_inversion": ("c162e90", "v0.11.1"),
     "hunyuan_image_train_network": ("c162e90", "v0.11.1"),
     "fine_tune": ("c162e90", "main 48d368fa", "v0.11.1", "v0.9.1"),  # fine-tuning (metadata_file) datasets
+    "sdxl_train_control_net_lllite": ("c162e90", "v0.11.1"),  # conditioning (conditioning_data_dir) datasets
 }
 
 
@@ -75,8 +77,9 @@ def discover(root: Path) -> list[Script]:
         builds = name in direct or bool(via)
         if not builds and not _TRAINING_NAME.search(name):
             continue  # inference and tools: not training scripts
-        if conditioning:
-            found.append(Script(name, root / f"{name}.py", False, "conditioning (ControlNet/LLLite) datasets are not supported"))
+        if conditioning and builds:
+            found.append(Script(name, root / f"{name}.py", True, "builds its conditioning (ControlNet/LLLite) datasets through "
+                                + ("library/config_util" if name in direct else f"{via[0]}.py")))
         elif name in direct:
             found.append(Script(name, root / f"{name}.py", True, "builds its datasets through library/config_util"))
         elif via:

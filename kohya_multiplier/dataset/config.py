@@ -49,7 +49,11 @@ sd-scripts' own rules, read from ``library/config_util.py`` and ``library/train_
   (sd-scripts ignores it there), no ``multiply.txt``; ``loss_scale.txt`` is read from ``image_dir`` (the metadata file's folder
   when there is none).
 
-ControlNet subsets (``conditioning_data_dir``) are not supported yet: they raise a UserError saying so.
+* **Conditioning subsets** (``conditioning_data_dir``; every subset of the dataset has one, as
+  sd-scripts requires: ControlNet and LLLite scripts, and ``--masked_loss``): the images of
+  ``image_dir`` exactly as a DreamBooth subset (sd-scripts registers them through a DreamBoothDataset),
+  never regularization; each must have its conditioning image
+  (:mod:`kohya_multiplier.dataset.conditioning`).
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from kohya_multiplier.dataset.buckets import BucketLayout
+from kohya_multiplier.dataset.conditioning import check_conditioning_pairs
 from kohya_multiplier.dataset.reading import file_identity, parse_json, parse_toml, why_unreachable
 from kohya_multiplier.errors import UserError
 from kohya_multiplier.dataset.finetune_metadata import read_metadata_images, rules_for_layout
@@ -203,9 +208,13 @@ DATASET_KEYS = {**DATASET_ASCENDABLE, **SUBSET_ASCENDABLE, **DREAMBOOTH_ASCENDAB
 GENERAL_KEYS = {**DATASET_ASCENDABLE, **SUBSET_ASCENDABLE, **DREAMBOOTH_ASCENDABLE, **DROPOUT_ASCENDABLE}
 FINE_TUNING_SUBSET_KEYS = {**SUBSET_ASCENDABLE, **FINE_TUNING_SUBSET_ONLY, **DROPOUT_ASCENDABLE}
 FINE_TUNING_DATASET_KEYS = {**DATASET_ASCENDABLE, **SUBSET_ASCENDABLE, **DROPOUT_ASCENDABLE, "subsets": "subsets"}
+CONDITIONING_ASCENDABLE = {"caption_extension": "str", "cache_info": "bool"}
+CONDITIONING_SUBSET_ONLY = {"image_dir": "str", "conditioning_data_dir": "str"}
+CONDITIONING_SUBSET_KEYS = {**SUBSET_ASCENDABLE, **CONDITIONING_SUBSET_ONLY, **CONDITIONING_ASCENDABLE, **DROPOUT_ASCENDABLE}
+CONDITIONING_DATASET_KEYS = {**DATASET_ASCENDABLE, **SUBSET_ASCENDABLE, **CONDITIONING_ASCENDABLE, **DROPOUT_ASCENDABLE, "subsets": "subsets"}
 TOP_KEYS = {"general": "general", "datasets": "datasets"}
-# Keys of other subset kinds, named in a clearer message than "unknown key".
-_CONTROLNET_KEYS = {"conditioning_data_dir"}
+# The kinds of dataset (sd-scripts' DreamBoothDataset, FineTuningDataset, ControlNetDataset).
+_DREAMBOOTH, _FINE_TUNING, _CONDITIONING = "dreambooth", "fine_tuning", "conditioning"
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,6 +385,8 @@ class _SubsetPaths:
     image_dir_given: str | None  # absolute image_dir where the table gives one
     image_dir: str
     name: str
+    conditioning_raw: str | None = None  # conditioning_data_dir as written
+    conditioning_dir: str | None = None  # absolute
 
     @classmethod
     def of(cls, table: Mapping[str, Any]) -> "_SubsetPaths":
@@ -389,11 +400,15 @@ class _SubsetPaths:
             image_dir_given = os.path.abspath(image_dir_raw)
         image_dir = os.path.abspath(image_dir_raw)
         name = os.path.basename(metadata_file) if metadata_file else os.path.basename(os.path.normpath(image_dir))
-        return cls(metadata_raw, metadata_file, image_dir_raw, image_dir_given, image_dir, name)
+        conditioning_raw: str | None = table.get("conditioning_data_dir")
+        conditioning_dir = os.path.abspath(conditioning_raw) if conditioning_raw is not None else None
+        return cls(metadata_raw, metadata_file, image_dir_raw, image_dir_given, image_dir, name, conditioning_raw, conditioning_dir)
 
     def image_folders(self, images: list[ImageEntry]) -> tuple[str, ...]:
         """The folders the subset's images are in: its image_dir, or for metadata the given
         image_dir and every image's folder."""
+        if self.conditioning_dir is not None:
+            return (self.image_dir, self.conditioning_dir)
         if self.metadata_file is None:
             return (self.image_dir,)
         return tuple(
@@ -413,12 +428,12 @@ class _Reader:
 
     # -- structure ---------------------------------------------------------------------------
 
-    def check_table(self, table: Any, allowed: Mapping[str, str], where: str, level: str) -> None:
+    def check_table(self, table: Any, allowed: Mapping[str, str], where: str, level: str, dataset_kind: str = _DREAMBOOTH) -> None:
         if not isinstance(table, Mapping):
             raise self.error(f"must be a table, not {describe_value(table)}", where=where)
         for key, value in table.items():
             if key not in allowed:
-                raise self.error(self.unknown_key_message(key, level), where=where, key=key)
+                raise self.error(self.unknown_key_message(key, level, dataset_kind), where=where, key=key)
             kind = allowed[key]
             if kind == "multiplier":
                 check_multiplier(value, file=self.file, where=where)
@@ -431,15 +446,20 @@ class _Reader:
                 if not test(value):
                     raise self.error(f"must be {wanted}, not {describe_value(value)}", where=where, key=key)
 
-    def unknown_key_message(self, key: str, level: str) -> str:
+    def unknown_key_message(self, key: str, level: str, kind: str = _DREAMBOOTH) -> str:
         if key == "images_per_epoch":
             return "is read only by `kohya-multiplier balance`; run `kohya-multiplier balance CONFIG --write` to turn it into a multiplier"
+        if kind == _CONDITIONING and level == "[[datasets.subsets]]" and key in {**SUBSET_KEYS, **FINE_TUNING_SUBSET_KEYS}:
+            return "not allowed in a conditioning subset (one with conditioning_data_dir); sd-scripts accepts it only in other kinds of subset"
+        if kind == _CONDITIONING and level == "[[datasets]]" and key in DATASET_KEYS:
+            return "not allowed in a dataset of conditioning subsets (conditioning_data_dir); sd-scripts accepts it only for DreamBooth subsets"
         if level == "[[datasets.subsets]]" and key in SUBSET_KEYS:
             return "not allowed in a fine-tuning subset (one with metadata_file); sd-scripts accepts it only in DreamBooth subsets"
         if level == "[[datasets]]" and key in DATASET_KEYS:
             return "not allowed in a dataset of fine-tuning subsets (metadata_file); sd-scripts accepts it only for DreamBooth subsets"
-        if key in _CONTROLNET_KEYS:
-            return "ControlNet subsets (conditioning_data_dir) are not supported by kohya-multiplier yet"
+        if key == "conditioning_data_dir":
+            return ("allowed only when every subset of the dataset has one (a dataset of conditioning subsets, as sd-scripts "
+                    "requires)")
         elsewhere = [name for name, keys in (("[[datasets.subsets]]", SUBSET_KEYS), ("[[datasets]]", DATASET_KEYS), ("[general]", GENERAL_KEYS)) if key in keys and key != "subsets"]
         if elsewhere:
             return f"not allowed in {level}; sd-scripts accepts it only in " + " and ".join(elsewhere)
@@ -462,30 +482,33 @@ class _Reader:
         if not isinstance(datasets_raw, list):
             raise self.error(f"must be an array of tables ([[datasets]]), not {describe_value(datasets_raw)}", key="datasets")
         # Validate every table first (as sd-scripts' schema does), then interpret.
-        kinds: list[bool] = []  # per dataset: fine-tuning subsets (metadata_file)
+        kinds: list[str] = []  # per dataset: DreamBooth, fine-tuning (metadata_file) or conditioning subsets
         for index, table in enumerate(datasets_raw):
             where = f"datasets[{index}]"
             if not isinstance(table, Mapping):
                 raise self.error(f"must be a table, not {describe_value(table)}", where=where)
             subsets_raw = table.get("subsets")
             fine_tuning = _is_fine_tuning(subsets_raw)
-            if fine_tuning is None:
+            kind = _CONDITIONING if _is_conditioning(subsets_raw) else _FINE_TUNING if fine_tuning else _DREAMBOOTH
+            if fine_tuning is None and kind != _CONDITIONING:
                 raise self.error(
                     "DreamBooth subsets (image_dir only) and fine-tuning subsets (metadata_file) cannot be mixed in one dataset "
                     "(sd-scripts refuses it); split them into two [[datasets]]", where=where, key="subsets",
                 )
-            kinds.append(fine_tuning)
-            self.check_table(table, FINE_TUNING_DATASET_KEYS if fine_tuning else DATASET_KEYS, where, "[[datasets]]")
+            kinds.append(kind)
+            dataset_keys = {_CONDITIONING: CONDITIONING_DATASET_KEYS, _FINE_TUNING: FINE_TUNING_DATASET_KEYS}.get(kind, DATASET_KEYS)
+            self.check_table(table, dataset_keys, where, "[[datasets]]", kind)
             if subsets_raw is None or (isinstance(subsets_raw, list) and not subsets_raw):
                 raise self.error("no subsets: add at least one [[datasets.subsets]] with an image_dir", where=where, key="subsets")
             if not isinstance(subsets_raw, list):
                 raise self.error(
                     f"must be an array of tables ([[datasets.subsets]]), not {describe_value(subsets_raw)}", where=where, key="subsets"
                 )
+            subset_keys = {_CONDITIONING: CONDITIONING_SUBSET_KEYS, _FINE_TUNING: FINE_TUNING_SUBSET_KEYS}.get(kind, SUBSET_KEYS)
             for sub_index, sub_table in enumerate(subsets_raw):
                 sub_where = self.subset_where(index, sub_index, sub_table)
-                self.check_table(sub_table, FINE_TUNING_SUBSET_KEYS if fine_tuning else SUBSET_KEYS, sub_where, "[[datasets.subsets]]")
-                if not fine_tuning and "image_dir" not in sub_table:
+                self.check_table(sub_table, subset_keys, sub_where, "[[datasets.subsets]]", kind)
+                if kind != _FINE_TUNING and "image_dir" not in sub_table:
                     raise self.error("missing: every subset needs the folder of its images", where=sub_where, key="image_dir")
         return [self.read_dataset(index, table, general, kinds[index]) for index, table in enumerate(datasets_raw)]
 
@@ -507,8 +530,9 @@ class _Reader:
             return cli_value
         return DEFAULTS.get(key)
 
-    def read_dataset(self, index: int, table: Any, general: Mapping[str, Any], fine_tuning: bool) -> DatasetSpec:
+    def read_dataset(self, index: int, table: Any, general: Mapping[str, Any], kind: str) -> DatasetSpec:
         where = f"datasets[{index}]"
+        fine_tuning = kind == _FINE_TUNING
         opts = self.options
         levels = [table, general]
         batch_size = self.lookup("batch_size", levels, opts.train_batch_size)
@@ -552,6 +576,7 @@ class _Reader:
             table=where,
             fine_tuning=fine_tuning,
             predefined_buckets=predefined_buckets,
+            conditioning=kind == _CONDITIONING,
         )
         check_dataset(spec, file=self.file)  # bounded before any planning (kohya_multiplier.dataset.limits)
         return spec
@@ -660,6 +685,9 @@ class _Reader:
                 paths.image_dir, file=self.file, where=where, is_reg=is_reg, filters=filters, notes=self.notes, lenient=excluded,
                 cache_info=bool(self.lookup("cache_info", [table, dataset, general], self.options.cache_info)),
             )
+            if paths.conditioning_dir is not None and not excluded:
+                check_conditioning_pairs(images, paths.conditioning_dir, shown_dir=paths.conditioning_raw, file=self.file,
+                                         where=where, notes=self.notes)
 
         if multiplier is not None:
             effective, effective_origin = multiplier, f"multiplier ({origin})"
@@ -683,6 +711,7 @@ class _Reader:
             sized_by_train_resolution=sized_by_train_resolution,
             image_of_key=image_of_key,
             image_folders=paths.image_folders(images),
+            conditioning_dir=paths.conditioning_dir,
         )
 
     def subset_multiplier(
@@ -767,6 +796,12 @@ class _Reader:
                 "so that regularization images per epoch match training images per epoch"
             )
 
+
+
+def _is_conditioning(subsets_raw: Any) -> bool:
+    """sd-scripts' test: a dataset is a ControlNet dataset when every subset has conditioning_data_dir."""
+    tables = [t for t in subsets_raw if isinstance(t, Mapping)] if isinstance(subsets_raw, list) else []
+    return bool(tables) and len(tables) == len(subsets_raw) and all("conditioning_data_dir" in t for t in tables)
 
 
 def _is_fine_tuning(subsets_raw: Any) -> bool | None:

@@ -50,6 +50,7 @@ class SubsetSpec:
     image_folders: tuple[str, ...] = ()  # folders training reads this subset's files from (outputs never go there)
     sized_by_train_resolution: bool = False  # sd-scripts <= v0.9: every image of the metadata has a train_resolution
     image_of_key: dict[str, str] = field(default_factory=dict)  # fine-tuning: each metadata key's image path
+    conditioning_dir: str | None = None  # conditioning subsets: conditioning_data_dir (absolute), one image per trained image
 
     @property
     def source(self) -> str:
@@ -79,6 +80,7 @@ class DatasetSpec:
     table: str = ""  # "datasets[0]"
     fine_tuning: bool = False  # subsets with metadata_file (sd-scripts' FineTuningDataset)
     predefined_buckets: bool = False  # sd-scripts <= v0.9: each image's train_resolution is its bucket
+    conditioning: bool = False  # subsets with conditioning_data_dir (sd-scripts' ControlNetDataset)
 
     @property
     def uses_loss_weight(self) -> bool:

@@ -18,6 +18,7 @@ so datasets and collators pickle into ``spawn`` workers.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 
@@ -43,6 +44,7 @@ def _sd_class(name: str):
 
 _SdDreamBoothDataset = _sd_class("DreamBoothDataset")
 _SdFineTuningDataset = _sd_class("FineTuningDataset")
+_SdControlNetDataset = _sd_class("ControlNetDataset") if hasattr(config_util, "ControlNetDataset") else None
 
 
 def sd_dataset_function(name: str):
@@ -513,6 +515,77 @@ class MultiplierFineTuningDataset(PlannedDataset, _SdFineTuningDataset):
         return path
 
 
+def _delegate_arguments(args: tuple, kwargs: dict) -> dict:
+    """sd-scripts' positional arguments of ``DreamBoothDataset(...)`` by name (PlannedDataset reads them by name)."""
+    signature = inspect.signature(_SdDreamBoothDataset.__init__)
+    arguments = dict(signature.bind(None, *args, **kwargs).arguments)
+    arguments.pop(next(iter(signature.parameters)))  # self
+    for name, parameter in signature.parameters.items():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            arguments.update(arguments.pop(name, {}))
+    return arguments
+
+
+if _SdControlNetDataset is not None:
+
+    class MultiplierControlNetDataset(_SdControlNetDataset):
+        """ControlNetDataset (conditioning subsets) whose internal DreamBoothDataset, which registers the
+        images, buckets them and serves every batch, is the planned dataset; the conditioning images
+        follow each batch's images as in stock sd-scripts. Stock when the run uses no multiplier.
+
+        sd-scripts builds that delegate by looking ``DreamBoothDataset`` up in ControlNetDataset's
+        module; the name is replaced there only while this dataset is constructed (the module keeps
+        its own class, so everything still pickles). A validation dataset's delegate stays stock.
+        """
+
+        km_session: "_session.Session | None" = None  # bound when the hooks are installed
+
+        def __init__(self, *args, **kwargs):
+            session = self.km_session
+            expected = session.training_datasets_expected if session is not None else None
+            training = session is not None and (expected is None or session.training_datasets_built < expected)
+            namespace = _SdControlNetDataset.__init__.__globals__
+            original = namespace.get("DreamBoothDataset")
+
+            def delegate(*delegate_args, **delegate_kwargs):
+                if not training:
+                    return original(*delegate_args, **delegate_kwargs)
+                return MultiplierDreamBoothDataset(**_delegate_arguments(delegate_args, delegate_kwargs))
+
+            namespace["DreamBoothDataset"] = delegate
+            try:
+                super().__init__(*args, **kwargs)
+            finally:
+                namespace["DreamBoothDataset"] = original
+
+        def _km_delegate(self):
+            delegate = getattr(self, "dreambooth_dataset_delegate", None)
+            return delegate if isinstance(delegate, PlannedDataset) else None
+
+        def km_plan_state(self) -> _PlanState | None:
+            delegate = self._km_delegate()
+            return delegate.km_plan_state() if delegate is not None else None
+
+        def km_loss_weights(self) -> dict[str, float] | None:
+            delegate = self._km_delegate()
+            return delegate.km_loss_weights() if delegate is not None else None
+
+        def shuffle_buckets(self):
+            if self.km_plan_state() is None:
+                super().shuffle_buckets()  # stock: shuffles the delegate's buckets it shares
+            # planned: the plan fixes the order, and the bucket lists it shares are the plan's batches
+
+        def set_current_epoch(self, epoch):
+            if self.km_plan_state() is None:
+                super().set_current_epoch(epoch)
+            else:
+                self.current_epoch = epoch
+                self.dreambooth_dataset_delegate.set_current_epoch(epoch)
+
+else:  # pragma: no cover - a revision without ControlNet datasets
+    MultiplierControlNetDataset = None
+
+
 _BucketBatchIndex = sd_dataset_function("make_buckets").__globals__["BucketBatchIndex"]
 
 
@@ -526,6 +599,8 @@ def bind_session(session: "_session.Session") -> None:
     """Hand the run's session to the planned dataset classes and the collator (inject.install)."""
     PlannedDataset.km_session = session
     EpochCapturingCollator.km_session = session
+    if MultiplierControlNetDataset is not None:
+        MultiplierControlNetDataset.km_session = session
 
 
 class EpochCapturingCollator(train_util.collator_class):
@@ -544,4 +619,7 @@ class EpochCapturingCollator(train_util.collator_class):
             dataset_.km_attach_epoch_value(epoch)
 
 
-__all__ = ["PlannedDataset", "MultiplierDreamBoothDataset", "MultiplierFineTuningDataset", "EpochCapturingCollator", "BATCH_RECORD_KEY"]
+__all__ = [
+    "PlannedDataset", "MultiplierDreamBoothDataset", "MultiplierFineTuningDataset", "MultiplierControlNetDataset",
+    "EpochCapturingCollator", "BATCH_RECORD_KEY",
+]

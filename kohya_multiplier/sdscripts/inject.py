@@ -12,8 +12,9 @@ replaced), so everything keeps pickling into ``spawn`` workers:
   train_util at v0.9/v0.10, accelerator_setup at v0.11) also reads the dataset config with
   kohya-multiplier's core loader: the same validation and one-line errors as the dry run;
 - ``generate_dreambooth_subsets_config_by_subdirs`` reads ``0.25_name`` folders;
-- ``DreamBoothDataset`` and ``FineTuningDataset``, where ``generate_dataset_group_by_blueprint``
-  looks them up, become the planned datasets, and ``generate_dataset_group_by_blueprint`` itself runs the self-check on what
+- ``DreamBoothDataset``, ``FineTuningDataset`` and ``ControlNetDataset``, where
+  ``generate_dataset_group_by_blueprint`` looks them up, become the planned datasets (the
+  ControlNet one plans through its internal DreamBoothDataset), and ``generate_dataset_group_by_blueprint`` itself runs the self-check on what
   it built;
 - ``collator_class`` a collator that hands the shared epoch Value to the datasets;
 - with ``--multiplier_schedule``, accelerate's DataLoader wrappers record each trained batch.
@@ -56,7 +57,9 @@ def install(session: _session.Session) -> None:
 
     hooks = session.hooks
     dataset.bind_session(session)
-    session.planned_dataset_classes = (dataset.MultiplierDreamBoothDataset, dataset.MultiplierFineTuningDataset)
+    session.planned_dataset_classes = (
+        dataset.MultiplierDreamBoothDataset, dataset.MultiplierFineTuningDataset, dataset.MultiplierControlNetDataset
+    )
     _extend_schema(config_util, session)
     original = train_util.prepare_dataset_args  # wherever this revision defines it (train_util re-exports it at v0.11)
     hooks.append(
@@ -81,6 +84,12 @@ def install(session: _session.Session) -> None:
             "the planned fine-tuning dataset", "FineTuningDataset", build, dataset.MultiplierFineTuningDataset
         )
     )
+    if dataset.MultiplierControlNetDataset is not None:
+        hooks.append(
+            hookpoints.in_caller_globals(
+                "the planned conditioning dataset", "ControlNetDataset", build, dataset.MultiplierControlNetDataset
+            )
+        )
     hooks.append(hookpoints.everywhere("the self-check", "generate_dataset_group_by_blueprint", build, selfcheck.checked_build(build, session)))
     collator = train_util.collator_class  # every revision re-exports it there
     hooks.append(hookpoints.everywhere("the epoch collator", "collator_class", collator, dataset.epoch_collator_class(collator)))

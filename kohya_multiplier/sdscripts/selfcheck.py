@@ -46,6 +46,8 @@ def checked_build(build, session: _session.Session):
     """``generate_dataset_group_by_blueprint`` that verifies every hook on what it built."""
 
     def generate_dataset_group_by_blueprint(dataset_group_blueprint, *args, **kwargs):
+        datasets = getattr(dataset_group_blueprint, "datasets", None)
+        session.training_datasets_expected = session.training_datasets_built + len(datasets) if datasets is not None else None
         result = build(dataset_group_blueprint, *args, **kwargs)
         train_group = result[0] if isinstance(result, tuple) else result
         verify(session, train_group, dataset_group_blueprint)
@@ -91,7 +93,7 @@ def verify(session: _session.Session, train_group: Any, blueprint: Any = None) -
 
 
 def _dataset_problems(session: _session.Session, train_group: Any) -> list[str]:
-    dreambooth_class, fine_tuning_class = session.planned_dataset_classes
+    dreambooth_class, fine_tuning_class, conditioning_class = session.planned_dataset_classes
     found = []
     datasets = list(getattr(train_group, "datasets", []))
     for index, spec in enumerate(session.config.datasets):
@@ -101,10 +103,16 @@ def _dataset_problems(session: _session.Session, train_group: Any) -> list[str]:
             found.append(f"dataset {index} has multipliers or loss weights but sd-scripts built only {len(datasets)} datasets")
             continue
         dataset = datasets[index]
-        ours = fine_tuning_class if spec.fine_tuning else dreambooth_class
-        if not isinstance(dataset, ours):
+        ours = conditioning_class if spec.conditioning else fine_tuning_class if spec.fine_tuning else dreambooth_class
+        if ours is None or not isinstance(dataset, ours):
             kind = type(dataset)
             found.append(f"dataset {index} is sd-scripts' {kind.__module__}.{kind.__qualname__}, not the planned dataset")
+            continue
+        delegate = getattr(dataset, "dreambooth_dataset_delegate", None) if spec.conditioning else None
+        if spec.conditioning and not isinstance(delegate, dreambooth_class):
+            kind = type(delegate)
+            found.append(f"dataset {index}'s images are served by sd-scripts' {kind.__module__}.{kind.__qualname__}, "
+                         "not the planned dataset (ControlNetDataset did not build its delegate from DreamBoothDataset)")
             continue
         if spec.uses_loss_weight and dataset.km_loss_weights() is None:
             found.append(f"dataset {index} has loss weights but does not apply them")

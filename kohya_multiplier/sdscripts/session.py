@@ -30,6 +30,9 @@ class Session:
     seed: int = 0  # planner seed (user's --seed or 0), the same on every rank
     planned: bool = False  # some subset uses a multiplier: training datasets follow the planner
     training_datasets_built: int = 0  # training datasets (DreamBooth or fine-tuning) constructed so far
+    # training datasets generate_dataset_group_by_blueprint builds (its blueprint's), before its
+    # validation datasets; None until it runs. A ControlNet dataset's delegate says no more.
+    training_datasets_expected: int | None = None
     live_datasets: list[Any] = field(default_factory=list)  # our dataset instances, for the collator
     revision: str = "unknown revision"  # the checkout's revision verdict, for the self-check's message
     layout: str | None = None  # the checkout's code layout (locate.detect_layout): fine-tuning metadata rules
@@ -40,7 +43,7 @@ class Session:
     multiplier_requested: bool = False  # sd-scripts' own config reading met a multiplier (schema, folder)
     verified: bool = False  # the self-check ran on the built datasets and found every hook in place
     plans: dict[int, Any] = field(default_factory=dict)  # dataset index -> the start-up table's DatasetPlan, once computed
-    # (DreamBooth, fine-tuning) planned dataset classes, handed over when the hooks are installed:
+    # (DreamBooth, fine-tuning, conditioning) planned dataset classes, handed over when the hooks are installed:
     # the self-check tests what sd-scripts built against them
     planned_dataset_classes: tuple[Any, ...] = ()
 
