@@ -210,7 +210,7 @@ def _requirements(root: Path) -> list[str]:
     return kept + OWN_REQUIREMENTS
 
 
-def _resolve(python: str, requirements: list[str], work: Path) -> list[tuple[str, str, bool]]:
+def _resolve(python: str, requirements: list[str], work: Path, skip: set[str]) -> list[tuple[str, str, bool]]:
     """(name, version, pure Python) of every package pip resolves for the requirements, minus what a
     PyTorch machine has. pip reads only the metadata of torch, never its wheel."""
     req_file, report = work / "requirements.txt", work / "report.json"
@@ -222,25 +222,52 @@ def _resolve(python: str, requirements: list[str], work: Path) -> list[tuple[str
     found = []
     for item in json.loads(report.read_text(encoding="utf-8"))["install"]:
         name, version = item["metadata"]["name"], item["metadata"]["version"]
-        if _normalize(name) in MACHINE_HAS or _normalize(name).startswith(MACHINE_HAS_PREFIXES):
+        if _normalize(name) in MACHINE_HAS | skip or _normalize(name).startswith(MACHINE_HAS_PREFIXES):
             continue
         url = item.get("download_info", {}).get("url", "")
         found.append((name, version, url.endswith("-none-any.whl")))
     return found
 
 
-def _download(python: str, packages: list[tuple[str, str, bool]], dest: Path, versions: list[str], platform: str) -> None:
+def _platform_tags(platform: str) -> list[str]:
+    """pip matches --platform literally: a glibc 2.28 machine also takes every older manylinux tag."""
+    match = re.fullmatch(r"manylinux_2_(\d+)_(\w+)", platform)
+    if not match:
+        return [platform]
+    newest, arch = int(match.group(1)), match.group(2)
+    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+    tags = []
+    for minor in range(newest, 4, -1):
+        tags.append(f"manylinux_2_{minor}_{arch}")
+        if minor in legacy:
+            tags.append(f"{legacy[minor]}_{arch}")
+    return tags
+
+
+def _download(python: str, packages: list[tuple[str, str, bool]], dest: Path, versions: list[str], platform: str) -> list[str]:
+    """Download the wheels; returns the compiled ones that have no build for one of the Pythons."""
     base = [python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "--quiet", "-d", dest]
     pure = [f"{n}=={v}" for n, v, is_pure in packages if is_pure]
     binary = [f"{n}=={v}" for n, v, is_pure in packages if not is_pure]
-    jobs = [base + pure] if pure else []
-    # compiled wheels: one set per Python the target may run (abi3 wheels come once)
-    for version in versions:
-        jobs.append(base + ["--platform", platform, "--python-version", version, "--implementation", "cp", *binary])
-    for job in jobs:
-        got = _run(job, timeout=1800)
+    if pure:
+        got = _run(base + pure, timeout=1800)
         if got.returncode != 0:
             raise CheckError(f"cannot download wheels: {_last_line(got.stderr)}")
+    missing = []
+    platforms = [arg for tag in _platform_tags(platform) for arg in ("--platform", tag)]
+    # compiled wheels: one set per Python the target may run (abi3 wheels come once)
+    for version in versions:
+        job = base + [*platforms, "--python-version", version, "--implementation", "cp"]
+        got = _run(job + binary, timeout=1800)
+        if got.returncode == 0 or not binary:
+            continue
+        # one package without a build for this Python must not sink the others: there the run
+        # uses the system's copy, or says which one is missing
+        lacking = [r for r in binary if _run(job + [r], timeout=900).returncode != 0]
+        if len(lacking) == len(binary):
+            raise CheckError(f"cannot download wheels for Python {version}: {_last_line(got.stderr)}")
+        missing += [f"{r} (Python {version})" for r in lacking]
+    return missing
 
 
 def _bpe_bytes(python: str, work: Path, allow_download: bool) -> bytes:
@@ -280,11 +307,14 @@ def bundle(args) -> int:
         work = Path(scratch)
         wheels_dir = work / "wheels"
         wheels_dir.mkdir()
-        packages = []
+        packages, missing = [], []
         if not args.no_wheels:
-            packages = _resolve(python, _requirements(sd_root), work)
+            skip = {_normalize(RENAMED_REQUIREMENTS.get(_normalize(n), n)) for n in args.skip}
+            packages = _resolve(python, _requirements(sd_root), work, skip)
             print(f"bundling {len(packages)} wheels: {', '.join(f'{n}=={v}' for n, v, _ in packages)}", flush=True)
-            _download(python, packages, wheels_dir, versions, args.platform)
+            missing = _download(python, packages, wheels_dir, versions, args.platform)
+            if missing:
+                print(f"warning: no wheel of {', '.join(missing)}: there the system's copy must do", flush=True)
         (work / BPE_NAME).write_bytes(_bpe_bytes(python, work, not args.no_wheels))
         files = _checkout_files(sd_root)
         commit = _run(["git", "-C", sd_root, "rev-parse", "HEAD"]).stdout.strip() if shutil.which("git") else ""
@@ -294,6 +324,7 @@ def bundle(args) -> int:
             "wheels": [f"{n}=={v}" for n, v, _ in packages],
             "python_versions": versions if packages else [],
             "platform": args.platform if packages else None,
+            "missing_wheels": missing,
             "built": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
         (work / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
@@ -623,6 +654,8 @@ def main(argv: list[str] | None = None) -> int:
     pack.add_argument("--no-wheels", action="store_true", help="no wheels: the target has sd-scripts' requirements")
     pack.add_argument("--python-version", default="3.10,3.11,3.12", help="Pythons the target may run, for compiled wheels")
     pack.add_argument("--platform", default="manylinux_2_28_x86_64", help="the target's wheel platform tag")
+    pack.add_argument("--skip", action="append", default=[], metavar="PACKAGE",
+                      help="leave out a package the target is known to have (e.g. opencv-python, 50 MB); repeatable")
     pack.add_argument("--pip-python", help="the Python whose pip resolves and downloads (default: this one)")
     check = commands.add_parser("run", help="run the check on this machine, offline")
     check.add_argument("bundle", metavar="BUNDLE_OR_DIR")
