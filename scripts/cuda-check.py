@@ -450,6 +450,18 @@ print(json.dumps(info))
 '''
 
 
+def _require_device(device: str) -> None:
+    """torch and, for cuda, a GPU: checked before installing anything."""
+    code = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 3)"
+    got = _run([sys.executable, "-c", code], timeout=600)
+    if got.returncode == 3 and device == "cuda":
+        raise CheckError("no CUDA GPU visible to torch (use --device cpu to check on the CPU)")
+    if got.returncode not in (0, 3):
+        if "No module named 'torch'" in got.stderr:
+            raise CheckError(f"{sys.executable} has no PyTorch: run the check with the Python that has it")
+        raise CheckError(f"importing torch failed: {_last_line(got.stderr)}")
+
+
 def _probe(env: dict, device: str) -> dict:
     got = _run([sys.executable, "-c", PROBE, device], env=env, timeout=600)
     if got.returncode != 0:
@@ -587,6 +599,7 @@ def run(args) -> int:
     if not source.exists():
         raise CheckError(f"bundle {source} does not exist (make it with `cuda-check.py bundle`)")
     top = _unpack(source, out / "bundle")
+    _require_device(args.device)
     site = out / "site-packages"
     installed = _install_wheels(top, site)
     env = _environment(top, out, site, args.device)
