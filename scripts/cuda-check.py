@@ -317,7 +317,7 @@ def bundle(args) -> int:
                 print(f"warning: no wheel of {', '.join(missing)}: there the system's copy must do", flush=True)
         (work / BPE_NAME).write_bytes(_bpe_bytes(python, work, not args.no_wheels))
         files = _checkout_files(sd_root)
-        commit = _run(["git", "-C", sd_root, "rev-parse", "HEAD"]).stdout.strip() if shutil.which("git") else ""
+        commit = _run(["git", "-C", sd_root, "rev-parse", "HEAD"]).stdout.strip() if (sd_root / ".git").exists() and shutil.which("git") else ""
         manifest = {
             "sd_scripts_commit": commit or None,
             "sd_scripts_files": len(files),
