@@ -77,6 +77,16 @@ def test_listing_follows_glob_images(tmp_path):
     assert "j.avif" in extra
 
 
+def test_listing_compares_extensions_as_glob_does_on_a_case_insensitive_system(tmp_path, monkeypatch):
+    # glob matches "*.png" through fnmatch, which folds case where the system's paths do (Windows)
+    from kohya_multiplier.dataset import images
+
+    for name in ["b.png", "c.Png", "d.JpG", ".e.PNG", "f.gif"]:
+        (tmp_path / name).write_bytes(b"x")
+    monkeypatch.setattr(images.os.path, "normcase", str.lower)
+    assert sorted(images.image_names(str(tmp_path), images.IMAGE_EXTENSIONS)) == ["b.png", "c.Png", "d.JpG"]
+
+
 def test_load_images_sorted_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_image("imgs/b.png", 10, 20)

@@ -2,8 +2,10 @@
 
 Which files count as images follows sd-scripts' ``glob_images(dir, "*")``: the files directly in the
 folder whose name ends with one of ``IMAGE_EXTENSIONS`` (case-sensitive, as ``glob`` is on Linux;
-both ``.png`` and ``.PNG`` are listed, ``.Png`` is not), hidden names (starting with ``.``) left
-out as ``glob`` leaves them out, sorted by path. AVIF and JPEG-XL files are listed by sd-scripts
+both ``.png`` and ``.PNG`` are listed, ``.Png`` is not; on Windows, as ``glob`` there, in any
+case), hidden names (starting with ``.``) left out as ``glob`` leaves them out, sorted by path.
+The training adapter hands the same listing (:func:`image_names`) to sd-scripts in place of its
+``glob_images``, which scans each folder once per extension. AVIF and JPEG-XL files are listed by sd-scripts
 only when an optional Pillow plugin is installed in its environment, so they are not listed here
 unless asked for (``extra_extensions``).
 
@@ -59,6 +61,16 @@ def _imagesize_accepts_rotation_flag() -> bool:
 _NO_ROTATION = {"exif_rotation": False} if _imagesize_accepts_rotation_flag() else {}
 
 
+def image_names(folder: str, extensions: Iterable[str]) -> list[str]:
+    """The names in ``folder`` that sd-scripts' ``glob_images(folder, "*")`` lists for these
+    extensions (each a ``glob`` pattern ``"*" + extension``), in one pass over the folder: not
+    hidden, ending with an extension as ``fnmatch`` compares names on this system (case-sensitive
+    on POSIX, not on Windows). Unsorted. Raises OSError if the folder cannot be listed."""
+    suffixes = tuple({os.path.normcase(e) for e in extensions})
+    with os.scandir(folder) as entries:
+        return [e.name for e in entries if not e.name.startswith(".") and os.path.normcase(e.name).endswith(suffixes)]
+
+
 def list_image_files(image_dir: str, *, recursive: bool = False, extra_extensions: Iterable[str] = ()) -> list[str]:
     """Absolute paths of the image files of ``image_dir``, sorted, as sd-scripts lists them.
 
@@ -72,11 +84,7 @@ def list_image_files(image_dir: str, *, recursive: bool = False, extra_extension
         for folder, _dirs, names in os.walk(root, followlinks=False):
             found.extend(os.path.join(folder, n) for n in names if n.endswith(extensions))
     else:
-        with os.scandir(root) as entries:
-            for entry in entries:
-                name = entry.name
-                if not name.startswith(".") and name.endswith(extensions):
-                    found.append(os.path.join(root, name))
+        found = [os.path.join(root, name) for name in image_names(root, extensions)]
     found.sort()
     return found
 

@@ -26,6 +26,7 @@ import torch
 
 from library import config_util, train_util
 
+from kohya_multiplier.dataset.images import image_names
 from kohya_multiplier.errors import UserError, warn_once
 from kohya_multiplier.planner.dataset_plan import DatasetPlan
 from kohya_multiplier.planner.plan_input import build_plan_input, plan_input_for_dataset
@@ -463,6 +464,36 @@ class PlannedDataset:
                             [self._image_path(k) for k in images], planned=False)
 
 
+@contextlib.contextmanager
+def _listing_folders_once():
+    """sd-scripts' ``glob_images(folder, "*")`` scans each folder once per image extension (14
+    scans with the AVIF and JPEG-XL plugins); while the block runs it gets the same sorted list of
+    paths from one pass (the core's ``image_names``, with sd-scripts' own extensions). Its paths
+    are joined to the folder as sd-scripts spells it, as glob's are. Any other call, or a folder
+    that cannot be listed, goes to sd-scripts' function. The global is restored at once."""
+    namespace = sd_dataset_function("__init__").__globals__  # where DreamBoothDataset looks it up
+    original = namespace.get("glob_images")
+    extensions = getattr(original, "__globals__", {}).get("IMAGE_EXTENSIONS")
+    if original is None or not extensions:
+        yield
+        return
+
+    def glob_images(directory, base="*"):
+        if base != "*" or not isinstance(directory, str) or not directory:
+            return original(directory, base)
+        try:
+            names = image_names(directory, extensions)
+        except OSError:
+            return original(directory, base)
+        return sorted(os.path.join(directory, name) for name in names)
+
+    namespace["glob_images"] = glob_images
+    try:
+        yield
+    finally:
+        namespace["glob_images"] = original
+
+
 class MultiplierDreamBoothDataset(PlannedDataset, _SdDreamBoothDataset):
     """DreamBoothDataset that follows the planner when the run uses multipliers; stock otherwise."""
 
@@ -470,7 +501,7 @@ class MultiplierDreamBoothDataset(PlannedDataset, _SdDreamBoothDataset):
 
     def _build_planned(self, *args, **kwargs) -> None:
         captured: list = []
-        with _capturing_image_infos(captured):
+        with _capturing_image_infos(captured), _listing_folders_once():
             super()._build_planned(*args, **kwargs)
         self._register_all_regularization_images(captured)
 

@@ -21,7 +21,7 @@ INTEGRATION_DIR = Path(__file__).resolve().parent
 REPO_ROOT = INTEGRATION_DIR.parents[1]
 sys.path.insert(0, str(INTEGRATION_DIR))
 
-from harness import TinyModel  # noqa: E402
+from harness import USABLE_CHECKOUTS, TinyModel  # noqa: E402
 from tiny_sd import TINY_UNET_ENV, tiny_unet_env_value  # noqa: E402
 
 # What tiny_hook/sitecustomize.py reads to shrink sd-scripts' hard-coded SDXL and FLUX sizes.
@@ -93,6 +93,7 @@ def _discover() -> list[tuple[str, locate.Checkout, locate.Revision | None, str 
 
 
 CHECKOUTS = _discover()
+USABLE_CHECKOUTS[:] = [label for label, _, _, problem in CHECKOUTS if not problem]
 
 
 def pytest_generate_tests(metafunc):

@@ -14,6 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from pngs import write_images
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +47,18 @@ COMMON_TRAIN_ARGS = [
 
 # Set to a file name to collect one JSON line per training run (wall time, peak RSS).
 METRICS_ENV = "KOHYA_MULTIPLIER_RUN_METRICS"
+
+# The labels of the configured checkouts the suite runs on (conftest.py fills it at collection).
+USABLE_CHECKOUTS: list[str] = []
+NEWEST_TESTED = "c162e90"
+
+
+def one_checkout_only(sd, what: str) -> None:
+    """Skip ``what`` on all but one checkout (the newest tested revision when configured, else the
+    first): for checks whose code path is the same at every revision, to keep CI inside its budget."""
+    chosen = NEWEST_TESTED if NEWEST_TESTED in USABLE_CHECKOUTS else (USABLE_CHECKOUTS or [sd.label])[0]
+    if sd.label != chosen:
+        pytest.skip(f"CI time: {what} runs on one checkout only ({chosen})")
 
 
 def model_args(sd) -> list[str]:

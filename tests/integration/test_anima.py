@@ -33,6 +33,7 @@ from harness import (
     assert_lora_metadata_has_multipliers,
     assert_schedule_is_the_dry_run,
     dry_run,
+    one_checkout_only,
     safetensors_tensor_bytes,
     safetensors_tensors,
     train,
@@ -116,6 +117,7 @@ def test_finetune_saves_a_trained_dit(tiny_anima, finetune_run):
 
 
 def test_without_multipliers_training_is_stock(sd, tiny_anima, data, tmp_path_factory):
+    one_checkout_only(sd, "the Anima bit-identical check without multipliers")
     config = write_config(data, batch_size=2, multipliers=False, name="stock.toml")
     args = ["--dataset_config", str(config), "--seed", "11", "--max_train_epochs", str(EPOCHS),
             *ANIMA_ARGS, *LORA_ARGS, *NO_WORKERS]

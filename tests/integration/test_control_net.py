@@ -28,6 +28,7 @@ from harness import (
     canonical,
     dry_run,
     images_per_subject,
+    one_checkout_only,
     per_epoch,
     printed_int,
     safetensors_tensor_bytes,
@@ -113,6 +114,7 @@ def test_every_epoch_has_the_printed_length(planned_run):
 
 
 def test_without_multipliers_training_is_stock(sd, tiny_sdxl, data, tmp_path_factory):
+    one_checkout_only(sd, "the LLLite bit-identical check without multipliers")
     config = _write_config(data, STOCK, "stock.toml")
     args = ["--dataset_config", str(config), "--seed", "11", "--max_train_epochs", str(EPOCHS), *LLLITE_ARGS, *NO_WORKERS]
     stock = train(sd, SCRIPT, args, tmp_path_factory.mktemp(f"controlnet-stock-{sd.label}"), stock=True, tiny=tiny_sdxl).check()

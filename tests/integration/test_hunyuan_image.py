@@ -51,6 +51,7 @@ from harness import (
     assert_subject_counts,
     canonical,
     dry_run,
+    one_checkout_only,
     per_epoch,
     printed_int,
     safetensors_tensor_bytes,
@@ -147,6 +148,7 @@ def test_disk_caches_cover_every_trained_image(sd, request, case):
 
 
 def test_without_multipliers_training_is_stock(sd, tiny_hunyuan, tmp_path_factory):
+    one_checkout_only(sd, "the HunyuanImage bit-identical check without multipliers")
     data = tmp_path_factory.mktemp(f"hunyuan-data-{sd.label}")
     write_images_tree(data)
     config = write_config(data, batch_size=2, multipliers=False, name="stock.toml")

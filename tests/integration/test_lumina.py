@@ -33,6 +33,7 @@ from harness import (
     assert_lora_metadata_has_multipliers,
     assert_schedule_is_the_dry_run,
     dry_run,
+    one_checkout_only,
     safetensors_tensor_bytes,
     train,
     write_config,
@@ -113,6 +114,7 @@ def test_finetune_saves_the_model(sd, finetune_run):
 
 
 def test_without_multipliers_training_is_stock(sd, tiny_lumina, data, tmp_path_factory):
+    one_checkout_only(sd, "the Lumina bit-identical check without multipliers")
     config = write_config(data, batch_size=2, multipliers=False, name="stock.toml")
     args = ["--dataset_config", str(config), "--seed", "11", "--max_train_epochs", str(EPOCHS), *MODEL_ARGS, *LORA_ARGS]
     stock = train(sd, "lumina_train_network", args, tmp_path_factory.mktemp(f"lumina-stock-{sd.label}"), stock=True, tiny=tiny_lumina).check()

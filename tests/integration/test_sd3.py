@@ -35,6 +35,7 @@ from harness import (
     assert_lora_metadata_has_multipliers,
     assert_schedule_is_the_dry_run,
     dry_run,
+    one_checkout_only,
     safetensors_tensor_bytes,
     safetensors_tensors,
     train,
@@ -116,6 +117,7 @@ def test_finetune_saves_a_trained_mmdit(sd, tiny_sd3, finetune_run):
 
 
 def test_without_multipliers_training_is_stock(sd, tiny_sd3, data, tmp_path_factory):
+    one_checkout_only(sd, "the SD3 bit-identical check without multipliers")
     config = write_config(data, batch_size=2, multipliers=False, name="stock.toml")
     args = ["--dataset_config", str(config), "--seed", "11", "--max_train_epochs", str(EPOCHS), *SD3_ARGS, *LORA_ARGS]
     stock = train(sd, "sd3_train_network", args, tmp_path_factory.mktemp(f"sd3-stock-{sd.label}"), stock=True, tiny=tiny_sd3).check()

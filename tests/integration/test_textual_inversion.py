@@ -33,6 +33,7 @@ from harness import (
     assert_epochs_have_the_printed_length,
     assert_schedule_is_the_dry_run,
     dry_run,
+    one_checkout_only,
     safetensors_header,
     safetensors_tensor_bytes,
     safetensors_tensors,
@@ -163,6 +164,7 @@ def _init_embeddings(folder: Path, model_file: Path, names: dict[str, str]) -> d
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_without_multipliers_training_is_stock(sd, request, data, tmp_path_factory, script):
+    one_checkout_only(sd, "the textual inversion bit-identical check without multipliers")
     tiny, _ = _model(sd, request, script)
     config = write_config(data, batch_size=2, multipliers=False, name=f"{script}-stock.toml")
     args = ["--dataset_config", str(config), "--seed", "11", "--max_train_epochs", str(EPOCHS), *TI_ARGS]
