@@ -307,14 +307,28 @@ class PlannedDataset:
             if subset_index is not None and not self._km_spec.subsets[subset_index].excluded:
                 yield key, subset_index, info
 
+    def _keys_in_plan_order(self, image_keys, subset_of, bucket_of, resolutions) -> list | None:
+        """The usual case, checked without an index: sd-scripts registered the plan's images in the
+        plan's order (subsets in order, paths sorted), in the same subsets and buckets."""
+        sd_keys: list = []
+        for i, (key, subset_index, info) in enumerate(self._planned_images()):
+            if (i >= len(image_keys) or (key != image_keys[i] and self._image_path(key) != image_keys[i])
+                    or subset_of[i] != subset_index or resolutions[bucket_of[i]] != tuple(info.bucket_reso)):
+                return None
+            sd_keys.append(key)
+        return sd_keys if len(sd_keys) == len(image_keys) else None
+
     def _keys_if_same_images(self, plan_input) -> list | None:
         """sd-scripts' key of each of ``plan_input``'s images when sd-scripts registered exactly
         those images, in the same subsets and buckets (then it plans the same); None otherwise."""
+        resolutions = [tuple(r) for r in plan_input.bucket_resolutions]
+        subset_of, bucket_of = plan_input.subset_of_image.tolist(), plan_input.bucket_of_image.tolist()
+        in_order = self._keys_in_plan_order(plan_input.image_keys, subset_of, bucket_of, resolutions)
+        if in_order is not None:
+            return in_order
         index_of = {path: i for i, path in enumerate(plan_input.image_keys)}
         if len(index_of) != len(plan_input.image_keys):
             return None
-        resolutions = [tuple(r) for r in plan_input.bucket_resolutions]
-        subset_of, bucket_of = plan_input.subset_of_image.tolist(), plan_input.bucket_of_image.tolist()
         sd_keys: list = [None] * len(index_of)
         for key, subset_index, info in self._planned_images():
             i = index_of.get(key)  # sd-scripts' spelling is the core's, most often
@@ -465,12 +479,14 @@ class PlannedDataset:
 
 
 @contextlib.contextmanager
-def _listing_folders_once():
+def _listing_folders_once(known: dict):
     """sd-scripts' ``glob_images(folder, "*")`` scans each folder once per image extension (14
     scans with the AVIF and JPEG-XL plugins); while the block runs it gets the same sorted list of
     paths from one pass (the core's ``image_names``, with sd-scripts' own extensions). Its paths
-    are joined to the folder as sd-scripts spells it, as glob's are. Any other call, or a folder
-    that cannot be listed, goes to sd-scripts' function. The global is restored at once."""
+    are joined to the folder as sd-scripts spells it, as glob's are; a path the core read
+    (``known``, path -> image) is handed over as the core's own string, so a large dataset holds
+    each path once. Any other call, or a folder that cannot be listed, goes to sd-scripts'
+    function. The global is restored at once."""
     namespace = sd_dataset_function("__init__").__globals__  # where DreamBoothDataset looks it up
     original = namespace.get("glob_images")
     extensions = getattr(original, "__globals__", {}).get("IMAGE_EXTENSIONS")
@@ -485,7 +501,8 @@ def _listing_folders_once():
             names = image_names(directory, extensions)
         except OSError:
             return original(directory, base)
-        return sorted(os.path.join(directory, name) for name in names)
+        paths = [os.path.join(directory, name) for name in names]
+        return sorted(known[p].path if p in known else p for p in paths)
 
     namespace["glob_images"] = glob_images
     try:
@@ -501,7 +518,7 @@ class MultiplierDreamBoothDataset(PlannedDataset, _SdDreamBoothDataset):
 
     def _build_planned(self, *args, **kwargs) -> None:
         captured: list = []
-        with _capturing_image_infos(captured), _listing_folders_once():
+        with _capturing_image_infos(captured), _listing_folders_once(self._km_known_images):
             super()._build_planned(*args, **kwargs)
         self._register_all_regularization_images(captured)
 
