@@ -37,7 +37,7 @@ from kohya_multiplier.sdscripts import dataset as planned  # imports sd-scripts'
 namespace = planned.sd_dataset_function("__init__").__globals__
 stock_glob = namespace["glob_images"]
 result = {"stock": [stock_glob(f, "*") for f in folders]}
-with planned._listing_folders_once():
+with planned._listing_folders_once({}):
     result["swapped"] = namespace["glob_images"] is not stock_glob
     result["ours"] = [namespace["glob_images"](f, "*") for f in folders]
 result["restored"] = namespace["glob_images"] is stock_glob
