@@ -325,3 +325,13 @@ def assert_epochs_have_the_printed_length(run: Run, planned: list[dict], epochs:
     assert printed_int(run.output, "num epochs") == epochs
     assert printed_int(run.output, "total optimization steps") == epochs * length
     assert all(1 <= len(r["images"]) <= batch_size for r in run.records)
+
+
+def train_and_plan(sd, command: str, config: Path, out: Path, extra: list[str], *, tiny: TinyModel | None = None,
+                   epochs: int, seed: int) -> tuple[Run, list[dict]]:
+    """Train ``command`` on ``config`` for ``epochs`` with ``--seed seed`` and plan the same epochs
+    dry: the run (checked) and the dry run's records."""
+    args = ["--dataset_config", str(config), "--seed", str(seed), "--max_train_epochs", str(epochs), *extra]
+    run = train(sd, command, args, out, tiny=tiny).check()
+    planned, _ = dry_run([str(config), "--seed", str(seed), "--epochs", str(epochs)], out / "dry-run.jsonl")
+    return run, planned

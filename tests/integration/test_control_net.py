@@ -26,13 +26,13 @@ from harness import (
     DAVE_MULTIPLY_TXT,
     SUBJECTS,
     canonical,
-    dry_run,
     images_per_subject,
     one_checkout_only,
     per_epoch,
     printed_int,
     safetensors_tensor_bytes,
     train,
+    train_and_plan,
 )
 from pngs import write_images
 from kohya_multiplier.checkouts import locate
@@ -86,9 +86,7 @@ def data(sd, tmp_path_factory):
 def planned_run(sd, tiny_sdxl, data, tmp_path_factory):
     config = _write_config(data, MULTIPLIERS, "dataset.toml")
     out = tmp_path_factory.mktemp(f"controlnet-planned-{sd.label}")
-    args = ["--dataset_config", str(config), "--seed", str(SEED), "--max_train_epochs", str(EPOCHS), *LLLITE_ARGS, *NO_WORKERS]
-    run = train(sd, SCRIPT, args, out, tiny=tiny_sdxl).check()
-    planned, _ = dry_run([str(config), "--seed", str(SEED), "--epochs", str(EPOCHS)], out / "dry-run.jsonl")
+    run, planned = train_and_plan(sd, SCRIPT, config, out, [*LLLITE_ARGS, *NO_WORKERS], tiny=tiny_sdxl, epochs=EPOCHS, seed=SEED)
     return run, planned
 
 

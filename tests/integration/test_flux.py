@@ -18,9 +18,9 @@ from harness import (
     assert_epochs_have_the_printed_length,
     assert_lora_metadata_has_multipliers,
     assert_schedule_is_the_dry_run,
-    dry_run,
     safetensors_tensor_bytes,
     train,
+    train_and_plan,
     write_config,
     write_images_tree,
 )
@@ -50,9 +50,7 @@ TEXT_CACHE_SUFFIX = "_flux_te.npz"
 
 def _planned_run(sd, tiny_flux, data, out, extra: list[str]):
     config = write_config(data, batch_size=2)
-    args = ["--dataset_config", str(config), "--seed", str(SEED), "--max_train_epochs", str(EPOCHS), *FLUX_ARGS, *extra]
-    run = train(sd, "flux_train_network", args, out, tiny=tiny_flux).check()
-    planned, _ = dry_run([str(config), "--seed", str(SEED), "--epochs", str(EPOCHS)], out / "dry-run.jsonl")
+    run, planned = train_and_plan(sd, "flux_train_network", config, out, [*FLUX_ARGS, *extra], tiny=tiny_flux, epochs=EPOCHS, seed=SEED)
     return run, planned
 
 

@@ -28,11 +28,10 @@ import pytest
 from harness import (
     assert_subject_counts,
     canonical,
-    dry_run,
     per_epoch,
     printed_int,
     safetensors_tensors,
-    train,
+    train_and_plan,
     write_config,
     write_images_tree,
 )
@@ -72,9 +71,7 @@ def finetune_run(sd, tiny_flux_hub, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"flux-finetune-{sd.label}")
     write_images_tree(out / "data")
     config = write_config(out / "data", batch_size=2)
-    args = ["--dataset_config", str(config), "--seed", str(SEED), "--max_train_epochs", str(EPOCHS), *FLUX_MODEL_ARGS, *NO_WORKERS]
-    run = train(sd, "flux_train", args, out, tiny=tiny_flux_hub).check()
-    planned, _ = dry_run([str(config), "--seed", str(SEED), "--epochs", str(EPOCHS)], out / "dry-run.jsonl")
+    run, planned = train_and_plan(sd, "flux_train", config, out, [*FLUX_MODEL_ARGS, *NO_WORKERS], tiny=tiny_flux_hub, epochs=EPOCHS, seed=SEED)
     return run, planned
 
 

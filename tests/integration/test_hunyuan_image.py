@@ -50,12 +50,12 @@ from harness import (
     assert_lora_metadata_has_multipliers,
     assert_subject_counts,
     canonical,
-    dry_run,
     one_checkout_only,
     per_epoch,
     printed_int,
     safetensors_tensor_bytes,
     train,
+    train_and_plan,
     write_config,
     write_images_tree,
 )
@@ -84,9 +84,7 @@ def _planned_run(sd, tiny_hunyuan, out, extra: list[str]):
     """A run with multipliers on its own images (the caches it writes go beside them)."""
     write_images_tree(out / "data")
     config = write_config(out / "data", batch_size=2)
-    args = ["--dataset_config", str(config), "--seed", str(SEED), "--max_train_epochs", str(EPOCHS), *HUNYUAN_ARGS, *extra]
-    run = train(sd, COMMAND, args, out, tiny=tiny_hunyuan).check()
-    planned, _ = dry_run([str(config), "--seed", str(SEED), "--epochs", str(EPOCHS)], out / "dry-run.jsonl")
+    run, planned = train_and_plan(sd, COMMAND, config, out, [*HUNYUAN_ARGS, *extra], tiny=tiny_hunyuan, epochs=EPOCHS, seed=SEED)
     return run, planned, out / "data"
 
 

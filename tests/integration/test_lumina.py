@@ -32,10 +32,10 @@ from harness import (
     assert_epochs_have_the_printed_length,
     assert_lora_metadata_has_multipliers,
     assert_schedule_is_the_dry_run,
-    dry_run,
     one_checkout_only,
     safetensors_tensor_bytes,
     train,
+    train_and_plan,
     write_config,
     write_images_tree,
 )
@@ -58,9 +58,7 @@ LORA_ARGS = ["--network_module", "networks.lora_lumina", "--network_dim", "4", "
 
 def _planned_run(sd, tiny, data, out, command: str, extra: list[str]):
     config = write_config(data, batch_size=2)
-    args = ["--dataset_config", str(config), "--seed", str(SEED), "--max_train_epochs", str(EPOCHS), *MODEL_ARGS, *extra]
-    run = train(sd, command, args, out, tiny=tiny).check()
-    planned, _ = dry_run([str(config), "--seed", str(SEED), "--epochs", str(EPOCHS)], out / "dry-run.jsonl")
+    run, planned = train_and_plan(sd, command, config, out, [*MODEL_ARGS, *extra], tiny=tiny, epochs=EPOCHS, seed=SEED)
     return run, planned
 
 

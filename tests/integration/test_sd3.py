@@ -34,11 +34,11 @@ from harness import (
     assert_epochs_have_the_printed_length,
     assert_lora_metadata_has_multipliers,
     assert_schedule_is_the_dry_run,
-    dry_run,
     one_checkout_only,
     safetensors_tensor_bytes,
     safetensors_tensors,
     train,
+    train_and_plan,
     write_config,
     write_images_tree,
 )
@@ -64,9 +64,7 @@ def data(sd, tmp_path_factory):
 def _planned_run(sd, tiny_sd3, data, tmp_path_factory, command: str, name: str, extra: list[str]):
     config = write_config(data, batch_size=2, name=f"{name}.toml")
     out = tmp_path_factory.mktemp(f"sd3-{name}-{sd.label}")
-    args = ["--dataset_config", str(config), "--seed", str(SEED), "--max_train_epochs", str(EPOCHS), *SD3_ARGS, *extra]
-    run = train(sd, command, args, out, tiny=tiny_sd3).check()
-    planned, _ = dry_run([str(config), "--seed", str(SEED), "--epochs", str(EPOCHS)], out / "dry-run.jsonl")
+    run, planned = train_and_plan(sd, command, config, out, [*SD3_ARGS, *extra], tiny=tiny_sd3, epochs=EPOCHS, seed=SEED)
     return run, planned
 
 

@@ -32,12 +32,12 @@ import pytest
 from harness import (
     assert_epochs_have_the_printed_length,
     assert_schedule_is_the_dry_run,
-    dry_run,
     one_checkout_only,
     safetensors_header,
     safetensors_tensor_bytes,
     safetensors_tensors,
     train,
+    train_and_plan,
     write_config,
     write_images_tree,
 )
@@ -92,9 +92,7 @@ def _planned_run(sd, request, data, tmp_path_factory, script: str):
     tiny, _ = _model(sd, request, script)
     config = write_config(data, batch_size=2, name=f"{script}.toml")
     out = tmp_path_factory.mktemp(f"ti-{script}-{sd.label}")
-    args = ["--dataset_config", str(config), "--seed", str(SEED), "--max_train_epochs", str(EPOCHS), *TI_ARGS]
-    run = train(sd, script, args, out, tiny=tiny).check()
-    planned, _ = dry_run([str(config), "--seed", str(SEED), "--epochs", str(EPOCHS)], out / "dry-run.jsonl")
+    run, planned = train_and_plan(sd, script, config, out, [*TI_ARGS], tiny=tiny, epochs=EPOCHS, seed=SEED)
     return run, planned
 
 
