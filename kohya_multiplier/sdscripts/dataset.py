@@ -307,38 +307,37 @@ class PlannedDataset:
             if subset_index is not None and not self._km_spec.subsets[subset_index].excluded:
                 yield key, subset_index, info
 
-    def _keys_in_plan_order(self, image_keys, subset_of, bucket_of, resolutions) -> list | None:
-        """The usual case, checked without an index: sd-scripts registered the plan's images in the
-        plan's order (subsets in order, paths sorted), in the same subsets and buckets."""
-        sd_keys: list = []
-        for i, (key, subset_index, info) in enumerate(self._planned_images()):
-            if (i >= len(image_keys) or (key != image_keys[i] and self._image_path(key) != image_keys[i])
-                    or subset_of[i] != subset_index or resolutions[bucket_of[i]] != tuple(info.bucket_reso)):
-                return None
-            sd_keys.append(key)
-        return sd_keys if len(sd_keys) == len(image_keys) else None
-
     def _keys_if_same_images(self, plan_input) -> list | None:
         """sd-scripts' key of each of ``plan_input``'s images when sd-scripts registered exactly
-        those images, in the same subsets and buckets (then it plans the same); None otherwise."""
+        those images, in the same subsets and buckets (then it plans the same); None otherwise.
+        Usually sd-scripts registered them in the plan's order (subsets in order, paths sorted),
+        checked position by position; an index of the plan's paths is built only where not."""
+        keys = plan_input.image_keys
         resolutions = [tuple(r) for r in plan_input.bucket_resolutions]
         subset_of, bucket_of = plan_input.subset_of_image.tolist(), plan_input.bucket_of_image.tolist()
-        in_order = self._keys_in_plan_order(plan_input.image_keys, subset_of, bucket_of, resolutions)
-        if in_order is not None:
-            return in_order
-        index_of = {path: i for i, path in enumerate(plan_input.image_keys)}
-        if len(index_of) != len(plan_input.image_keys):
-            return None
-        sd_keys: list = [None] * len(index_of)
-        for key, subset_index, info in self._planned_images():
-            i = index_of.get(key)  # sd-scripts' spelling is the core's, most often
+        index_of = None
+        sd_keys: list = [None] * len(keys)
+        for position, (key, subset_index, info) in enumerate(self._planned_images()):
+            i = self._plan_position(key, position, keys)
             if i is None:
-                i = index_of.get(self._image_path(key))
+                if index_of is None:
+                    index_of = {path: n for n, path in enumerate(keys)}
+                    if len(index_of) != len(keys):
+                        return None
+                i = index_of.get(key)  # sd-scripts' spelling is the core's, most often
+                if i is None:
+                    i = index_of.get(self._image_path(key))
             if (i is None or sd_keys[i] is not None or subset_of[i] != subset_index
                     or resolutions[bucket_of[i]] != tuple(info.bucket_reso)):
                 return None
             sd_keys[i] = key
         return None if None in sd_keys else sd_keys
+
+    def _plan_position(self, key: str, position: int, keys: list) -> int | None:
+        """``position`` when the plan's image there is sd-scripts' ``key``, else None."""
+        if position < len(keys) and (key == keys[position] or self._image_path(key) == keys[position]):
+            return position
+        return None
 
     def _differs_from_the_core(self, plan_input, predicted) -> bool:
         """Training follows sd-scripts' own images and buckets; the core's reading predicts them.
@@ -501,8 +500,8 @@ def _listing_folders_once(known: dict):
             names = image_names(directory, extensions)
         except OSError:
             return original(directory, base)
-        paths = [os.path.join(directory, name) for name in names]
-        return sorted(known[p].path if p in known else p for p in paths)
+        paths = (os.path.join(directory, name) for name in names)
+        return sorted(image.path if (image := known.get(p)) is not None else p for p in paths)
 
     namespace["glob_images"] = glob_images
     try:
