@@ -77,7 +77,7 @@ from kohya_multiplier.errors import UserError
 from kohya_multiplier.dataset.finetune_metadata import read_metadata_images, rules_for_layout
 from kohya_multiplier.dataset.images import ImageEntry
 from kohya_multiplier.dataset import ignored as ignored_notes
-from kohya_multiplier.dataset.limits import check_dataset, check_sizes
+from kohya_multiplier.dataset.limits import check_dataset, check_sizes, check_total_images
 from kohya_multiplier.dataset.loss_weights import check_loss_weight, resolve_loss_weight
 from kohya_multiplier.dataset.multipliers import (
     MULTIPLY_TXT,
@@ -93,6 +93,8 @@ from kohya_multiplier.dataset.multipliers import (
     resolve_repeat_setting,
 )
 from kohya_multiplier.dataset.regularization import stock_regularization_note
+from kohya_multiplier.dataset.rates import dataset_rates, is_scheduled
+from kohya_multiplier.dataset.schedules import Schedule, check_epoch_window, read_rate
 from kohya_multiplier.dataset.subset_images import DatasetFilters, read_subset_images, skip_small_images
 from kohya_multiplier.dataset.types import DEFAULTS, CommandLineOptions, DatasetSpec, SubsetSpec, TrainingConfig
 
@@ -179,6 +181,9 @@ SUBSET_ASCENDABLE = {
     "resize_interpolation": "str",
     "multiplier": "multiplier",
     "loss_weight": "loss_weight",  # kohya-multiplier; checked by loss_weights.py
+    "images_per_epoch": "images_per_epoch",  # kohya-multiplier: a count per epoch, made a rate
+    "start_epoch": "epoch",  # kohya-multiplier: the subset trains from this epoch (schedules.py)
+    "end_epoch": "epoch",  # ... through this one
 }
 DROPOUT_ASCENDABLE = {
     "caption_dropout_every_n_epochs": "int",
@@ -201,6 +206,7 @@ DATASET_ASCENDABLE = {
     "network_multiplier": "float",
     "resize_interpolation": "str",
     "skip_image_resolution": "resolution",  # sd-scripts v0.11.1
+    "total_images_per_epoch": "total_images",  # kohya-multiplier: a scheduled dataset's constant total (rates.py)
 }
 
 SUBSET_KEYS = {**SUBSET_ASCENDABLE, **DREAMBOOTH_SUBSET_ONLY, **DREAMBOOTH_ASCENDABLE, **DROPOUT_ASCENDABLE}
@@ -213,6 +219,8 @@ CONDITIONING_SUBSET_ONLY = {"image_dir": "str", "conditioning_data_dir": "str"}
 CONDITIONING_SUBSET_KEYS = {**SUBSET_ASCENDABLE, **CONDITIONING_SUBSET_ONLY, **CONDITIONING_ASCENDABLE, **DROPOUT_ASCENDABLE}
 CONDITIONING_DATASET_KEYS = {**DATASET_ASCENDABLE, **SUBSET_ASCENDABLE, **CONDITIONING_ASCENDABLE, **DROPOUT_ASCENDABLE, "subsets": "subsets"}
 TOP_KEYS = {"general": "general", "datasets": "datasets"}
+# Keys whose value is a rate: a number, or a schedule of numbers (kohya_multiplier.dataset.schedules).
+_RATE_KINDS = {"multiplier": check_multiplier, "loss_weight": check_loss_weight, "images_per_epoch": check_multiplier}
 # The kinds of dataset (sd-scripts' DreamBoothDataset, FineTuningDataset, ControlNetDataset).
 _DREAMBOOTH, _FINE_TUNING, _CONDITIONING = "dreambooth", "fine_tuning", "conditioning"
 
@@ -435,20 +443,21 @@ class _Reader:
             if key not in allowed:
                 raise self.error(self.unknown_key_message(key, level, dataset_kind), where=where, key=key)
             kind = allowed[key]
-            if kind == "multiplier":
-                check_multiplier(value, file=self.file, where=where)
+            if kind in _RATE_KINDS:
+                read_rate(value, _RATE_KINDS[kind], file=self.file, where=where, key=key)
             elif kind == "num_repeats":
                 check_num_repeats(value, file=self.file, where=where)
-            elif kind == "loss_weight":
-                check_loss_weight(value, file=self.file, where=where)
+            elif kind == "epoch":
+                check_epoch_window(value if key == "start_epoch" else None, value if key == "end_epoch" else None,
+                                   file=self.file, where=where)
+            elif kind == "total_images":
+                check_total_images(value, file=self.file, where=where)
             elif kind in _KINDS:
                 test, wanted = _KINDS[kind]
                 if not test(value):
                     raise self.error(f"must be {wanted}, not {describe_value(value)}", where=where, key=key)
 
     def unknown_key_message(self, key: str, level: str, kind: str = _DREAMBOOTH) -> str:
-        if key == "images_per_epoch":
-            return "is read only by `kohya-multiplier balance`; run `kohya-multiplier balance CONFIG --write` to turn it into a multiplier"
         if kind == _CONDITIONING and level == "[[datasets.subsets]]" and key in {**SUBSET_KEYS, **FINE_TUNING_SUBSET_KEYS}:
             return "not allowed in a conditioning subset (one with conditioning_data_dir); sd-scripts accepts it only in other kinds of subset"
         if kind == _CONDITIONING and level == "[[datasets]]" and key in DATASET_KEYS:
@@ -558,8 +567,15 @@ class _Reader:
         )
         filters = self.read_filters(levels, fine_tuning, where)
         subsets, predefined_buckets = self.read_subsets(index, table, general, filters, fine_tuning, no_upscale)
-        uses_multiplier = any(s.multiplier is not None for s in subsets)
-        self.apply_regularization(subsets, uses_multiplier, where)
+        total = self.lookup("total_images_per_epoch", levels)
+        scheduled = is_scheduled(subsets, total)
+        uses_multiplier = scheduled or any(s.multiplier is not None for s in subsets)
+        self.apply_regularization(subsets, uses_multiplier, where, scheduled)
+        rates = None
+        if scheduled:
+            rates = dataset_rates(subsets, total, file=self.file, where=self.where_of("total_images_per_epoch", table, general, where) or where)
+            for subset, peak in zip(subsets, rates.peaks()):
+                subset.effective_multiplier = float(peak)  # what it trains at most; <= 0: never (excluded)
         self.note_excluded(subsets, where)
         spec = DatasetSpec(
             index=index,
@@ -577,6 +593,9 @@ class _Reader:
             fine_tuning=fine_tuning,
             predefined_buckets=predefined_buckets,
             conditioning=kind == _CONDITIONING,
+            rates=rates,
+            total_images_per_epoch=total,
+            file=self.file,
         )
         check_dataset(spec, file=self.file)  # bounded before any planning (kohya_multiplier.dataset.limits)
         return spec
@@ -668,33 +687,21 @@ class _Reader:
         paths = _SubsetPaths.of(table)
         is_reg = bool(table.get("is_reg", False))
         levels = [("subset", table, where), ("dataset", dataset, f"datasets[{dataset_index}]"), ("general", general, "general")]
-        multiplier, origin, num_repeats = self.subset_multiplier(levels, folder, paths, is_reg, where)
-        excluded = (multiplier is not None and multiplier <= 0) or (multiplier is None and num_repeats < 1)
+        multiplier, origin, num_repeats, per_epoch = self.subset_multiplier(levels, folder, paths, is_reg, where)
+        asked = multiplier if multiplier is not None else per_epoch
+        excluded = (asked is not None and _peak(asked) <= 0) or (asked is None and num_repeats < 1)
         if not excluded and self.is_repeated(paths, where, seen_dirs):
             return None
-        if paths.metadata_file is not None:
-            found = read_metadata_images(
-                paths.metadata_file, paths.image_dir_given, rules=rules_for_layout(self.options.sd_scripts_layout), file=self.file,
-                where=where, shown_file=paths.metadata_raw,
-            )
-            images = skip_small_images(found.images, filters, where=f"{self.prefix()}{where}", notes=self.notes)
-            sized_by_train_resolution, image_of_key = found.from_train_resolution, found.path_of_key
-        else:
-            sized_by_train_resolution, image_of_key = False, {}
-            images = read_subset_images(
-                paths.image_dir, file=self.file, where=where, is_reg=is_reg, filters=filters, notes=self.notes, lenient=excluded,
-                cache_info=bool(self.lookup("cache_info", [table, dataset, general], self.options.cache_info)),
-            )
-            if paths.conditioning_dir is not None and not excluded:
-                check_conditioning_pairs(images, paths.conditioning_dir, shown_dir=paths.conditioning_raw, file=self.file,
-                                         where=where, notes=self.notes)
+        images, sized_by_train_resolution, image_of_key = self.read_images(paths, [table, dataset, general], filters, where, is_reg, excluded)
 
-        if multiplier is not None:
-            effective, effective_origin = multiplier, f"multiplier ({origin})"
-        else:
-            effective, effective_origin = float(num_repeats), "num_repeats"
+        multiplier, schedule, effective, effective_origin = _subset_rate(multiplier, per_epoch, num_repeats, origin, len(images))
         loss_weight = resolve_loss_weight(levels, paths.image_dir, shown_dir=paths.image_dir_raw, file=self.file)
+        start_epoch, end_epoch = self.epoch_window(levels)
         return SubsetSpec(
+            multiplier_schedule=schedule,
+            images_per_epoch=per_epoch,
+            start_epoch=start_epoch,
+            end_epoch=end_epoch,
             image_dir=paths.image_dir,
             name=paths.name,
             table=where,
@@ -714,10 +721,29 @@ class _Reader:
             conditioning_dir=paths.conditioning_dir,
         )
 
+    def read_images(self, paths: "_SubsetPaths", tables: list, filters: DatasetFilters, where: str, is_reg: bool, excluded: bool):
+        """(images, sized by train_resolution, image of each metadata key): a subset's images, from
+        its metadata file or its folder (and each one's conditioning image)."""
+        if paths.metadata_file is not None:
+            found = read_metadata_images(
+                paths.metadata_file, paths.image_dir_given, rules=rules_for_layout(self.options.sd_scripts_layout), file=self.file,
+                where=where, shown_file=paths.metadata_raw,
+            )
+            images = skip_small_images(found.images, filters, where=f"{self.prefix()}{where}", notes=self.notes)
+            return images, found.from_train_resolution, found.path_of_key
+        images = read_subset_images(
+            paths.image_dir, file=self.file, where=where, is_reg=is_reg, filters=filters, notes=self.notes, lenient=excluded,
+            cache_info=bool(self.lookup("cache_info", tables, self.options.cache_info)),
+        )
+        if paths.conditioning_dir is not None and not excluded:
+            check_conditioning_pairs(images, paths.conditioning_dir, shown_dir=paths.conditioning_raw, file=self.file,
+                                     where=where, notes=self.notes)
+        return images, False, {}
+
     def subset_multiplier(
         self, levels: list, folder: _FolderInfo | None, paths: "_SubsetPaths", is_reg: bool, where: str
-    ) -> tuple[float | None, str, int]:
-        """(multiplier or None, where it comes from, num_repeats): the tables' settings, else the
+    ) -> tuple[Any, str, int, Any]:
+        """(multiplier or None, where it comes from, num_repeats, images_per_epoch or None): the tables' settings, else the
         image folder's multiply.txt; notes for a multiply.txt the tables override and for an
         inherited regularization multiplier."""
         default_repeats = self.options.dataset_repeats if self.options.dataset_repeats is not None else 1
@@ -725,8 +751,10 @@ class _Reader:
             levels,
             file=self.file,
             default_num_repeats=default_repeats,
+            check_value=lambda value, **where: read_rate(value, check_multiplier, **{"key": "multiplier", **where}),
         )
         multiplier, origin, num_repeats = setting.multiplier, setting.origin, setting.num_repeats
+        per_epoch = setting.images_per_epoch
         if folder is not None and origin == "subset":
             origin = "folder name"
         # multiply.txt: applies unless the subset's own table sets a key or a multiplier is inherited.
@@ -734,16 +762,24 @@ class _Reader:
         image_dir = paths.image_dir
         if paths.metadata_file is not None:
             pass  # EveryDream2's multiply.txt belongs to image folders, not to metadata datasets
-        elif not own_table_sets and multiplier is None and os.path.isdir(image_dir):
+        elif not own_table_sets and multiplier is None and per_epoch is None and os.path.isdir(image_dir):
             shown = os.path.join(paths.image_dir_raw, MULTIPLY_TXT)
             from_file = read_multiply_txt(image_dir, file_for_errors=shown)
             if from_file is not None:
                 multiplier, origin = from_file, "multiply.txt"
         elif os.path.isfile(os.path.join(image_dir, MULTIPLY_TXT)):
             self.notes.append(ignored_notes.lost_multiply_txt(self.prefix(), where, origin, multiplier, num_repeats))
-        if is_reg and multiplier is not None and origin in ("dataset", "general"):
-            self.notes.append(ignored_notes.inherited_regularization(self.prefix(), where, origin, multiplier))
-        return multiplier, origin, num_repeats
+        if is_reg and (multiplier is not None or per_epoch is not None) and origin in ("dataset", "general"):
+            self.notes.append(ignored_notes.inherited_regularization(self.prefix(), where, origin, multiplier if multiplier is not None else per_epoch))
+        return multiplier, origin, num_repeats, per_epoch
+
+    def epoch_window(self, levels: list) -> tuple[int, int | None]:
+        """The subset's start_epoch and end_epoch, each from the most specific level that sets it."""
+        found = {}
+        for key in ("start_epoch", "end_epoch"):
+            found[key] = next(((table[key], where) for _, table, where in levels if table.get(key) is not None), (None, None))
+        (start, start_where), (end, end_where) = found["start_epoch"], found["end_epoch"]
+        return check_epoch_window(start, end, file=self.file, where=None, start_where=start_where, end_where=end_where)
 
     def is_repeated(self, paths: "_SubsetPaths", where: str, seen_dirs: dict) -> bool:
         """Whether an earlier subset of the dataset has the same image_dir / metadata_file as written
@@ -772,7 +808,7 @@ class _Reader:
 
     # -- regularization ------------------------------------------------------------------------
 
-    def apply_regularization(self, subsets: list[SubsetSpec], uses_multiplier: bool, where: str) -> None:
+    def apply_regularization(self, subsets: list[SubsetSpec], uses_multiplier: bool, where: str, scheduled: bool = False) -> None:
         note = None if uses_multiplier else stock_regularization_note(subsets, self.prefix(), where)
         if note:
             self.notes.append(note)
@@ -789,7 +825,9 @@ class _Reader:
             if auto is not None:
                 spec.effective_multiplier = auto
                 spec.effective_origin = "auto (regularization)"
-        if uses_multiplier and any(s.effective_origin == "auto (regularization)" for s in subsets):
+        if scheduled and any(s.effective_origin == "auto (regularization)" for s in subsets):
+            self.notes.append(f"{self.prefix()}{where}: regularization subsets without a multiplier match each epoch's training images")
+        elif uses_multiplier and any(s.effective_origin == "auto (regularization)" for s in subsets):
             autos = sorted({format_number(round(s.effective_multiplier, 6)) for s in subsets if s.effective_origin == "auto (regularization)"})
             self.notes.append(
                 f"{self.prefix()}{where}: regularization subsets without a multiplier get {', '.join(autos)} "
@@ -812,6 +850,31 @@ def _is_fine_tuning(subsets_raw: Any) -> bool | None:
     if with_metadata and with_metadata < len(tables):
         return None
     return bool(tables) and with_metadata == len(tables)
+
+
+def _subset_rate(multiplier, per_epoch, num_repeats: int, origin: str, images: int):
+    """(multiplier, its schedule or None, effective multiplier, effective origin) of a subset of
+    ``images`` images: images_per_epoch made a rate; a schedule's peak stands for it until the
+    dataset resolves the rates of each epoch (read_dataset)."""
+    if per_epoch is not None:  # a count per epoch: the rate of the images the subset really has
+        multiplier = _per_image(per_epoch, images)
+    schedule = multiplier if isinstance(multiplier, Schedule) else None
+    if schedule is not None:
+        multiplier = schedule.peak
+    if multiplier is None:
+        return None, None, float(num_repeats), "num_repeats"
+    key = "images_per_epoch" if per_epoch is not None else "multiplier"
+    return multiplier, schedule, multiplier, f"{key} ({origin})"
+
+
+def _peak(rate) -> float:
+    return rate.peak if isinstance(rate, Schedule) else float(rate)
+
+
+def _per_image(per_epoch, images: int):
+    """images_per_epoch as a multiplier of ``images`` images (0 without images)."""
+    factor = 1.0 / images if images else 0.0
+    return per_epoch.scaled(factor) if isinstance(per_epoch, Schedule) else float(per_epoch) * factor
 
 
 def _exclusion_reason(s: SubsetSpec) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from kohya_multiplier.dataset.schedules import describe_rate
 from kohya_multiplier.dataset.multipliers import MULTIPLY_TXT, format_number
 
 
@@ -27,17 +28,17 @@ def dropped_folder(path: str, repeats: int | None) -> str:
     return f"{path}: ignored: {reason} (sd-scripts ignores it too)"
 
 
-def lost_multiply_txt(prefix: str, where: str, origin: str, multiplier: float | None, num_repeats: int) -> str:
+def lost_multiply_txt(prefix: str, where: str, origin: str, multiplier, num_repeats: int) -> str:
     """A multiply.txt the precedence rules overrule (origin: the level that decided)."""
     level = {"subset": "its own table", "folder name": "its folder name", "dataset": "its [[datasets]] table",
              "general": "[general]"}.get(origin, origin)
-    setting = f"multiplier {format_number(multiplier)}" if multiplier is not None else f"num_repeats {num_repeats}"
+    setting = f"multiplier {describe_rate(multiplier)}" if multiplier is not None else f"num_repeats {num_repeats}"
     return f"{prefix}{where}: {MULTIPLY_TXT} ignored: {setting} from {level} wins"
 
 
-def inherited_regularization(prefix: str, where: str, origin: str, multiplier: float) -> str:
+def inherited_regularization(prefix: str, where: str, origin: str, multiplier) -> str:
     level = "[general]" if origin == "general" else "its [[datasets]] table"
-    return (f"{prefix}{where}: regularization subset takes multiplier {format_number(multiplier)} from {level}, not the "
+    return (f"{prefix}{where}: regularization subset takes multiplier {describe_rate(multiplier)} from {level}, not the "
             "automatic regularization rule (which applies only to regularization subsets without any multiplier; "
             "num_repeats = 1 in its own table brings the rule back)")
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kohya_multiplier.errors import UserError
-from kohya_multiplier.dataset.multipliers import format_number, split_multiplier
+from kohya_multiplier.dataset.multipliers import describe_value, format_number, split_multiplier
 
 if TYPE_CHECKING:
     from kohya_multiplier.dataset.types import DatasetSpec
@@ -95,6 +95,8 @@ def check_dataset(dataset: "DatasetSpec", *, file: str | None) -> None:
         check_multiplier_bound(m, file=file, where=subset.table, key=key)
         n = len(subset.images)
         total += m * n
+        if dataset.scheduled:
+            continue  # its rates change every epoch; the total below is its constant T
         whole, fraction = split_multiplier(m)
         if whole == 0 and fraction == 0:
             fraction = m  # a positive multiplier the split rounds to 0 would silently train nothing
@@ -106,12 +108,22 @@ def check_dataset(dataset: "DatasetSpec", *, file: str | None) -> None:
                 "use 0 to exclude the subset, or a larger multiplier",
                 file=file, where=subset.table, key=key,
             )
+    if dataset.scheduled:
+        total = dataset.rates.total
     if total > MAX_IMAGES_PER_EPOCH:
         raise UserError(
             f"an epoch would train {_count(total)} images; at most {MAX_IMAGES_PER_EPOCH:,} per epoch are planned "
             "(lower the multipliers or num_repeats)",
             file=file, where=dataset.table or f"datasets[{dataset.index}]",
         )
+
+
+def check_total_images(value, *, file: str | None, where: str | None, key: str = "total_images_per_epoch") -> float:
+    """A scheduled dataset's constant total of images per epoch (rates.py)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value > MAX_IMAGES_PER_EPOCH:
+        raise UserError(f"must be a number of images above 0 and at most {MAX_IMAGES_PER_EPOCH:,}, not {describe_value(value)}",
+                        file=file, where=where, key=key)
+    return float(value)
 
 
 def _count(value: float) -> str:
@@ -130,5 +142,5 @@ def check_epoch_length(dataset_index: int, epoch_length: int, *, file: str | Non
 
 __all__ = [
     "MAX_EPOCH", "MAX_PLANNED_EPOCHS", "MAX_MULTIPLIER", "MAX_IMAGES_PER_EPOCH", "MIN_FRACTIONAL_IMAGES",
-    "MAX_BATCH_SIZE", "MAX_SIDE", "check_sizes", "check_epoch_range", "check_multiplier_bound", "check_dataset", "check_epoch_length",
+    "MAX_BATCH_SIZE", "MAX_SIDE", "check_sizes", "check_epoch_range", "check_multiplier_bound", "check_dataset", "check_epoch_length", "check_total_images",
 ]

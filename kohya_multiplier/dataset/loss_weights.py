@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 from kohya_multiplier.errors import UserError
 from kohya_multiplier.dataset.multipliers import describe_value, read_number_file
+from kohya_multiplier.dataset.schedules import Schedule, read_rate
 
 KEY = "loss_weight"
 LOSS_SCALE_TXT = "loss_scale.txt"
@@ -30,18 +31,23 @@ MAX_LOSS_WEIGHT = 1000.0
 
 @dataclass(frozen=True)
 class LossWeight:
-    value: float
+    value: float  # the weight (a schedule's value at epoch 1)
     origin: str  # "subset" / "dataset" / "general" / "loss_scale.txt" / "" (default 1)
+    schedule: Schedule | None = None  # the weight over epochs, when scheduled
 
     @property
     def is_default(self) -> bool:
-        return self.value == 1.0
+        return self.value == 1.0 and self.schedule is None
+
+    def at(self, epoch: int) -> float:
+        return self.schedule.at(epoch) if self.schedule is not None else self.value
 
 
 DEFAULT = LossWeight(1.0, "")
 
 
 def check_loss_weight(value: Any, *, file: str | None, where: str | None, key: str = KEY) -> float:
+    """One weight (a schedule's point is checked point by point, by schedules.read_rate)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UserError(f"must be a number, not {describe_value(value)}", file=file, where=where, key=key)
     value = float(value)
@@ -58,7 +64,10 @@ def resolve_loss_weight(
     """``levels`` from most to least specific, as ``(origin, table, where)``; then loss_scale.txt."""
     for origin, table, where in levels:
         if table.get(KEY) is not None:
-            return LossWeight(check_loss_weight(table[KEY], file=file, where=where), origin)
+            weight = read_rate(table[KEY], check_loss_weight, file=file, where=where, key=KEY)
+            if isinstance(weight, Schedule):
+                return LossWeight(weight.at(1), origin, weight)
+            return LossWeight(weight, origin)
     shown = os.path.join(shown_dir, LOSS_SCALE_TXT)
     from_file = read_number_file(os.path.join(image_dir, LOSS_SCALE_TXT), shown=shown)
     if from_file is None:
@@ -68,5 +77,5 @@ def resolve_loss_weight(
 
 def describe(weight: LossWeight) -> str:
     """For tables: "2 (subset)", "0.5 (loss_scale.txt)", "1"."""
-    text = f"{weight.value:g}"
+    text = weight.schedule.describe() if weight.schedule is not None else f"{weight.value:g}"
     return f"{text} ({weight.origin})" if weight.origin else text

@@ -124,9 +124,10 @@ class RepeatSetting:
     ``num_repeats`` is the default).
     """
 
-    multiplier: float | None
+    multiplier: Any  # a float, a schedule (kohya_multiplier.dataset.schedules), or None
     num_repeats: int
     origin: str
+    images_per_epoch: Any = None  # the deciding level's images_per_epoch (a count or a schedule); then multiplier is None
 
 
 def resolve_repeat_setting(
@@ -134,6 +135,7 @@ def resolve_repeat_setting(
     *,
     file: str | None,
     default_num_repeats: int = 1,
+    check_value=None,
 ) -> RepeatSetting:
     """Apply the precedence rule to ``levels``, given from most to least specific.
 
@@ -147,32 +149,38 @@ def resolve_repeat_setting(
     sd-scripts resolves every key (subset > dataset > general) while treating the two keys as two
     spellings of one setting. When the deciding level gives a multiplier, ``num_repeats`` is
     still resolved through the levels below (as sd-scripts would), and is reported but unused.
-    Setting both keys in one table is an error.
+    Setting both keys in one table is an error. ``images_per_epoch`` (a count per epoch, made a
+    rate once the subset's images are known) is a third spelling of the same setting.
+    ``check_value(value, file=, where=, key=)``: how a multiplier or count is read (default: a
+    plain number; the reader passes one that also takes schedules).
     """
+    check = check_value or check_multiplier
     decided: RepeatSetting | None = None
     num_repeats: int | None = None
     for origin, table, where in levels:
-        has_m = "multiplier" in table and table["multiplier"] is not None
-        has_r = "num_repeats" in table and table["num_repeats"] is not None
-        if has_m and has_r:
+        present = [key for key in ("multiplier", "num_repeats", "images_per_epoch") if table.get(key) is not None]
+        if len(present) > 1:
             raise UserError(
-                "cannot be combined with num_repeats in the same table; use one of them",
+                f"cannot be combined with {present[1]} in the same table; use one of them",
                 file=file,
                 where=where,
-                key="multiplier",
+                key=present[0],
             )
+        has_r = present == ["num_repeats"]
         if has_r and num_repeats is None:
             num_repeats = check_num_repeats(table["num_repeats"], file=file, where=where)
-        if decided is None and has_m:
-            m = check_multiplier(table["multiplier"], file=file, where=where)
-            decided = RepeatSetting(m, 0, origin)
+        if decided is None and present == ["multiplier"]:
+            decided = RepeatSetting(check(table["multiplier"], file=file, where=where), 0, origin)
+        elif decided is None and present == ["images_per_epoch"]:
+            count = check(table["images_per_epoch"], file=file, where=where, key="images_per_epoch")
+            decided = RepeatSetting(None, 0, origin, images_per_epoch=count)
         elif decided is None and has_r:
             decided = RepeatSetting(None, num_repeats if num_repeats is not None else default_num_repeats, origin)
     if num_repeats is None:
         num_repeats = default_num_repeats
     if decided is None:
         return RepeatSetting(None, num_repeats, "")
-    return RepeatSetting(decided.multiplier, num_repeats, decided.origin)
+    return RepeatSetting(decided.multiplier, num_repeats, decided.origin, decided.images_per_epoch)
 
 
 def check_num_repeats(value: Any, *, file: str | None, where: str | None) -> int:

@@ -14,6 +14,8 @@ from kohya_multiplier.dataset.buckets import BucketLayout
 from kohya_multiplier.dataset.images import ImageEntry
 from kohya_multiplier.dataset.loss_weights import DEFAULT as DEFAULT_LOSS_WEIGHT
 from kohya_multiplier.dataset.loss_weights import LossWeight
+from kohya_multiplier.dataset.rates import DatasetRates
+from kohya_multiplier.dataset.schedules import Schedule
 
 __all__ = ["DEFAULTS", "ImageEntry", "SubsetSpec", "DatasetSpec", "TrainingConfig", "CommandLineOptions"]
 
@@ -51,6 +53,10 @@ class SubsetSpec:
     sized_by_train_resolution: bool = False  # sd-scripts <= v0.9: every image of the metadata has a train_resolution
     image_of_key: dict[str, str] = field(default_factory=dict)  # fine-tuning: each metadata key's image path
     conditioning_dir: str | None = None  # conditioning subsets: conditioning_data_dir (absolute), one image per trained image
+    multiplier_schedule: Schedule | None = None  # the multiplier over epochs (images_per_epoch made a rate); then multiplier is its peak
+    images_per_epoch: Any = None  # images_per_epoch as given (a count or a schedule), when it set the rate
+    start_epoch: int = 1  # the subset trains from this epoch ...
+    end_epoch: int | None = None  # ... through this one (None: to the end)
 
     @property
     def source(self) -> str:
@@ -81,6 +87,13 @@ class DatasetSpec:
     fine_tuning: bool = False  # subsets with metadata_file (sd-scripts' FineTuningDataset)
     predefined_buckets: bool = False  # sd-scripts <= v0.9: each image's train_resolution is its bucket
     conditioning: bool = False  # subsets with conditioning_data_dir (sd-scripts' ControlNetDataset)
+    rates: DatasetRates | None = None  # a scheduled dataset: every subset's rate in every epoch (rates.py); None: constant
+    total_images_per_epoch: float | None = None  # as given (rates.total is what trains)
+    file: str | None = None  # the config file it was read from (for messages of later stages)
+
+    @property
+    def scheduled(self) -> bool:
+        return self.rates is not None
 
     @property
     def uses_loss_weight(self) -> bool:

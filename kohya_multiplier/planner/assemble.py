@@ -7,6 +7,7 @@ batches take the rest of its fractional picks.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,8 +38,11 @@ class EpochPlan:
 
 
 def assemble_epoch(
-    layout: DatasetLayout, seed: int, epoch: int, allocation: EpochAllocation, fractional_by_bucket: list[np.ndarray]
+    layout: DatasetLayout, seed: int, epoch: int, allocation: EpochAllocation, fractional_by_bucket: list[np.ndarray],
+    batches: int | None = None,
 ) -> EpochPlan:
+    """``batches``: split the largest batches until the epoch has that many (a scheduled dataset's
+    constant length, in an epoch whose picks need fewer)."""
     bucket_of_batch, sizes, lists = [], [], []
     for bucket in range(layout.n_buckets):
         images = np.concatenate([layout.integer_lists[bucket], fractional_by_bucket[bucket]])
@@ -54,6 +58,8 @@ def assemble_epoch(
         bucket_of_batch.extend([bucket] * len(bucket_sizes))
         sizes.extend(bucket_sizes)
         lists.append(images)
+    if batches is not None and batches != len(sizes):
+        sizes, bucket_of_batch = split_batches(sizes, bucket_of_batch, batches)
     sizes = np.asarray(sizes, dtype=np.int64)
     bucket_of_batch = np.asarray(bucket_of_batch, dtype=np.int64)
     flat = np.concatenate(lists) if lists else np.zeros(0, dtype=np.int64)
@@ -64,3 +70,23 @@ def assemble_epoch(
     offsets = np.r_[0, np.cumsum(new_sizes)].astype(np.int64)
     gather = np.repeat(starts[order] - offsets[:-1], new_sizes) + np.arange(flat.size)
     return EpochPlan(epoch, bucket_of_batch[order], offsets, flat[gather])
+
+
+def split_batches(sizes: list[int], bucket_of_batch: list[int], batches: int) -> tuple[list[int], list[int]]:
+    """Split batches into near-equal pieces until there are ``batches``: always the batch whose
+    pieces are largest (ties: the first), so the epoch's batches stay as even as they can."""
+    if batches < len(sizes) or batches > sum(sizes):
+        raise ValueError(f"planner invariant broken: {sum(sizes)} images cannot fill {batches} batches of at least one")
+    pieces = [1] * len(sizes)
+    heap = [(-size, index) for index, size in enumerate(sizes)]
+    heapq.heapify(heap)
+    for _ in range(batches - len(sizes)):
+        _, index = heapq.heappop(heap)
+        pieces[index] += 1
+        heapq.heappush(heap, ((-sizes[index]) // pieces[index], index))  # minus the largest piece
+    new_sizes, new_buckets = [], []
+    for size, bucket, count in zip(sizes, bucket_of_batch, pieces):
+        small, larger = divmod(size, count)
+        new_sizes.extend([small + 1] * larger + [small] * (count - larger))
+        new_buckets.extend([bucket] * count)
+    return new_sizes, new_buckets

@@ -12,6 +12,7 @@ Vocabulary:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -267,3 +268,48 @@ def _share_subset_demand(fraction, cell_subset, cell_size, n_subsets) -> np.ndar
     rank = np.arange(order.size) - starts[ranked_subset]
     units[order[rank < short[ranked_subset]]] += 1
     return units
+
+
+# --------------------------------------------------------------------------------------------
+# Scheduled datasets: one set of cells, the rates of each epoch
+
+
+def every_image_in_cells(subset_of_image, bucket_of_image, n_subsets: int, batch_size: int) -> DatasetLayout:
+    """The cells of a scheduled dataset: every subset's images, as any subset may have a
+    fractional part in some epoch. The rates of each epoch come from :func:`epoch_layout`; the
+    cells, and so the credits and rotation streams, stay the same across epochs."""
+    return build_layout(subset_of_image, bucket_of_image, [0.5] * n_subsets, batch_size)
+
+
+def epoch_layout(cells: DatasetLayout, multipliers) -> DatasetLayout:
+    """``cells`` (from :func:`every_image_in_cells`) with one epoch's multipliers: the base batches
+    of its integer parts and the demand of its fractional parts, O(cells). Its integer lists are
+    left empty (a replay needs none): :func:`with_integer_lists` adds them for an epoch that is planned."""
+    parts = [split_multiplier(multiplier) for multiplier in multipliers]
+    integer_part = np.array([part[0] for part in parts], dtype=np.int64)
+    fraction = np.array([part[1] for part in parts], dtype=np.float64)
+    n_buckets, batch_size = cells.n_buckets, cells.batch_size
+    appearances = np.bincount(cells.cell_bucket, weights=integer_part[cells.cell_subset] * cells.cell_size,
+                              minlength=n_buckets).astype(np.int64)
+    base_batches = -(-appearances // batch_size)
+    free_slots = base_batches * batch_size - appearances
+    cell_demand = _share_subset_demand(fraction, cells.cell_subset, cells.cell_size, len(multipliers))
+    cell_demand = np.minimum(cell_demand, cells.cell_size * UNITS_PER_IMAGE - 1)
+    demand = np.bincount(cells.cell_bucket, weights=cell_demand, minlength=n_buckets).astype(np.int64)
+    has_fraction = fraction[cells.cell_subset] > 0
+    capacity = np.bincount(cells.cell_bucket, weights=cells.cell_size * has_fraction, minlength=n_buckets).astype(np.int64)
+    batch_fill = _batch_fill(demand, capacity, free_slots, batch_size)
+    fractional_batches = _fractional_batches(demand, capacity, free_slots, batch_fill)
+    return dataclasses.replace(
+        cells, integer_lists=[], base_batches=base_batches, free_slots=free_slots, capacity=capacity, batch_fill=batch_fill,
+        cell_demand=cell_demand, cell_excludes=fraction[cells.cell_subset] > 0.5, extra_batches=math.ceil(fractional_batches),
+        fractional_batches=fractional_batches,
+    )
+
+
+def with_integer_lists(layout: DatasetLayout, subset_of_image, bucket_of_image, multipliers) -> DatasetLayout:
+    """An epoch layout with its integer lists (each image repeated by its subset's integer part)."""
+    integer_part = np.array([split_multiplier(multiplier)[0] for multiplier in multipliers], dtype=np.int64)
+    repeats = integer_part[np.asarray(subset_of_image, dtype=np.int64)]
+    integer_lists, _, _ = _base_batches(np.asarray(bucket_of_image, dtype=np.int64), repeats, layout.n_buckets, layout.batch_size)
+    return dataclasses.replace(layout, integer_lists=integer_lists)

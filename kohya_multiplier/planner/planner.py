@@ -83,11 +83,7 @@ class DatasetPlanner:
         return self._ahead[1], self._ahead[2]
 
     def _windows(self, allocation: EpochAllocation, out=None) -> np.ndarray:
-        layout = self.layout
-        # picks, or n - picks where the cell walks the images it leaves out (arithmetic: no masked copy)
-        windows = np.multiply(layout.window_sign, allocation.cell_picks, out=out)
-        windows += layout.window_base
-        return windows
+        return rotation_windows(self.layout, allocation, out)
 
     def _replay(self, epoch: int) -> None:
         """Bring the state to the end of ``epoch``."""
@@ -113,27 +109,40 @@ class DatasetPlanner:
         if epoch < 1:
             raise ValueError(f"epochs count from 1, got {epoch}")
         self._replay(epoch - 1)
-        layout = self.layout
         allocation, _ = self._allocation()
-        windows = self._windows(allocation)
-        cell, local = take(self.seed, layout.cell_subset, layout.cell_bucket, layout.cell_size, self._rotation, windows)
-        flat = layout.cell_start[cell] + local
-        excludes = layout.cell_excludes[cell]
-        picked = flat[~excludes]
-        cell_of = cell[~excludes]
-        rotate_out = np.flatnonzero(layout.cell_excludes & (allocation.cell_picks > 0))
-        if rotate_out.size:
-            # Cells above 1/2 walk the images they leave out: the picks are the rest of the cell.
-            owner, members = ranges(layout.cell_start[rotate_out], layout.cell_size[rotate_out])
-            left_out = np.zeros(layout.cell_members.size, dtype=bool)
-            left_out[flat[excludes]] = True
-            keep = ~left_out[members]
-            picked = np.concatenate([picked, members[keep]])
-            cell_of = np.concatenate([cell_of, rotate_out[owner][keep]])
-        images = layout.cell_members[picked]
-        bucket_of = layout.cell_bucket[cell_of]
-        order = np.argsort(bucket_of, kind="stable")
-        bounds = np.searchsorted(bucket_of[order], np.arange(layout.n_buckets + 1))
-        images = images[order]
-        fractional_by_bucket = [images[bounds[bucket] : bounds[bucket + 1]] for bucket in range(layout.n_buckets)]
-        return assemble_epoch(layout, self.seed, epoch, allocation, fractional_by_bucket)
+        fractional_by_bucket = fractional_picks(self.layout, self.seed, self._rotation, allocation)
+        return assemble_epoch(self.layout, self.seed, epoch, allocation, fractional_by_bucket)
+
+
+def rotation_windows(layout: DatasetLayout, allocation: EpochAllocation, out=None) -> np.ndarray:
+    """Each cell's rotation window this epoch: its picks, or n - picks where the cell walks the
+    images it leaves out (arithmetic: no masked copy)."""
+    windows = np.multiply(layout.window_sign, allocation.cell_picks, out=out)
+    windows += layout.window_base
+    return windows
+
+
+def fractional_picks(layout: DatasetLayout, seed: int, rotation: RotationState, allocation: EpochAllocation) -> list[np.ndarray]:
+    """The images the epoch's fractional picks take, per bucket (canonical image indices): each
+    cell's next window of its rotation stream."""
+    windows = rotation_windows(layout, allocation)
+    cell, local = take(seed, layout.cell_subset, layout.cell_bucket, layout.cell_size, rotation, windows)
+    flat = layout.cell_start[cell] + local
+    excludes = layout.cell_excludes[cell]
+    picked = flat[~excludes]
+    cell_of = cell[~excludes]
+    rotate_out = np.flatnonzero(layout.cell_excludes & (allocation.cell_picks > 0))
+    if rotate_out.size:
+        # Cells above 1/2 walk the images they leave out: the picks are the rest of the cell.
+        owner, members = ranges(layout.cell_start[rotate_out], layout.cell_size[rotate_out])
+        left_out = np.zeros(layout.cell_members.size, dtype=bool)
+        left_out[flat[excludes]] = True
+        keep = ~left_out[members]
+        picked = np.concatenate([picked, members[keep]])
+        cell_of = np.concatenate([cell_of, rotate_out[owner][keep]])
+    images = layout.cell_members[picked]
+    bucket_of = layout.cell_bucket[cell_of]
+    order = np.argsort(bucket_of, kind="stable")
+    bounds = np.searchsorted(bucket_of[order], np.arange(layout.n_buckets + 1))
+    images = images[order]
+    return [images[bounds[bucket] : bounds[bucket + 1]] for bucket in range(layout.n_buckets)]

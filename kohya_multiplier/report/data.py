@@ -72,6 +72,26 @@ def rotation_bound(multiplier: float) -> int | None:
     return 2 * math.ceil(1 / fraction) + 2 if whole == 0 else 1
 
 
+def scheduled_rotation_bound(rate_of_epoch, last: int, longest: int = 1_000_000) -> int | None:
+    """The contract's longest gap for a rate that changes with the epoch: an image last trained
+    in epoch ``last`` (or whose subset started after it) trains again before ``last + bound``,
+    where the bound is the epochs over which its subset's expected picks per image reach 1 twice
+    over, plus 2. For a constant fraction f that is 2 x ceil(1/f) + 2, the static bound; an epoch
+    with a whole rate trains every image. None when the subset stops training first."""
+    reached, periods, epoch = 0.0, 0, last
+    while epoch - last < longest:
+        epoch += 1
+        rate = rate_of_epoch(epoch)
+        if rate <= 0:
+            return None
+        reached += min(float(rate), 1.0)
+        if reached >= 1 - 1e-9:
+            periods, reached = periods + 1, 0.0
+            if periods == 2:
+                return epoch - last + 2
+    return None
+
+
 @dataclass
 class EpochBin:
     """A range of epochs shown as one column."""

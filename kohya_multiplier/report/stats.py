@@ -37,6 +37,9 @@ class DatasetStats:
     unused: np.ndarray | None = None  # (S,) images sd-scripts never registers (stock regularization)
     labels: list[str] | None = None  # (S,) text of the multiplier column, when not the multiplier itself
     loss_weights: list[str] | None = None  # (S,) loss weight and its origin, when a subset has one other than 1
+    targets: np.ndarray | None = None  # (S, E) a scheduled dataset's scaled target of each planned epoch
+    scales: list[float] | None = None  # (E,) its common factor c(e) of each planned epoch
+    turning: list[int] | None = None  # its epochs where some schedule or window turns
 
 
 def collect_stats(
@@ -51,9 +54,14 @@ def collect_stats(
     multipliers = [s.effective_multiplier for s in dataset.subsets]
     origins = [s.effective_origin for s in dataset.subsets]
     expected = np.array([max(m, 0.0) for m in multipliers]) * sizes
-    unused = labels = None
+    unused = labels = targets = scales = None
     if plan_input.stock:
         expected, unused, labels, multipliers, origins = _stock_columns(dataset, plan_input, sizes, multipliers, origins)
+    if dataset.scheduled:
+        targets = np.stack([dataset.rates.at(e) * sizes for e in epochs], axis=1) if epochs else np.zeros((len(sizes), 0))
+        scales = [dataset.rates.scale(e) for e in epochs]
+        expected = targets.mean(axis=1) if epochs else expected
+        labels = [_scheduled_label(s) for s in dataset.subsets]
     return DatasetStats(
         dataset=dataset.index,
         batch_size=dataset.batch_size,
@@ -72,7 +80,25 @@ def collect_stats(
         unused=unused,
         labels=labels,
         loss_weights=[describe_loss_weight(s.loss_weight) for s in dataset.subsets] if dataset.uses_loss_weight else None,
+        targets=targets,
+        scales=scales,
+        turning=dataset.rates.turning_epochs() if dataset.scheduled else None,
     )
+
+
+def _scheduled_label(subset) -> str:
+    """The multiplier column of a scheduled dataset's subset: what it asks for (scaled every epoch)."""
+    if subset.excluded:
+        return f"{_multiplier_text(subset.effective_multiplier)}"
+    if subset.effective_origin.startswith("auto"):
+        text = "auto (regularization)"
+    elif subset.multiplier_schedule is not None or subset.images_per_epoch is not None:
+        text = f"scheduled ({_origin_text(subset.effective_origin)})"
+    else:
+        text = f"{_multiplier_text(subset.multiplier if subset.multiplier is not None else subset.num_repeats)} ({_origin_text(subset.effective_origin)})"
+    if subset.start_epoch > 1 or subset.end_epoch is not None:
+        text += f", epochs {subset.start_epoch}-{subset.end_epoch if subset.end_epoch is not None else ''}"
+    return text
 
 
 def _stock_columns(dataset: DatasetSpec, plan_input: PlanInput, sizes, multipliers, origins):
@@ -143,6 +169,12 @@ def stock_order_note(datasets: list[DatasetSpec]) -> str | None:
 
 def epoch_shape_line(stats: DatasetStats) -> str:
     summary = stats.summary
+    if getattr(summary, "scheduled", False):
+        return (
+            f"dataset {stats.dataset}: batch size {stats.batch_size}, {stats.buckets} bucket{'s' * (stats.buckets != 1)}, "
+            f"{summary.epoch_length} batches per epoch (scheduled: {format_number(round(summary.images_per_epoch, 2))} images "
+            f"every epoch, the mix set by the schedules, constant from epoch {summary.horizon})"
+        )
     if stats.stock:
         return (
             f"dataset {stats.dataset}: batch size {stats.batch_size}, {stats.buckets} bucket{'s' * (stats.buckets != 1)}, "
@@ -190,7 +222,39 @@ def format_table(stats: DatasetStats) -> str:
         lines.append("  ".join(cells).rstrip())
         if r == 0 or r == len(rows) - 1:
             lines.append("  ".join("-" * w for w in widths))
+    if stats.targets is not None and stats.epochs:
+        lines.extend(format_schedule_table(stats))
     return "\n".join(lines)
+
+
+MAX_SCHEDULE_COLUMNS = 8
+
+
+def schedule_columns(stats: DatasetStats) -> list[int]:
+    """The planned epochs the schedule table shows: the first, the last and the turning epochs
+    between them (at most MAX_SCHEDULE_COLUMNS, evenly chosen)."""
+    first, last = stats.epochs[0], stats.epochs[-1]
+    shown = sorted({first, last} | {e for e in (stats.turning or []) if first <= e <= last})
+    if len(shown) > MAX_SCHEDULE_COLUMNS:
+        keep = np.linspace(0, len(shown) - 1, MAX_SCHEDULE_COLUMNS).round().astype(int)
+        shown = [shown[i] for i in sorted(set(keep))]
+    return shown
+
+
+def format_schedule_table(stats: DatasetStats) -> list[str]:
+    """Target (scaled) / trained images of each subset at the first, last and turning epochs."""
+    columns = schedule_columns(stats)
+    position = {epoch: i for i, epoch in enumerate(stats.epochs)}
+    rows = [["epoch"] + [str(e) for e in columns], ["scale"] + [f"{stats.scales[position[e]]:.3g}" for e in columns]]
+    for subset, name in enumerate(stats.subset_names):
+        if stats.excluded[subset]:
+            continue
+        rows.append([name] + [f"{stats.targets[subset, position[e]]:.1f} / {int(stats.counts[subset, position[e]])}" for e in columns])
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    lines = ["schedule: target images (scaled to the constant total) / images trained, at the first, last and turning epochs:"]
+    for row in rows:
+        lines.append("  ".join(cell.ljust(widths[c]) if c == 0 else cell.rjust(widths[c]) for c, cell in enumerate(row)).rstrip())
+    return lines
 
 
 def _subset_row(stats: DatasetStats, subset: int, name: str) -> list[str]:

@@ -27,6 +27,8 @@ import torch
 from library import config_util, train_util
 
 from kohya_multiplier.dataset.images import image_names
+from kohya_multiplier.dataset.loss_weights import DEFAULT as DEFAULT_LOSS_WEIGHT
+from kohya_multiplier.dataset.loss_weights import LossWeight
 from kohya_multiplier.errors import UserError, warn_once
 from kohya_multiplier.planner.dataset_plan import DatasetPlan
 from kohya_multiplier.planner.plan_input import build_plan_input, plan_input_for_dataset
@@ -96,6 +98,17 @@ def _capturing_image_infos(captured: list):
         namespace["ImageInfo"] = original
 
 
+def _shown_multipliers(spec) -> list[float]:
+    """What sd-scripts' metadata and start-up lines show as each subset's repeats: its multiplier
+    (of epoch 1, where the dataset is scheduled)."""
+    return [float(m) for m in spec.rates.at(1)] if spec.scheduled else [s.effective_multiplier for s in spec.subsets]
+
+
+def _given(weight: LossWeight):
+    """A loss weight as the config gave it: a number, or its schedule's points."""
+    return weight.schedule.as_given() if weight.schedule is not None else _plain_number(weight.value)
+
+
 def _plain_number(value: float):
     """2.0 -> 2 (metadata readers expect integer repeats when they are integers); 0.25 stays."""
     return int(value) if float(value).is_integer() else float(value)
@@ -132,8 +145,8 @@ class PlannedDataset:
         self._km_subset_of_object: dict[int, int | None] = {}  # id(sd-scripts subset) -> index in the spec
         self._km_spec = None
         self._km_epoch_value = None
-        self._km_loss_weights: dict[str, float] | None = None  # subset source -> loss_weight, when some is not 1
-        self._km_weight_of_source: dict[str, float] = {}  # the same by sd-scripts' own spelling (__getitem__'s lookup)
+        self._km_loss_weights: dict[str, LossWeight] | None = None  # subset source -> loss_weight, when some is not 1
+        self._km_weight_of_source: dict[str, LossWeight] = {}  # the same by sd-scripts' own spelling (__getitem__'s lookup)
         self._km_known_images: dict = {}  # image path -> the core's ImageEntry, with its size (construction only)
         session = self.km_session
         is_training = bool(kwargs.get("is_training_dataset", True))
@@ -148,13 +161,13 @@ class PlannedDataset:
                 self._km_seed = session.seed
                 self._know_images(spec)
             if spec is not None and spec.uses_loss_weight:
-                self._km_loss_weights = {_source_key(s.source): s.loss_weight.value for s in spec.subsets}
+                self._km_loss_weights = {_source_key(s.source): s.loss_weight for s in spec.subsets}
             # A dataset without multipliers stays stock sd-scripts, also in a config where others
             # have them: its own registration of regularization images, repeats and shuffle.
             if spec is not None and spec.uses_multiplier:
                 planned = True
                 self._km_spec = spec
-                self._km_multipliers = [s.effective_multiplier for s in spec.subsets]
+                self._km_multipliers = _shown_multipliers(spec)
                 self._km_subset_of_dir = {_source_key(s.source): i for i, s in enumerate(spec.subsets)}
                 kwargs["subsets"] = self._without_excluded(kwargs.get("subsets", []))
                 # the headers the core read are handed to sd-scripts: each image is read once per run
@@ -212,12 +225,13 @@ class PlannedDataset:
             self._km_subset_of_object[key] = self._km_subset_of_dir.get(_source_key(self._subset_source(subset)))
         return self._km_subset_of_object[key]
 
-    def _loss_weight_of(self, subset) -> float:
+    def _loss_weight_of(self, subset, epoch: int = 1) -> float:
+        """The subset's loss weight in ``epoch`` (a scheduled weight follows the epoch)."""
         source = self._subset_source(subset)
         weight = self._km_weight_of_source.get(source)
         if weight is None:  # once per subset, not per image of every batch
-            weight = self._km_weight_of_source[source] = self._km_loss_weights.get(_source_key(source), 1.0)
-        return weight
+            weight = self._km_weight_of_source[source] = self._km_loss_weights.get(_source_key(source), DEFAULT_LOSS_WEIGHT)
+        return weight.at(epoch)
 
     def _without_excluded(self, subsets):
         kept = []
@@ -381,7 +395,7 @@ class PlannedDataset:
             return
         if self._km_index < len(config.datasets):
             self._km_spec = config.datasets[self._km_index]
-            self._km_multipliers = [s.effective_multiplier for s in self._km_spec.subsets]
+            self._km_multipliers = _shown_multipliers(self._km_spec)
             self._record_multipliers_for_metadata()
 
     def _apply_epoch(self, epoch: int) -> None:
@@ -412,10 +426,11 @@ class PlannedDataset:
         if self._km_plan is not None:
             entry = self._km_plan.dataset_plan.metadata()
         if self._km_loss_weights is not None:  # next to the multipliers (n_repeats), by folder (or metadata file) name
+            weights = {_source_key(self._subset_source(s)): s for s in self.subsets}
             entry["loss_weights"] = {
-                os.path.basename(os.path.normpath(self._subset_source(s))): _plain_number(self._loss_weight_of(s))
-                for s in self.subsets
-                if _source_key(self._subset_source(s)) in self._km_loss_weights
+                os.path.basename(os.path.normpath(self._subset_source(s))): _given(self._km_loss_weights[key])
+                for key, s in weights.items()
+                if key in self._km_loss_weights
             }
         return entry
 
@@ -452,7 +467,8 @@ class PlannedDataset:
         example = super().__getitem__(index)
         if self._km_loss_weights is not None and training and isinstance(example, dict) and "loss_weights" in example:
             weights = example["loss_weights"]
-            factors = [self._loss_weight_of(self.image_to_subset[k]) for k in self._batch_image_keys(index)]
+            epoch = self._epoch_now()
+            factors = [self._loss_weight_of(self.image_to_subset[k], epoch) for k in self._batch_image_keys(index)]
             example["loss_weights"] = weights * torch.tensor(factors, dtype=weights.dtype)
         if self._km_record and training and isinstance(example, dict):
             example[BATCH_RECORD_KEY] = self._batch_record(index)

@@ -39,7 +39,9 @@ from kohya_multiplier.sdscripts import session as _session
 DEFAULT_TABLE_EPOCHS = 10
 MAX_TABLE_EPOCHS = 100
 # What in a user's input asks for kohya-multiplier: keys of a dataset config, files in an image folder.
-_EXTENSION_KEYS = ("multiplier", "loss_weight")
+_RATE_KEYS = ("multiplier", "loss_weight", "images_per_epoch")
+_WINDOW_KEYS = ("start_epoch", "end_epoch")
+_EXTENSION_KEYS = (*_RATE_KEYS, *_WINDOW_KEYS, "total_images_per_epoch")
 _EXTENSION_FILES = (MULTIPLY_TXT, LOSS_SCALE_TXT)
 
 
@@ -101,20 +103,30 @@ def install(session: _session.Session) -> None:
 
 
 def _extend_schema(config_util, session: _session.Session) -> None:
-    def multiplier_value(value):
-        # The core loader checks the value with the dry run's messages; this stops voluptuous from
-        # rejecting the key ("extra keys not allowed") and tells the self-check the config asks for
-        # multipliers (should the config reading hook ever miss).
-        from voluptuous import Invalid
+    from voluptuous import Invalid
 
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise Invalid("must be a number")
+    def rate_value(value):
+        # The core loader checks the value (a number or a schedule) with the dry run's messages;
+        # this stops voluptuous from rejecting the key ("extra keys not allowed") and tells the
+        # self-check the config asks for multipliers (should the config reading hook ever miss).
+        if isinstance(value, bool) or not isinstance(value, (int, float, list, dict)):
+            raise Invalid("must be a number or a schedule")
+        session.multiplier_requested = True
+        return value
+
+    def epoch_value(value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Invalid("must be a whole epoch")
         session.multiplier_requested = True
         return value
 
     schema = config_util.ConfigSanitizer.SUBSET_ASCENDABLE_SCHEMA
-    schema["multiplier"] = multiplier_value
-    schema["loss_weight"] = multiplier_value  # the same: a number, checked by the core, that asks for us
+    for key in _RATE_KEYS:
+        schema[key] = rate_value
+    for key in _WINDOW_KEYS:
+        schema[key] = epoch_value
+    # A scheduled dataset's total; at dataset level, and so also in [general]
+    config_util.ConfigSanitizer.DATASET_ASCENDABLE_SCHEMA["total_images_per_epoch"] = rate_value
 
 
 # --- the dataset config, read by the core before any model loads --------------------------------
