@@ -36,6 +36,9 @@ TREES = {
     "everydream-folders.toml": {"train/landscapes": 400, "train/portraits": 40, "train/logo": 6},
     "fine-tuning-metadata.toml": {"images/photos": 1000, "images/art": 100, "images/logos": 10},
     "dreambooth-folders.toml": {"train/0.25_alice": 200, "train/3_bob": 12, "train/1.5_carol": 20, "reg/1_person": 500},
+    "phase-out-regularization.toml": {"train/subject": 40, "reg/person": 2000},
+    "bring-in-a-concept.toml": {"train/alice": 100, "train/hat": 50},
+    "fade-in-a-style.toml": {"train/subject": 100, "train/style": 200},
 }
 TRAINING_CONFIGS = {"dreambooth-folders.toml"}  # sd-scripts --config_file files, not dataset configs
 MULTIPLY_TXT = {"train/landscapes": "0.2", "train/portraits": "1.5"}
@@ -159,3 +162,45 @@ def test_fractional_folder_names_set_the_multipliers(planned):
     assert set(per_image["train/1.5_carol"].values()) <= {14, 15, 16}
     assert_balanced(per_epoch["reg/1_person"], 116)
     assert "0.25 (folder name)" in out and "total optimization steps: 580 (from --max_train_epochs)" in out
+
+
+def _batches_per_epoch(out: str) -> int:
+    line = next(line for line in out.splitlines() if "batches per epoch (scheduled:" in line)
+    return int(line.split(" batches per epoch")[0].rsplit(" ", 1)[1])
+
+
+@pytest.mark.parametrize("planned", ["phase-out-regularization.toml"], indirect=True)
+def test_regularization_share_falls_from_10_to_2_percent_at_50_images_per_epoch(planned):
+    per_epoch, per_image, out = planned
+    shares = []
+    for epoch in range(1, EPOCHS + 1):
+        subject, reg = per_epoch["train/subject"][epoch], per_epoch["reg/person"][epoch]
+        assert abs(subject + reg - 50) <= 2, (epoch, subject, reg)
+        shares.append(reg / (subject + reg))
+    assert 0.06 <= shares[0] <= 0.14 and shares[-1] <= 0.06
+    assert sum(per_epoch["reg/person"].values()) < sum(5 - 4.08 * (e - 1) / 9 for e in range(1, 11)) + TOTAL_SLACK
+    assert max(per_image["reg/person"].values()) == 1  # a different few every epoch
+    assert "schedule: target images" in out and _batches_per_epoch(out) >= 25
+
+
+@pytest.mark.parametrize("planned", ["bring-in-a-concept.toml"], indirect=True)
+def test_the_hat_enters_at_epoch_5_and_takes_half_of_each_epoch(planned):
+    per_epoch, per_image, out = planned
+    for epoch in range(1, 5):
+        assert per_epoch["train/hat"][epoch] == 0 and per_epoch["train/alice"][epoch] == 100
+    for epoch in range(5, EPOCHS + 1):
+        assert abs(per_epoch["train/hat"][epoch] - 50) <= PER_EPOCH_SLACK, epoch
+        assert abs(per_epoch["train/alice"][epoch] + per_epoch["train/hat"][epoch] - 100) <= 2, epoch
+    assert len(per_image["train/hat"]) == 50  # every hat image within its first two epochs
+    assert 25 <= _batches_per_epoch(out) <= 28 and "epochs 5-" in out  # 100 images in 3 buckets of batch size 4
+
+
+@pytest.mark.parametrize("planned", ["fade-in-a-style.toml"], indirect=True)
+def test_the_style_fades_in_to_half_of_each_epoch(planned):
+    per_epoch, _, out = planned
+    style = [per_epoch["train/style"][e] for e in range(1, EPOCHS + 1)]
+    assert style[0] == 0 and abs(style[-1] - 50) <= PER_EPOCH_SLACK
+    assert all(b >= a - PER_EPOCH_SLACK for a, b in zip(style, style[1:]))  # rises epoch by epoch
+    for epoch in range(1, EPOCHS + 1):
+        assert abs(per_epoch["train/subject"][epoch] + per_epoch["train/style"][epoch] - 100) <= 2, epoch
+    assert "scheduled (subset)" in out

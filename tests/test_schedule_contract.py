@@ -126,9 +126,13 @@ def test_cumulative_counts_track_the_scaled_targets(data):
     target = np.stack([rates.at(epoch) * sizes for epoch in range(1, EPOCHS + 1)])
     error = np.cumsum(per_subset, axis=0) - np.cumsum(target, axis=0)
     bound = int(bucket_of_image.max()) + 2 + batch_size  # the static bound, and one image a subset may leave at a window's end
-    assert np.abs(error).max() <= bound, (np.abs(error).max(), bound)
-    # The epoch's total is T (within the same bound): the constant length holds a constant mix size.
-    assert np.abs(per_subset.sum(axis=1) - rates.total).max() <= 2 * bound
+    assert error.min() >= -bound, (error.min(), bound)
+    # Over-serving comes only from epochs whose images cannot fill the batches (reported, as a
+    # static plan's rounding up is).
+    if not planner.summary.rounded_up:
+        assert error.max() <= bound, (error.max(), bound)
+        # The epoch's total is T (within the same bound): the constant length holds a constant mix size.
+        assert np.abs(per_subset.sum(axis=1) - rates.total).max() <= 2 * bound
 
 
 @SETTINGS

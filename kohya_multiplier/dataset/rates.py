@@ -76,6 +76,10 @@ class DatasetRates:
         state["_cache"] = None
         return state
 
+    def __repr__(self) -> str:
+        total = self.total if self.total_given else None
+        return f"DatasetRates({list(self.subsets)!r}, {total!r})"
+
     def requested(self, epoch: int) -> np.ndarray:
         """(S,) multipliers asked for in ``epoch``, automatic regularization included, before scaling."""
         rates = np.array([s.requested(epoch) if not s.auto else 0.0 for s in self.subsets])

@@ -264,7 +264,7 @@ def _fill_room(layout: DatasetLayout, credit, served, left_per_bucket, room, bat
     wanted = np.minimum(
         np.where(batches > 0, room, np.minimum(room, left_per_bucket)), _per_bucket(layout, candidates)
     )
-    if not layout.extra_batches_exact:
+    if not layout.fills_room_ahead:
         # The extra batches have spare capacity on average, so there is no need to work ahead: a
         # bucket takes early picks only while its cells, together, are behind their pace (credit
         # above the phase).

@@ -48,6 +48,9 @@ class DatasetLayout:
     # epoch shape
     extra_batches: int  # K
     fractional_batches: Fraction  # exact fractional demand in batches, before rounding up to K
+    # Room in extra batches takes next epoch's picks even where no cell is behind (None: where K is
+    # exact, as a static plan needs to keep up; a scheduled plan, sized with room, says False).
+    works_ahead: bool | None = None
 
     # Derived once per layout (the allocation runs every epoch of a replay).
     @functools.cached_property
@@ -93,6 +96,10 @@ class DatasetLayout:
     def extra_batches_exact(self) -> bool:
         """Whether K equals the fractional demand in batches (no spare capacity on average)."""
         return Fraction(self.extra_batches) == self.fractional_batches
+
+    @property
+    def fills_room_ahead(self) -> bool:
+        return self.extra_batches_exact if self.works_ahead is None else self.works_ahead
 
     @property
     def base_total(self) -> int:

@@ -46,8 +46,8 @@ class ScheduledSummary:
     epoch_length: int  # L batches, every epoch
     images_per_epoch: float  # T, the constant total the rates are scaled to
     horizon: int  # the rates are constant from this epoch on
+    rounded_up: bool = False  # some epoch's images do not fill its batches: picks are taken early, subsets over-served
     scheduled: bool = True
-    rounded_up: bool = False  # no rounding up of a fractional demand: the length is sized for the schedule
 
 
 class ScheduledPlanner:
@@ -63,7 +63,9 @@ class ScheduledPlanner:
         self.n_subsets = len(rates.at(1))
         self.cells = every_image_in_cells(self.subset_of_image, self.bucket_of_image, self.n_subsets, batch_size)
         self._layouts: dict[bytes, DatasetLayout] = {}
+        self.rounded_up = False  # set by the sizing simulation of the chosen length
         self.epoch_length = self._sized()
+        self._keeps_up(self.epoch_length, self.rates.horizon + simulation_epochs(self.layout(self.rates.horizon)))
         if rates.total < self.epoch_length:
             raise ScheduleError(
                 f"{rates.total:.4g} images per epoch cannot fill the {self.epoch_length} batches an epoch of its buckets needs "
@@ -88,7 +90,7 @@ class ScheduledPlanner:
 
     @property
     def summary(self) -> ScheduledSummary:
-        return ScheduledSummary(self.epoch_length, self.rates.total, self.rates.horizon)
+        return ScheduledSummary(self.epoch_length, self.rates.total, self.rates.horizon, self.rounded_up)
 
     # -- one epoch's shape and allocation -------------------------------------------------------
 
@@ -125,6 +127,7 @@ class ScheduledPlanner:
         allocation, after = allocate_epoch(_with_extra(sized, extra), CreditState(start))
         whole = int((layout.base_batches * layout.batch_size - layout.free_slots).sum())  # integer-part appearances
         if whole + int(allocation.cell_picks.sum()) < length and extra < room:
+            self.rounded_up = True
             allocation, after = allocate_epoch(_with_extra(sized, room), CreditState(start))
         return allocation, after, whole + int(allocation.cell_picks.sum())
 
@@ -157,6 +160,7 @@ class ScheduledPlanner:
 
     def _keeps_up(self, length: int, epochs: int) -> bool:
         credit = CreditState.initial(self.cells)
+        self.rounded_up = False
         for epoch in range(1, epochs + 1):
             layout = self.layout(epoch)
             allocation, credit, images = self._allocation(epoch, credit, length)
@@ -201,6 +205,7 @@ class ScheduledPlanner:
 
 
 def _with_extra(layout: DatasetLayout, extra: int) -> DatasetLayout:
-    """``layout`` with ``extra`` extra batches, all of them needed: credits are charged exactly
-    (no rounding up is handed back)."""
-    return dataclasses.replace(layout, extra_batches=extra, fractional_batches=Fraction(extra))
+    """``layout`` with ``extra`` extra batches: credits are charged exactly (no rounding up is
+    handed back), and room takes picks early only while cells are behind (the length has room, so
+    working ahead would only over-serve)."""
+    return dataclasses.replace(layout, extra_batches=extra, fractional_batches=Fraction(extra), works_ahead=False)
