@@ -120,9 +120,14 @@ class DatasetRates:
         return np.max([self.at(epoch) for epoch in range(1, self.horizon + 1)], axis=0)
 
     def mix_changes(self) -> bool:
-        """Whether the scaled rates differ between some epochs (else the schedules change nothing)."""
-        first = self.at(1)
-        return any(not np.allclose(self.at(epoch), first, rtol=_SAME, atol=0) for epoch in range(2, self.horizon + 1))
+        """Whether the subsets' shares of an epoch differ between some epochs that train images
+        (else the schedules change only the size, which the constant total undoes)."""
+        shares = []
+        for epoch in range(1, self.horizon + 1):
+            asked = self.requested(epoch) * self.images
+            if asked.sum() > 0:
+                shares.append(asked / asked.sum())
+        return any(not np.allclose(share, shares[0], rtol=_SAME, atol=1e-12) for share in shares[1:])
 
     def requests_change(self) -> bool:
         first = self.requested(1)
@@ -155,12 +160,6 @@ def dataset_rates(subsets, total, *, file: str | None, where: str) -> DatasetRat
     """The rates of a scheduled dataset's subsets (resolved SubsetSpecs), checked: every epoch
     trains something, and the schedules change the mix (not only the size, which T fixes)."""
     rates = DatasetRates([_subset_rate(s) for s in subsets], total)
-    empty = rates.epoch_without_images()
-    if empty is not None:
-        raise UserError(
-            f"in epoch {empty} no subset trains (each is outside its start_epoch..end_epoch or at 0); every epoch must "
-            "train images, as sd-scripts gives every epoch the same number of steps", file=file, where=where, key="start_epoch",
-        )
     if rates.requests_change() and not rates.mix_changes():
         raise UserError(
             "its schedules change every subset alike, and a dataset trains the same number of images every epoch (sd-scripts "
@@ -168,6 +167,12 @@ def dataset_rates(subsets, total, *, file: str | None, where: str) -> DatasetRat
             "resolution) cannot be kept exact: put both image sets in one dataset as subsets (bucket_no_upscale = true keeps "
             "small copies in small buckets) and schedule those, or train the phases as two runs",
             file=file, where=where, key="multiplier",
+        )
+    empty = rates.epoch_without_images()
+    if empty is not None:
+        raise UserError(
+            f"in epoch {empty} no subset trains (each is outside its start_epoch..end_epoch or at 0); every epoch must "
+            "train images, as sd-scripts gives every epoch the same number of steps", file=file, where=where, key="start_epoch",
         )
     return rates
 
