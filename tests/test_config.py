@@ -498,10 +498,10 @@ SUBSET = 'datasets[0].subsets[0] (train/alice)'
         ("inf", f"dataset.toml: {SUBSET}: multiplier: must be a finite number, not inf"),
         ("-inf", f"dataset.toml: {SUBSET}: multiplier: must be a finite number, not -inf"),
         ("true", f"dataset.toml: {SUBSET}: multiplier: must be a number, not a boolean (true)"),
-        ("[0.5]", f"dataset.toml: {SUBSET}: multiplier point 1: must be a pair [epoch, value], not a float (0.5)"),
-        ("[[1, 0.5], [1, 2]]", f"dataset.toml: {SUBSET}: multiplier point 2: epochs must increase: epoch 1 comes after epoch 1"),
-        ('{ steps = [[1, 0.5]] }', f"dataset.toml: {SUBSET}: multiplier: a schedule table holds one key, 'linear' or 'step', "
-                                   "with a list of [epoch, value] points; found 'steps'"),
+        ("[0.5]", f"dataset.toml: {SUBSET}: multiplier: a schedule is a table of epoch = value points, e.g. "
+                  "{ 1 = 0.5, 20 = 0.1 } (sd-scripts' TOML reader refuses lists that mix integers and floats); not an array"),
+        ('{ 1 = 0.5, x = 2 }', f"dataset.toml: {SUBSET}: multiplier: a schedule's keys are epochs from 1 to 10,000 "
+                               "(and step = true); not 'x'"),
     ],
 )
 def test_golden_bad_multiplier(value, message):

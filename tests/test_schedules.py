@@ -46,13 +46,15 @@ def test_a_schedule_is_linear_between_points_and_constant_outside():
 @pytest.mark.parametrize(
     "value, message",
     [
-        ("[]", "multiplier: a schedule is a non-empty list of [epoch, value] points, e.g. [[1, 0.5], [20, 0.1]]; not an array"),
-        ("[[0, 1]]", "multiplier point 1: its epoch must be a whole number from 1 to 10,000, not an integer (0)"),
-        ("[[1.5, 1]]", "multiplier point 1: its epoch must be a whole number from 1 to 10,000, not a float (1.5)"),
-        ("[[1, 1], [5, nan]]", "multiplier point 2: must be a finite number, not nan"),
-        ('[[1, "x"]]', 'multiplier point 1: must be a number, not a string ("x")'),
-        ("[[1, 1, 2]]", "multiplier point 1: must be a pair [epoch, value], not an array"),
-        ("{ step = [[4, 1], [2, 0]] }", "multiplier point 2: epochs must increase: epoch 2 comes after epoch 4"),
+        ("{}", "multiplier: a schedule needs at least one epoch = value point, e.g. { 1 = 0.5, 20 = 0.1 }"),
+        ("{ 0 = 1 }", "multiplier: a schedule's keys are epochs from 1 to 10,000 (and step = true); not '0'"),
+        ("{ 10001 = 1 }", "multiplier: a schedule's keys are epochs from 1 to 10,000 (and step = true); not '10001'"),
+        ("{ 1 = 1, 5 = nan }", "multiplier epoch 5: must be a finite number, not nan"),
+        ('{ 1 = "x" }', 'multiplier epoch 1: must be a number, not a string ("x")'),
+        ("{ 1 = 1, 01 = 2 }", "multiplier: epoch 1 is given twice"),
+        ('{ 1 = 1, step = "yes" }', 'multiplier step: must be true or false, not a string ("yes")'),
+        ("[[1, 1], [4, 0.5]]", "multiplier: a schedule is a table of epoch = value points, e.g. { 1 = 0.5, 20 = 0.1 } "
+                               "(sd-scripts' TOML reader refuses lists that mix integers and floats); not an array"),
     ],
 )
 def test_a_bad_schedule_is_one_line_naming_the_point(value, message):
@@ -66,7 +68,7 @@ def test_bad_windows_and_totals_are_one_line():
         "dataset.toml: datasets[0].subsets[1] (b): end_epoch: 3 is before start_epoch 6: the subset would never train")
     assert error_of(two(b="start_epoch = true")).endswith("start_epoch: must be a whole epoch from 1 to 10,000, not a boolean (true)")
     assert error_of(HEAD + "total_images_per_epoch = 0\n" + two()[len(HEAD):]).startswith("dataset.toml: general: total_images_per_epoch: must be")
-    assert error_of(two(a="loss_weight = [[1, -1]]")).endswith("loss_weight point 1: must be a finite number >= 0, not -1")
+    assert error_of(two(a="loss_weight = { 1 = -1 }")).endswith("loss_weight epoch 1: must be a finite number >= 0, not -1")
     assert error_of(two(a="images_per_epoch = 3\nmultiplier = 1")).endswith(
         "datasets[0].subsets[0] (a): multiplier: cannot be combined with images_per_epoch in the same table; use one of them")
 
@@ -83,12 +85,12 @@ def test_a_fade_between_datasets_is_refused_with_what_to_do_instead():
 [[datasets]]
 [[datasets.subsets]]
 image_dir = "low"
-multiplier = [[1, 1], [10, 0]]
+multiplier = { 1 = 1, 10 = 0 }
 [[datasets]]
 resolution = 768
 [[datasets.subsets]]
 image_dir = "full"
-multiplier = [[1, 0], [10, 1]]
+multiplier = { 1 = 0, 10 = 1 }
 """
     message = error_of(text)
     assert message.startswith("dataset.toml: datasets[0]: multiplier: its schedules change every subset alike")
@@ -122,7 +124,7 @@ def test_plan_prints_targets_beside_actuals_at_the_turning_epochs(capsys):
     folders(a=20, b=20)
     path = "dataset.toml"
     with open(path, "w") as handle:
-        handle.write(two(a="multiplier = 1", b="multiplier = { step = [[1, 0.5], [4, 0.1]] }\nloss_weight = [[1, 1], [4, 0.5]]"))
+        handle.write(two(a="multiplier = 1", b="multiplier = { 1 = 0.5, 4 = 0.1, step = true }\nloss_weight = { 1 = 1, 4 = 0.5 }"))
     assert main(["plan", path, "--epochs", "6", "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert "batches per epoch (scheduled: 30 images every epoch" in out
@@ -135,13 +137,13 @@ def test_plan_prints_targets_beside_actuals_at_the_turning_epochs(capsys):
 
 def test_a_scheduled_dataset_records_its_schedules_in_the_metadata():
     folders(a=4, b=4)
-    config = load(two(b="multiplier = [[1, 0.5], [3, 1]]\nstart_epoch = 2"))
+    config = load(two(b="multiplier = { 1 = 0.5, 3 = 1 }\nstart_epoch = 2"))
     metadata = DatasetPlan(config.datasets[0], 3).metadata()
-    assert metadata["schedules"] == {"b": {"multiplier": [[1, 0.5], [3, 1]], "start_epoch": 2}}
+    assert metadata["schedules"] == {"b": {"multiplier": {"1": 0.5, "3": 1}, "start_epoch": 2}}
     assert metadata["images_per_epoch"] == 4 and metadata["planner_version"] == 2
 
 
 def test_a_loss_weight_schedule_follows_the_epoch():
     folders(a=2, b=2)
-    weight = load(two(a="loss_weight = { step = [[1, 2], [3, 0.5]] }")).datasets[0].subsets[0].loss_weight
+    weight = load(two(a="loss_weight = { 1 = 2, 3 = 0.5, step = true }")).datasets[0].subsets[0].loss_weight
     assert [weight.at(e) for e in (1, 2, 3, 9)] == [2, 2, 0.5, 0.5] and not weight.is_default

@@ -1,16 +1,16 @@
 """Schedules: a rate that changes with the epoch. Torch-free.
 
 Wherever a rate is given (``multiplier``, ``loss_weight``, ``images_per_epoch``) a schedule may
-stand instead of the number: a list of ``[epoch, value]`` points,
+stand instead of the number: a table of ``epoch = value`` points,
 
-    multiplier = [[1, 0.5], [20, 0.1]]              # linear between the points, constant outside
-    multiplier = { step = [[1, 0.5], [10, 0.2]] }   # each value holds until the next point
-    multiplier = { linear = [[1, 0.5], [20, 0.1]] } # the same as the plain list
+    multiplier = { 1 = 0.5, 20 = 0.1 }               # linear between the points, constant outside
+    multiplier = { 1 = 0.5, 10 = 0.2, step = true }  # each value holds until the next point
 
-Epochs count from 1 as sd-scripts prints them; they are whole numbers and increase strictly. A
-schedule is constant before its first point and after its last. ``start_epoch`` / ``end_epoch``
-(inclusive) make a subset train only inside that window. What a scheduled dataset trains each
-epoch, and how its epoch length stays constant, is :mod:`kohya_multiplier.dataset.rates`.
+Epochs count from 1 as sd-scripts prints them. A schedule is constant before its first point and
+after its last. (A table, not a list of pairs: sd-scripts reads the dataset config with a TOML
+reader that refuses arrays mixing integers and floats, such as ``[1, 0.5]``.) ``start_epoch`` /
+``end_epoch`` (inclusive) make a subset train only inside that window. What a scheduled dataset
+trains each epoch, and how its epoch length stays constant, is :mod:`kohya_multiplier.dataset.rates`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import Any, Callable, Mapping
 from kohya_multiplier.errors import UserError
 from kohya_multiplier.dataset.multipliers import describe_value, format_number
 
-LINEAR = "linear"
 STEP = "step"
 # The last epoch a schedule point may name: no training run reaches a later one.
 MAX_SCHEDULE_EPOCH = 10_000
@@ -63,10 +62,10 @@ class Schedule:
     def scaled(self, factor: float) -> "Schedule":
         return Schedule(self.epochs, tuple(v * factor for v in self.values), self.step)
 
-    def as_given(self) -> Any:
-        """The TOML value that writes this schedule (for model metadata and ``balance``)."""
-        points = [[e, _plain(v)] for e, v in zip(self.epochs, self.values)]
-        return {STEP: points} if self.step else points
+    def as_given(self) -> dict:
+        """The TOML table that writes this schedule (for model metadata and ``balance``)."""
+        points: dict = {str(e): _plain(v) for e, v in zip(self.epochs, self.values)}
+        return {**points, STEP: True} if self.step else points
 
     def describe(self) -> str:
         """For tables: "0.5 (epoch 1) → 0.1 (epoch 20)", "step: 1 (epoch 1) → 0 (epoch 10)"."""
@@ -79,7 +78,7 @@ def _plain(value: float) -> int | float:
 
 
 def is_schedule(value: Any) -> bool:
-    """Whether a TOML value is written as a schedule (a list of points, or a table of one)."""
+    """Whether a TOML value is written as a schedule (a table; a list is refused with the spelling)."""
     return isinstance(value, (list, tuple, Mapping))
 
 
@@ -88,42 +87,35 @@ def read_schedule(
 ) -> Schedule:
     """The schedule a TOML value writes, or a one-line UserError naming the point that is wrong.
     ``check_value(value, file=, where=, key=)`` checks one value as the plain key would."""
-    step = False
-    points = value
-    if isinstance(value, Mapping):
-        kinds = list(value)
-        if len(kinds) != 1 or kinds[0] not in (LINEAR, STEP):
-            raise UserError(
-                f"a schedule table holds one key, {LINEAR!r} or {STEP!r}, with a list of [epoch, value] points; "
-                f"found {', '.join(map(repr, kinds)) or 'no key'}",
-                file=file, where=where, key=key,
-            )
-        step = kinds[0] == STEP
-        points = value[kinds[0]]
-    if not isinstance(points, (list, tuple)) or not points:
+    if not isinstance(value, Mapping):
         raise UserError(
-            f"a schedule is a non-empty list of [epoch, value] points, e.g. [[1, 0.5], [20, 0.1]]; not {describe_value(points)}",
+            f"a schedule is a table of epoch = value points, e.g. {{ 1 = 0.5, 20 = 0.1 }} (sd-scripts' TOML reader refuses "
+            f"lists that mix integers and floats); not {describe_value(value)}",
             file=file, where=where, key=key,
         )
+    step = value.get(STEP, False)
+    if not isinstance(step, bool):
+        raise UserError(f"must be true or false, not {describe_value(step)}", file=file, where=where, key=f"{key} {STEP}")
+    points: dict[int, float] = {}
+    for name, point_value in value.items():
+        if name == STEP:
+            continue
+        epoch = int(name) if isinstance(name, str) and name.isascii() and name.isdigit() else None
+        if epoch is None or not 1 <= epoch <= MAX_SCHEDULE_EPOCH:
+            raise UserError(
+                f"a schedule's keys are epochs from 1 to {MAX_SCHEDULE_EPOCH:,} (and {STEP} = true); not {name!r}",
+                file=file, where=where, key=key,
+            )
+        if epoch in points:
+            raise UserError(f"epoch {epoch} is given twice", file=file, where=where, key=key)
+        points[epoch] = check_value(point_value, file=file, where=where, key=f"{key} epoch {epoch}")
+    if not points:
+        raise UserError("a schedule needs at least one epoch = value point, e.g. { 1 = 0.5, 20 = 0.1 }",
+                        file=file, where=where, key=key)
     if len(points) > MAX_POINTS:
         raise UserError(f"a schedule has at most {MAX_POINTS} points, not {len(points)}", file=file, where=where, key=key)
-    epochs: list[int] = []
-    values: list[float] = []
-    for number, point in enumerate(points, start=1):
-        label = f"{key} point {number}"
-        if not isinstance(point, (list, tuple)) or len(point) != 2:
-            raise UserError(f"must be a pair [epoch, value], not {describe_value(point)}", file=file, where=where, key=label)
-        epoch, point_value = point
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= MAX_SCHEDULE_EPOCH:
-            raise UserError(
-                f"its epoch must be a whole number from 1 to {MAX_SCHEDULE_EPOCH:,}, not {describe_value(epoch)}",
-                file=file, where=where, key=label,
-            )
-        if epochs and epoch <= epochs[-1]:
-            raise UserError(f"epochs must increase: epoch {epoch} comes after epoch {epochs[-1]}", file=file, where=where, key=label)
-        epochs.append(epoch)
-        values.append(check_value(point_value, file=file, where=where, key=label))
-    return Schedule(tuple(epochs), tuple(values), step)
+    epochs = sorted(points)
+    return Schedule(tuple(epochs), tuple(points[e] for e in epochs), step)
 
 
 def check_epoch_window(start: Any, end: Any, *, file: str | None, where: str | None, start_where: str | None = None,
