@@ -100,6 +100,12 @@ class DatasetSpec:
         """Some subset that trains has a loss weight other than sd-scripts' 1."""
         return any(not s.excluded and not s.loss_weight.is_default for s in self.subsets)
 
+    @property
+    def loss_weights_follow_the_epoch(self) -> bool:
+        """Some subset that trains has a scheduled loss weight (its schedule records then carry
+        each image's weight)."""
+        return any(not s.excluded and s.loss_weight.schedule is not None for s in self.subsets)
+
     def bucket_layout(self) -> BucketLayout:
         if self.layout is None:
             self.layout = BucketLayout.create(

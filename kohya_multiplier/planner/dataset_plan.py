@@ -57,8 +57,12 @@ class DatasetPlan:
         """The schedule record of batch ``batch`` of ``plan`` (an epoch of this plan)."""
         bucket, images = plan.batch(batch)
         keys = self.plan_input.image_keys
+        weights = None
+        if self.dataset.loss_weights_follow_the_epoch:  # each image's weight in this epoch
+            subsets = self.dataset.subsets
+            weights = [subsets[s].loss_weight.at(plan.epoch) for s in self.plan_input.subset_of_image[images].tolist()]
         return batch_record(plan.epoch, self.index, batch, self.plan_input.bucket_resolutions[bucket],
-                            [keys[j] for j in images])
+                            [keys[j] for j in images], loss_weights=weights)
 
     def records(self, plan: EpochPlan) -> Iterator[dict]:
         for batch in range(len(plan)):

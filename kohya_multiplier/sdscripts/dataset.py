@@ -32,7 +32,7 @@ from kohya_multiplier.dataset.loss_weights import LossWeight
 from kohya_multiplier.errors import UserError, warn_once
 from kohya_multiplier.planner.dataset_plan import DatasetPlan
 from kohya_multiplier.planner.plan_input import build_plan_input, plan_input_for_dataset
-from kohya_multiplier.planner.records import batch_record
+from kohya_multiplier.planner.records import LOSS_WEIGHTS_KEY, batch_record
 from kohya_multiplier.sdscripts import session as _session
 from kohya_multiplier.sdscripts.recorder import BATCH_RECORD_KEY  # the recorder owns the key it takes out of each batch
 
@@ -162,6 +162,7 @@ class PlannedDataset:
                 self._know_images(spec)
             if spec is not None and spec.uses_loss_weight:
                 self._km_loss_weights = {_source_key(s.source): s.loss_weight for s in spec.subsets}
+                self._km_weights_scheduled = spec.loss_weights_follow_the_epoch
             # A dataset without multipliers stays stock sd-scripts, also in a config where others
             # have them: its own registration of regularization images, repeats and shuffle.
             if spec is not None and spec.uses_multiplier:
@@ -200,6 +201,7 @@ class PlannedDataset:
         return by_key.get(_path_key(path))
 
     _km_known_images_normalized: dict | None = None
+    _km_weights_scheduled = False  # some loss weight follows the epoch: records carry the weights applied
 
     # -- what the two kinds do differently ----------------------------------------------------
 
@@ -465,13 +467,17 @@ class PlannedDataset:
             if epoch != self._km_plan.applied_epoch:
                 self._apply_epoch(epoch)
         example = super().__getitem__(index)
+        factors = None
         if self._km_loss_weights is not None and training and isinstance(example, dict) and "loss_weights" in example:
             weights = example["loss_weights"]
             epoch = self._epoch_now()
             factors = [self._loss_weight_of(self.image_to_subset[k], epoch) for k in self._batch_image_keys(index)]
             example["loss_weights"] = weights * torch.tensor(factors, dtype=weights.dtype)
         if self._km_record and training and isinstance(example, dict):
-            example[BATCH_RECORD_KEY] = self._batch_record(index)
+            record = self._batch_record(index)
+            if factors is not None and self._km_weights_scheduled:  # as applied to the loss; the dry run records the config's
+                record[LOSS_WEIGHTS_KEY] = [float(f) for f in factors]
+            example[BATCH_RECORD_KEY] = record
         return example
 
     def _batch_image_keys(self, index: int) -> list:

@@ -68,7 +68,20 @@ def test_the_scheduled_lora_trains_the_dry_run_epoch_by_epoch(lora_run):
     assert "schedule: target images" in plan.stdout and "scheduled (subset)" in run.output
     assert [_subject_counts(run.records, e).get("bob", 0) for e in range(1, EPOCHS + 1)][:2] == [0, 0]
     assert _subject_counts(run.records, 3).get("bob", 0) > 0
-    assert _subject_counts(run.records, 4)["alice"] > _subject_counts(run.records, 1)["alice"]
+    # epoch 1 asks for 3 + 2 (dave) + 5 (regularization) = 10 images, the constant total
+    assert sum(_subject_counts(run.records, 4).values()) == sum(_subject_counts(run.records, 1).values()) == 10
+
+
+def test_each_batch_is_weighted_as_the_schedule_says(lora_run):
+    """Training records the loss weights it applied to each batch; the dry run records the
+    config's (compared above, batch by batch): alice's falls from 1 to 0.5 by epoch 4."""
+    run, _, _ = lora_run
+    weights = {}
+    for record in run.records:
+        for image, weight in zip(record["images"], record["loss_weights"]):
+            weights.setdefault((image.split("/")[-2], record["epoch"]), set()).add(round(weight, 9))
+    assert [weights.get(("alice", e)) for e in range(1, EPOCHS + 1)] == [{1.0}, {round(5 / 6, 9)}, {round(4 / 6, 9)}, {0.5}]
+    assert all(w == {1.0} for (name, _), w in weights.items() if name != "alice")
 
 
 def test_the_metadata_records_the_schedules_as_given(lora_run):
