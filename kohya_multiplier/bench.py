@@ -24,7 +24,10 @@ import time
 import numpy as np
 
 from kohya_multiplier import rng
+from kohya_multiplier.dataset.rates import DatasetRates, SubsetRate
+from kohya_multiplier.dataset.schedules import Schedule
 from kohya_multiplier.planner import PLANNER_VERSION, DatasetPlanner
+from kohya_multiplier.planner.scheduled import ScheduledPlanner
 
 
 class _CountingWriter:
@@ -66,6 +69,17 @@ def synthetic_dataset(images: int, subsets: int, buckets: int, seed: int):
     return subset_of_image, bucket_of_image, multipliers
 
 
+def scheduled_rates(multipliers, sizes) -> DatasetRates:
+    """The synthetic dataset scheduled: every other subset's multiplier falls linearly to a third of
+    it by epoch 500, and the last subset enters at epoch 100."""
+    subsets = []
+    for index, (multiplier, size) in enumerate(zip(multipliers, sizes)):
+        schedule = Schedule((1, 500), (float(multiplier), float(multiplier) / 3)) if index % 2 == 0 else None
+        start = 100 if index == len(multipliers) - 1 else 1
+        subsets.append(SubsetRate(int(size), value=float(multiplier), schedule=schedule, start_epoch=start))
+    return DatasetRates(subsets)
+
+
 def _parse_args(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m kohya_multiplier.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1_000_000)
@@ -77,6 +91,9 @@ def _parse_args(argv) -> argparse.Namespace:
                         help="epoch a fresh planner plans directly (default 1000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--all-cores", action="store_true", help="do not pin the process to one core")
+    parser.add_argument("--scheduled", action="store_true",
+                        help="schedule the dataset (scheduled_rates): every other subset's multiplier falls to a third by "
+                             "epoch 500, one subset enters at epoch 100; the total stays the first epoch's")
     return parser.parse_args(argv)
 
 
@@ -88,8 +105,16 @@ def main(argv=None) -> int:
     baseline = _rss_mb()
 
     subset_of_image, bucket_of_image, multipliers = synthetic_dataset(args.images, args.subsets, args.buckets, args.seed)
+    if args.scheduled:
+        rates = scheduled_rates(multipliers, np.bincount(subset_of_image, minlength=args.subsets))
+
+        def make_planner():
+            return ScheduledPlanner(subset_of_image, bucket_of_image, rates, args.batch_size, args.seed)
+    else:
+        def make_planner():
+            return DatasetPlanner(subset_of_image, bucket_of_image, multipliers, args.batch_size, args.seed)
     started = time.perf_counter()
-    planner = DatasetPlanner(subset_of_image, bucket_of_image, multipliers, args.batch_size, args.seed)
+    planner = make_planner()
     setup = time.perf_counter() - started
 
     timings = []
@@ -104,7 +129,7 @@ def main(argv=None) -> int:
             pickled_first = _pickled_size(planner)
     del plan
 
-    fresh = DatasetPlanner(subset_of_image, bucket_of_image, multipliers, args.batch_size, args.seed)
+    fresh = make_planner()
     started = time.perf_counter()
     fresh.plan_epoch(args.jump_epoch)
     jump = time.perf_counter() - started
@@ -125,6 +150,7 @@ def main(argv=None) -> int:
         "pickled_mb_epoch_1": round(pickled_first / 2**20, 2),
         "pickled_mb_after_jump": round(pickled_jump / 2**20, 2),
         "planner_version": PLANNER_VERSION,
+        "scheduled": bool(args.scheduled),
         "baseline_rss_mb": round(baseline, 1),
         "peak_rss_mb": round(peak, 1),
         "extra_rss_mb": round(peak - baseline, 1),

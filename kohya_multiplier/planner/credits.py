@@ -264,7 +264,7 @@ def _fill_room(layout: DatasetLayout, credit, served, left_per_bucket, room, bat
     wanted = np.minimum(
         np.where(batches > 0, room, np.minimum(room, left_per_bucket)), _per_bucket(layout, candidates)
     )
-    if not layout.fills_room_ahead:
+    if not layout.extra_batches_exact:
         # The extra batches have spare capacity on average, so there is no need to work ahead: a
         # bucket takes early picks only while its cells, together, are behind their pace (credit
         # above the phase).
@@ -295,7 +295,7 @@ def allocate_epoch(layout: DatasetLayout, state: CreditState) -> tuple[EpochAllo
     room = layout.free_slots + batches * layout.fill - served_per_bucket
     if contended and left_per_bucket.any():
         spare = _spare_to_waiting(layout, credit, due - served, served, left_per_bucket, room, batches, spare)
-    if room.any():
+    if room.any() and layout.fills_room:
         served = _fill_room(layout, credit, served, left_per_bucket, room, batches)
         served_per_bucket = _per_bucket(layout, served)
 

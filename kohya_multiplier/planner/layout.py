@@ -48,9 +48,9 @@ class DatasetLayout:
     # epoch shape
     extra_batches: int  # K
     fractional_batches: Fraction  # exact fractional demand in batches, before rounding up to K
-    # Room in extra batches takes next epoch's picks even where no cell is behind (None: where K is
-    # exact, as a static plan needs to keep up; a scheduled plan, sized with room, says False).
-    works_ahead: bool | None = None
+    # Room left in extra batches takes picks due next epoch, so batches run full (a static plan,
+    # whose K is the fewest that keep up); a scheduled plan, sized with room per bucket, says False.
+    fills_room: bool = True
 
     # Derived once per layout (the allocation runs every epoch of a replay).
     @functools.cached_property
@@ -88,6 +88,11 @@ class DatasetLayout:
         return self.cell_demand.astype(np.float64)
 
     @functools.cached_property
+    def cell_demand_per_bucket(self) -> np.ndarray:
+        """(B,) units per epoch of each bucket's cells."""
+        return np.bincount(self.cell_bucket, weights=self.cell_demand, minlength=self.n_buckets).astype(np.int64)
+
+    @functools.cached_property
     def demand_divisor(self) -> int:
         """Total demand in units, at least 1 (a divisor)."""
         return max(int(self.cell_demand.sum()), 1)
@@ -96,10 +101,6 @@ class DatasetLayout:
     def extra_batches_exact(self) -> bool:
         """Whether K equals the fractional demand in batches (no spare capacity on average)."""
         return Fraction(self.extra_batches) == self.fractional_batches
-
-    @property
-    def fills_room_ahead(self) -> bool:
-        return self.extra_batches_exact if self.works_ahead is None else self.works_ahead
 
     @property
     def base_total(self) -> int:
@@ -288,13 +289,13 @@ def every_image_in_cells(subset_of_image, bucket_of_image, n_subsets: int, batch
     return build_layout(subset_of_image, bucket_of_image, [0.5] * n_subsets, batch_size)
 
 
-def epoch_layout(cells: DatasetLayout, multipliers) -> DatasetLayout:
+def epoch_layout(cells: DatasetLayout, multipliers, walks_left_out=None) -> DatasetLayout:
     """``cells`` (from :func:`every_image_in_cells`) with one epoch's multipliers: the base batches
     of its integer parts and the demand of its fractional parts, O(cells). Its integer lists are
-    left empty (a replay needs none): :func:`with_integer_lists` adds them for an epoch that is planned."""
-    parts = [split_multiplier(multiplier) for multiplier in multipliers]
-    integer_part = np.array([part[0] for part in parts], dtype=np.int64)
-    fraction = np.array([part[1] for part in parts], dtype=np.float64)
+    left empty (a replay needs none): :func:`with_integer_lists` adds them for an epoch that is planned.
+    ``walks_left_out``: (S,) which subsets' cells rotate the images they leave out (default: a
+    fraction above 1/2 this epoch; a schedule decides it once, so no cell switches walks)."""
+    integer_part, fraction = split_multipliers(multipliers)
     n_buckets, batch_size = cells.n_buckets, cells.batch_size
     appearances = np.bincount(cells.cell_bucket, weights=integer_part[cells.cell_subset] * cells.cell_size,
                               minlength=n_buckets).astype(np.int64)
@@ -309,14 +310,27 @@ def epoch_layout(cells: DatasetLayout, multipliers) -> DatasetLayout:
     fractional_batches = _fractional_batches(demand, capacity, free_slots, batch_fill)
     return dataclasses.replace(
         cells, integer_lists=[], base_batches=base_batches, free_slots=free_slots, capacity=capacity, batch_fill=batch_fill,
-        cell_demand=cell_demand, cell_excludes=fraction[cells.cell_subset] > 0.5, extra_batches=math.ceil(fractional_batches),
+        cell_demand=cell_demand, cell_excludes=(fraction > 0.5 if walks_left_out is None else np.asarray(walks_left_out))[cells.cell_subset],
+        extra_batches=math.ceil(fractional_batches),
         fractional_batches=fractional_batches,
     )
 
 
 def with_integer_lists(layout: DatasetLayout, subset_of_image, bucket_of_image, multipliers) -> DatasetLayout:
     """An epoch layout with its integer lists (each image repeated by its subset's integer part)."""
-    integer_part = np.array([split_multiplier(multiplier)[0] for multiplier in multipliers], dtype=np.int64)
+    integer_part, _ = split_multipliers(multipliers)
     repeats = integer_part[np.asarray(subset_of_image, dtype=np.int64)]
     integer_lists, _, _ = _base_batches(np.asarray(bucket_of_image, dtype=np.int64), repeats, layout.n_buckets, layout.batch_size)
     return dataclasses.replace(layout, integer_lists=integer_lists)
+
+
+def split_multipliers(multipliers) -> tuple[np.ndarray, np.ndarray]:
+    """split_multiplier of every value at once (whole parts as int64, fractions): the same rule,
+    as a replay of a scheduled dataset splits every subset's rate every epoch."""
+    m = np.asarray(multipliers, dtype=np.float64)
+    nearest = np.rint(m)
+    whole = np.abs(m - nearest) <= 1e-9 * np.maximum(1.0, np.abs(m))  # multipliers._INTEGER_TOLERANCE
+    integer = np.where(whole, nearest, np.floor(m))
+    fraction = np.where(whole, 0.0, m - np.floor(m))
+    positive = m > 0
+    return np.where(positive, integer, 0).astype(np.int64), np.where(positive, fraction, 0.0)

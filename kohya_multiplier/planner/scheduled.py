@@ -27,7 +27,7 @@ import numpy as np
 
 from kohya_multiplier.planner.assemble import EpochPlan, assemble_epoch
 from kohya_multiplier.planner.credits import PHASE, PICK_COST, CreditState, EpochAllocation, _batches_for, _per_bucket, allocate_epoch
-from kohya_multiplier.planner.layout import DatasetLayout, epoch_layout, every_image_in_cells, with_integer_lists
+from kohya_multiplier.planner.layout import DatasetLayout, epoch_layout, every_image_in_cells, split_multipliers, with_integer_lists
 from kohya_multiplier.planner.planner import fractional_picks, rotation_windows
 from kohya_multiplier.planner.rotation import RotationState, Walk
 from kohya_multiplier.planner.sizing import simulation_epochs
@@ -62,7 +62,9 @@ class ScheduledPlanner:
         self.bucket_of_image = np.asarray(bucket_of_image, dtype=np.int64)
         self.n_subsets = len(rates.at(1))
         self.cells = every_image_in_cells(self.subset_of_image, self.bucket_of_image, self.n_subsets, batch_size)
-        self._layouts: dict[bytes, DatasetLayout] = {}
+        self._layouts: dict[bytes, tuple] = {}
+        self._extra_layouts: dict[tuple, tuple] = {}
+        self.walks_left_out = _walks_left_out(rates, self.n_subsets)
         self.rounded_up = False  # set by the sizing simulation of the chosen length
         self.epoch_length = self._sized()
         self._keeps_up(self.epoch_length, self.rates.horizon + simulation_epochs(self.layout(self.rates.horizon)))
@@ -83,6 +85,7 @@ class ScheduledPlanner:
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_layouts"] = {}
+        state["_extra_layouts"] = {}
         return state
 
     def __len__(self) -> int:
@@ -95,41 +98,59 @@ class ScheduledPlanner:
     # -- one epoch's shape and allocation -------------------------------------------------------
 
     def layout(self, epoch: int) -> DatasetLayout:
-        """The epoch's layout (its rates' integer parts and fractional demand), kept for the few
-        distinct rate vectors a replay meets in a row."""
+        """The epoch's layout (its rates' integer parts and fractional demand)."""
+        return self._shapes(epoch)[0]
+
+    def _shapes(self, epoch: int) -> tuple[DatasetLayout, DatasetLayout, np.ndarray]:
+        """The epoch's layout, the same with no picks from cells without demand, and which cells
+        belong to subsets that do not train in it; kept for the few distinct rate vectors a replay
+        meets in a row."""
         rates = self.rates.at(epoch)
         key = rates.tobytes()
-        layout = self._layouts.get(key)
-        if layout is None:
+        shapes = self._layouts.get(key)
+        if shapes is None:
             if len(self._layouts) > 8:
                 self._layouts.clear()
-            layout = self._layouts[key] = epoch_layout(self.cells, rates)
-        return layout
+            layout = epoch_layout(self.cells, rates, self.walks_left_out)
+            # Cells without demand this epoch (outside a window, or a whole rate) take no pick.
+            sized = dataclasses.replace(layout, cell_size=np.where(layout.cell_demand > 0, layout.cell_size, 0))
+            shapes = self._layouts[key] = (layout, sized, rates[layout.cell_subset] <= 0)
+        return shapes
 
     def _allocation(self, epoch: int, credit: CreditState, length: int) -> tuple[EpochAllocation, CreditState, int]:
         """The epoch's allocation, the credits after it and the images it trains. The extra batches
         are what the due picks need (the assembly splits batches up to ``length``), unless the
         images would not fill ``length`` batches: then all ``length`` less the base batches, and
         the allocation takes picks early to fill them."""
-        layout = self.layout(epoch)
-        trains = layout.cell_demand > 0
-        # Cells without demand this epoch (outside a window, or a whole rate) take no pick; inactive
-        # subsets owe nothing.
-        inactive = self.rates.at(epoch)[layout.cell_subset] <= 0
-        start = np.where(inactive, PHASE, credit.cell_credit)
-        sized = dataclasses.replace(layout, cell_size=np.where(trains, layout.cell_size, 0))
+        layout, sized, inactive = self._shapes(epoch)
+        start = np.where(inactive, PHASE, credit.cell_credit)  # inactive subsets owe nothing
         due = np.clip((start + layout.cell_demand) // PICK_COST, 0, sized.cell_size)
         room = length - layout.base_total
         if room < 0:
             raise ScheduleError(f"epoch {epoch} needs {layout.base_total} batches for its whole repeats, more than {length}", epoch)
         needed = int(_batches_for(_per_bucket(sized, due), layout.free_slots, layout.fill).sum())
         extra = min(room, needed)
-        allocation, after = allocate_epoch(_with_extra(sized, extra), CreditState(start))
+        allocation, after = allocate_epoch(self._with_extra(sized, extra), CreditState(start))
         whole = int((layout.base_batches * layout.batch_size - layout.free_slots).sum())  # integer-part appearances
         if whole + int(allocation.cell_picks.sum()) < length and extra < room:
             self.rounded_up = True
-            allocation, after = allocate_epoch(_with_extra(sized, room), CreditState(start))
+            allocation, after = allocate_epoch(self._with_extra(sized, room), CreditState(start))
         return allocation, after, whole + int(allocation.cell_picks.sum())
+
+    def _with_extra(self, layout: DatasetLayout, extra: int) -> DatasetLayout:
+        """``layout`` with ``extra`` extra batches: credits are charged exactly (no rounding up is
+        handed back), and no pick is taken early to fill room (the length has room for every
+        bucket's partial batch; taking ahead would only over-serve). Kept, with its derived arrays,
+        per layout and count."""
+        key = (id(layout), extra)
+        found = self._extra_layouts.get(key)
+        if found is None or found[0] is not layout:
+            if len(self._extra_layouts) > 64:
+                self._extra_layouts.clear()
+            found = self._extra_layouts[key] = (
+                layout, dataclasses.replace(layout, extra_batches=extra, fractional_batches=Fraction(extra), fills_room=False)
+            )
+        return found[1]
 
     # -- the epoch length ---------------------------------------------------------------------
 
@@ -138,7 +159,9 @@ class ScheduledPlanner:
         steady state (sizing.py's test), and every epoch's images fill them."""
         horizon = self.rates.horizon
         layouts = [self.layout(epoch) for epoch in range(1, horizon + 1)]
-        lowest = max(layout.base_total + layout.extra_batches for layout in layouts)
+        # Each bucket's fractional demand in whole batches of its own: a length that holds every
+        # bucket's partial batch keeps most epochs free of contention (exact and quick to replay).
+        lowest = max(layout.base_total + _bucket_batches(layout) for layout in layouts)
         highest = max(layout.base_total + int(np.sum(-(-layout.capacity // layout.fill))) for layout in layouts)
         epochs = horizon + simulation_epochs(layouts[-1])
         if self._keeps_up(lowest, epochs):
@@ -204,8 +227,23 @@ class ScheduledPlanner:
         return assemble_epoch(layout, self.seed, epoch, allocation, fractional_by_bucket, batches=self.epoch_length)
 
 
-def _with_extra(layout: DatasetLayout, extra: int) -> DatasetLayout:
-    """``layout`` with ``extra`` extra batches: credits are charged exactly (no rounding up is
-    handed back), and room takes picks early only while cells are behind (the length has room, so
-    working ahead would only over-serve)."""
-    return dataclasses.replace(layout, extra_batches=extra, fractional_batches=Fraction(extra), works_ahead=False)
+
+
+def _bucket_batches(layout: DatasetLayout) -> int:
+    """Extra batches for every bucket's demand beyond its free slots, each bucket rounded up."""
+    overflow = np.maximum(layout.cell_demand_per_bucket - layout.free_slots * PICK_COST, 0)
+    return int(np.sum(-(-overflow // (layout.fill * PICK_COST))))
+
+
+def _walks_left_out(rates, n_subsets: int) -> np.ndarray:
+    """(S,) the subsets whose cells rotate the images they leave out: those with a fraction above
+    1/2 in every epoch whose fraction is not 0 (and some such epoch). Decided once for the whole
+    schedule: a cell that switched from walking the images it leaves out to walking its picks
+    would skip the images it had just left out for up to a cycle, beyond the rotation bound."""
+    above = np.ones(n_subsets, dtype=bool)
+    some = np.zeros(n_subsets, dtype=bool)
+    for epoch in range(1, rates.horizon + 1):
+        _, fraction = split_multipliers(rates.at(epoch))
+        above &= (fraction > 0.5) | (fraction == 0)
+        some |= fraction > 0
+    return above & some
