@@ -316,12 +316,17 @@ def epoch_layout(cells: DatasetLayout, multipliers, walks_left_out=None) -> Data
     )
 
 
-def with_integer_lists(layout: DatasetLayout, subset_of_image, bucket_of_image, multipliers) -> DatasetLayout:
-    """An epoch layout with its integer lists (each image repeated by its subset's integer part)."""
+def with_integer_lists(layout: DatasetLayout, multipliers) -> DatasetLayout:
+    """An epoch layout (of :func:`every_image_in_cells`) with its integer lists: each image
+    repeated by its subset's integer part, bucket by bucket in canonical order, as build_layout
+    makes them."""
     integer_part, _ = split_multipliers(multipliers)
-    repeats = integer_part[np.asarray(subset_of_image, dtype=np.int64)]
-    integer_lists, _, _ = _base_batches(np.asarray(bucket_of_image, dtype=np.int64), repeats, layout.n_buckets, layout.batch_size)
-    return dataclasses.replace(layout, integer_lists=integer_lists)
+    bucket_of_member = np.repeat(layout.cell_bucket, layout.cell_size)
+    order = np.lexsort((layout.cell_members, bucket_of_member))
+    repeats = integer_part[np.repeat(layout.cell_subset, layout.cell_size)[order]]
+    counts = np.bincount(bucket_of_member[order], weights=repeats, minlength=layout.n_buckets).astype(np.int64)
+    repeated = np.repeat(layout.cell_members[order], repeats)
+    return dataclasses.replace(layout, integer_lists=np.split(repeated, np.cumsum(counts)[:-1]) if layout.n_buckets else [])
 
 
 def split_multipliers(multipliers) -> tuple[np.ndarray, np.ndarray]:

@@ -50,6 +50,20 @@ class RotationState:
         return cls(zeros(), zeros(), zeros(), zeros(), {})
 
 
+def fresh_cycles(state: RotationState, cells: np.ndarray) -> RotationState:
+    """``state`` with ``cells`` at the start of a new cycle (no crossing entered it): the next
+    cycle where a cell is inside one, its current cycle where it has taken nothing of it yet."""
+    cycle, offset = state.cycle.copy(), state.offset.copy()
+    entry_tail, entry_head = state.entry_tail.copy(), state.entry_head.copy()
+    started = offset[cells] > 0
+    cycle[cells] += started
+    offset[cells] = 0
+    entry_tail[cells] = 0
+    entry_head[cells] = 0
+    tails = {cell: tail for cell, tail in state.tails.items() if cell not in set(cells.tolist())}
+    return RotationState(cycle, offset, entry_tail, entry_head, tails)
+
+
 class _Cycles:
     """The walking orders of some cells' cycles (one *view* per cell), evaluated at any positions.
 

@@ -27,9 +27,9 @@ import numpy as np
 
 from kohya_multiplier.planner.assemble import EpochPlan, assemble_epoch
 from kohya_multiplier.planner.credits import PHASE, PICK_COST, CreditState, EpochAllocation, _batches_for, _per_bucket, allocate_epoch
-from kohya_multiplier.planner.layout import DatasetLayout, epoch_layout, every_image_in_cells, split_multipliers, with_integer_lists
+from kohya_multiplier.planner.layout import DatasetLayout, epoch_layout, every_image_in_cells, with_integer_lists
 from kohya_multiplier.planner.planner import fractional_picks, rotation_windows
-from kohya_multiplier.planner.rotation import RotationState, Walk
+from kohya_multiplier.planner.rotation import RotationState, Walk, fresh_cycles
 from kohya_multiplier.planner.sizing import simulation_epochs
 
 
@@ -58,13 +58,10 @@ class ScheduledPlanner:
             raise ValueError(f"seed must be non-negative, got {seed}")
         self.seed = int(seed)
         self.rates = rates
-        self.subset_of_image = np.asarray(subset_of_image, dtype=np.int64)
-        self.bucket_of_image = np.asarray(bucket_of_image, dtype=np.int64)
         self.n_subsets = len(rates.at(1))
-        self.cells = every_image_in_cells(self.subset_of_image, self.bucket_of_image, self.n_subsets, batch_size)
+        self.cells = every_image_in_cells(subset_of_image, bucket_of_image, self.n_subsets, batch_size)
         self._layouts: dict[bytes, tuple] = {}
         self._extra_layouts: dict[tuple, tuple] = {}
-        self.walks_left_out = _walks_left_out(rates, self.n_subsets)
         self.rounded_up = False  # set by the sizing simulation of the chosen length
         self.epoch_length = self._sized()
         self._keeps_up(self.epoch_length, self.rates.horizon + simulation_epochs(self.layout(self.rates.horizon)))
@@ -111,7 +108,7 @@ class ScheduledPlanner:
         if shapes is None:
             if len(self._layouts) > 8:
                 self._layouts.clear()
-            layout = epoch_layout(self.cells, rates, self.walks_left_out)
+            layout = epoch_layout(self.cells, rates)
             # Cells without demand this epoch (outside a window, or a whole rate) take no pick.
             sized = dataclasses.replace(layout, cell_size=np.where(layout.cell_demand > 0, layout.cell_size, 0))
             shapes = self._layouts[key] = (layout, sized, rates[layout.cell_subset] <= 0)
@@ -198,6 +195,14 @@ class ScheduledPlanner:
 
     # -- planning -----------------------------------------------------------------------------
 
+    def _switched(self, epoch: int) -> np.ndarray:
+        """Cells that walk differently in ``epoch`` than in the epoch before (their picks, or the
+        images they leave out: a fraction crossed 1/2). Such a cell starts a fresh cycle: walking
+        on, it would skip the images it had just left out for up to a cycle, beyond the bound."""
+        if epoch <= 1:
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(self.layout(epoch).cell_excludes != self.layout(epoch - 1).cell_excludes)
+
     def _replay(self, epoch: int) -> None:
         """Bring the state to the end of ``epoch``."""
         if self._epoch > epoch:
@@ -205,9 +210,13 @@ class ScheduledPlanner:
         if self._epoch == epoch:
             return
         cells = self.cells
-        walk = Walk(self._rotation, self.seed, cells.cell_subset, cells.cell_bucket, cells.cell_size)
+        rotation = self._rotation
+        walk = Walk(rotation, self.seed, cells.cell_subset, cells.cell_bucket, cells.cell_size)
         try:
             while self._epoch < epoch:
+                switched = self._switched(self._epoch + 1)
+                if switched.size:
+                    walk = Walk(fresh_cycles(walk.state(), switched), self.seed, cells.cell_subset, cells.cell_bucket, cells.cell_size)
                 allocation, credit, _ = self._allocation(self._epoch + 1, self._credit, self.epoch_length)
                 walk.step(rotation_windows(self.layout(self._epoch + 1), allocation))
                 self._credit = credit
@@ -222,28 +231,14 @@ class ScheduledPlanner:
             raise ValueError(f"epochs count from 1, got {epoch}")
         self._replay(epoch - 1)
         allocation, _, _ = self._allocation(epoch, self._credit, self.epoch_length)
-        layout = with_integer_lists(self.layout(epoch), self.subset_of_image, self.bucket_of_image, self.rates.at(epoch))
-        fractional_by_bucket = fractional_picks(layout, self.seed, self._rotation, allocation)
+        layout = with_integer_lists(self.layout(epoch), self.rates.at(epoch))
+        switched = self._switched(epoch)
+        rotation = fresh_cycles(self._rotation, switched) if switched.size else self._rotation
+        fractional_by_bucket = fractional_picks(layout, self.seed, rotation, allocation)
         return assemble_epoch(layout, self.seed, epoch, allocation, fractional_by_bucket, batches=self.epoch_length)
-
-
 
 
 def _bucket_batches(layout: DatasetLayout) -> int:
     """Extra batches for every bucket's demand beyond its free slots, each bucket rounded up."""
     overflow = np.maximum(layout.cell_demand_per_bucket - layout.free_slots * PICK_COST, 0)
     return int(np.sum(-(-overflow // (layout.fill * PICK_COST))))
-
-
-def _walks_left_out(rates, n_subsets: int) -> np.ndarray:
-    """(S,) the subsets whose cells rotate the images they leave out: those with a fraction above
-    1/2 in every epoch whose fraction is not 0 (and some such epoch). Decided once for the whole
-    schedule: a cell that switched from walking the images it leaves out to walking its picks
-    would skip the images it had just left out for up to a cycle, beyond the rotation bound."""
-    above = np.ones(n_subsets, dtype=bool)
-    some = np.zeros(n_subsets, dtype=bool)
-    for epoch in range(1, rates.horizon + 1):
-        _, fraction = split_multipliers(rates.at(epoch))
-        above &= (fraction > 0.5) | (fraction == 0)
-        some |= fraction > 0
-    return above & some
