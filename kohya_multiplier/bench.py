@@ -80,6 +80,14 @@ def scheduled_rates(multipliers, sizes) -> DatasetRates:
     return DatasetRates(subsets)
 
 
+def _planner_factory(args, subset_of_image, bucket_of_image, multipliers):
+    """A function that builds a fresh planner of the synthetic dataset (scheduled or not)."""
+    if args.scheduled:
+        rates = scheduled_rates(multipliers, np.bincount(subset_of_image, minlength=args.subsets))
+        return lambda: ScheduledPlanner(subset_of_image, bucket_of_image, rates, args.batch_size, args.seed)
+    return lambda: DatasetPlanner(subset_of_image, bucket_of_image, multipliers, args.batch_size, args.seed)
+
+
 def _parse_args(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m kohya_multiplier.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1_000_000)
@@ -105,14 +113,7 @@ def main(argv=None) -> int:
     baseline = _rss_mb()
 
     subset_of_image, bucket_of_image, multipliers = synthetic_dataset(args.images, args.subsets, args.buckets, args.seed)
-    if args.scheduled:
-        rates = scheduled_rates(multipliers, np.bincount(subset_of_image, minlength=args.subsets))
-
-        def make_planner():
-            return ScheduledPlanner(subset_of_image, bucket_of_image, rates, args.batch_size, args.seed)
-    else:
-        def make_planner():
-            return DatasetPlanner(subset_of_image, bucket_of_image, multipliers, args.batch_size, args.seed)
+    make_planner = _planner_factory(args, subset_of_image, bucket_of_image, multipliers)
     started = time.perf_counter()
     planner = make_planner()
     setup = time.perf_counter() - started

@@ -72,21 +72,21 @@ def assemble_epoch(
     return EpochPlan(epoch, bucket_of_batch[order], offsets, flat[gather])
 
 
-def split_batches(sizes: list[int], bucket_of_batch: list[int], batches: int) -> tuple[list[int], list[int]]:
+def split_batches(sizes: list[int], bucket_of_batch: list[int], batches: int) -> tuple[np.ndarray, np.ndarray]:
     """Split batches into near-equal pieces until there are ``batches``: always the batch whose
     pieces are largest (ties: the first), so the epoch's batches stay as even as they can."""
-    if batches < len(sizes) or batches > sum(sizes):
-        raise ValueError(f"planner invariant broken: {sum(sizes)} images cannot fill {batches} batches of at least one")
-    pieces = [1] * len(sizes)
-    heap = [(-size, index) for index, size in enumerate(sizes)]
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if batches < sizes.size or batches > int(sizes.sum()):
+        raise ValueError(f"planner invariant broken: {int(sizes.sum())} images cannot fill {batches} batches of at least one")
+    pieces = np.ones(sizes.size, dtype=np.int64)
+    heap = [(-int(size), index) for index, size in enumerate(sizes.tolist()) if size > 1]
     heapq.heapify(heap)
-    for _ in range(batches - len(sizes)):
+    for _ in range(batches - sizes.size):
         _, index = heapq.heappop(heap)
         pieces[index] += 1
-        heapq.heappush(heap, ((-sizes[index]) // pieces[index], index))  # minus the largest piece
-    new_sizes, new_buckets = [], []
-    for size, bucket, count in zip(sizes, bucket_of_batch, pieces):
-        small, larger = divmod(size, count)
-        new_sizes.extend([small + 1] * larger + [small] * (count - larger))
-        new_buckets.extend([bucket] * count)
-    return new_sizes, new_buckets
+        heapq.heappush(heap, ((-int(sizes[index])) // int(pieces[index]), index))  # minus the largest piece
+    small, larger = np.divmod(sizes, pieces)
+    owner = np.repeat(np.arange(sizes.size), pieces)
+    rank = np.arange(owner.size) - np.repeat(np.cumsum(pieces) - pieces, pieces)  # a piece's place in its batch
+    new_sizes = small[owner] + (rank < larger[owner])  # the larger pieces first
+    return new_sizes, np.asarray(bucket_of_batch, dtype=np.int64)[owner]

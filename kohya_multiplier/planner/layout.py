@@ -316,13 +316,19 @@ def epoch_layout(cells: DatasetLayout, multipliers, walks_left_out=None) -> Data
     )
 
 
-def with_integer_lists(layout: DatasetLayout, multipliers) -> DatasetLayout:
+def members_in_bucket_order(layout: DatasetLayout) -> np.ndarray:
+    """Positions in cell_members of every image, by bucket, then canonical index (the order of
+    integer lists)."""
+    return np.lexsort((layout.cell_members, np.repeat(layout.cell_bucket, layout.cell_size)))
+
+
+def with_integer_lists(layout: DatasetLayout, multipliers, order: np.ndarray | None = None) -> DatasetLayout:
     """An epoch layout (of :func:`every_image_in_cells`) with its integer lists: each image
     repeated by its subset's integer part, bucket by bucket in canonical order, as build_layout
-    makes them."""
+    makes them. ``order``: :func:`members_in_bucket_order` of the cells, when already known."""
     integer_part, _ = split_multipliers(multipliers)
     bucket_of_member = np.repeat(layout.cell_bucket, layout.cell_size)
-    order = np.lexsort((layout.cell_members, bucket_of_member))
+    order = members_in_bucket_order(layout) if order is None else order
     repeats = integer_part[np.repeat(layout.cell_subset, layout.cell_size)[order]]
     counts = np.bincount(bucket_of_member[order], weights=repeats, minlength=layout.n_buckets).astype(np.int64)
     repeated = np.repeat(layout.cell_members[order], repeats)

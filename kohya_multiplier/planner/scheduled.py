@@ -27,7 +27,7 @@ import numpy as np
 
 from kohya_multiplier.planner.assemble import EpochPlan, assemble_epoch
 from kohya_multiplier.planner.credits import PHASE, PICK_COST, CreditState, EpochAllocation, _batches_for, _per_bucket, allocate_epoch
-from kohya_multiplier.planner.layout import DatasetLayout, epoch_layout, every_image_in_cells, with_integer_lists
+from kohya_multiplier.planner.layout import DatasetLayout, epoch_layout, every_image_in_cells, members_in_bucket_order, with_integer_lists
 from kohya_multiplier.planner.planner import fractional_picks, rotation_windows
 from kohya_multiplier.planner.rotation import RotationState, Walk, fresh_cycles
 from kohya_multiplier.planner.sizing import simulation_epochs
@@ -62,6 +62,7 @@ class ScheduledPlanner:
         self.cells = every_image_in_cells(subset_of_image, bucket_of_image, self.n_subsets, batch_size)
         self._layouts: dict[bytes, tuple] = {}
         self._extra_layouts: dict[tuple, tuple] = {}
+        self._bucket_order: np.ndarray | None = None  # the order of integer lists, found once (not pickled)
         self.rounded_up = False  # set by the sizing simulation of the chosen length
         self.epoch_length = self._sized()
         self._keeps_up(self.epoch_length, self.rates.horizon + simulation_epochs(self.layout(self.rates.horizon)))
@@ -83,6 +84,7 @@ class ScheduledPlanner:
         state = self.__dict__.copy()
         state["_layouts"] = {}
         state["_extra_layouts"] = {}
+        state["_bucket_order"] = None
         return state
 
     def __len__(self) -> int:
@@ -231,7 +233,9 @@ class ScheduledPlanner:
             raise ValueError(f"epochs count from 1, got {epoch}")
         self._replay(epoch - 1)
         allocation, _, _ = self._allocation(epoch, self._credit, self.epoch_length)
-        layout = with_integer_lists(self.layout(epoch), self.rates.at(epoch))
+        if self._bucket_order is None:
+            self._bucket_order = members_in_bucket_order(self.cells)
+        layout = with_integer_lists(self.layout(epoch), self.rates.at(epoch), self._bucket_order)
         switched = self._switched(epoch)
         rotation = fresh_cycles(self._rotation, switched) if switched.size else self._rotation
         fractional_by_bucket = fractional_picks(layout, self.seed, rotation, allocation)
