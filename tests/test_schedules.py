@@ -147,3 +147,15 @@ def test_a_loss_weight_schedule_follows_the_epoch():
     folders(a=2, b=2)
     weight = load(two(a="loss_weight = { 1 = 2, 3 = 0.5, step = true }")).datasets[0].subsets[0].loss_weight
     assert [weight.at(e) for e in (1, 2, 3, 9)] == [2, 2, 0.5, 0.5] and not weight.is_default
+
+
+def test_balance_refuses_a_scheduled_config_and_leaves_it_as_it_was(capsys):
+    folders(a=4, b=4)
+    text = two(b="multiplier = { 1 = 0.5, 4 = 0.1 }")
+    with open("dataset.toml", "w") as handle:
+        handle.write(text)
+    assert main(["balance", "dataset.toml", "--per-epoch", "3", "--write"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith(
+        "kohya-multiplier: error: dataset.toml: datasets[0].subsets[1]: multiplier: balance solves constant rates")
+    assert open("dataset.toml").read() == text

@@ -104,11 +104,37 @@ def _strip_targets(raw: Any, file: str) -> dict[tuple[int, int], tuple[float, st
     return targets
 
 
+_SCHEDULE_KEYS = ("start_epoch", "end_epoch", "total_images_per_epoch")
+
+
+def _refuse_schedules(raw: Any, file: str) -> None:
+    """balance solves constant rates: on a scheduled dataset it would write numbers over the
+    user's schedules, so it refuses, naming the first table that schedules."""
+    tables = [("general", raw.get("general"))] if isinstance(raw, dict) else []
+    for d, dataset in enumerate(raw.get("datasets") or [] if isinstance(raw, dict) else []):
+        if isinstance(dataset, dict):
+            tables.append((f"datasets[{d}]", dataset))
+            for s, table in enumerate(dataset.get("subsets") or []):
+                tables.append((f"datasets[{d}].subsets[{s}]", table))
+    for where, table in tables:
+        if not isinstance(table, dict):
+            continue
+        key = next((k for k in ("multiplier", KEY) if isinstance(table.get(k), dict)), None)
+        key = key or next((k for k in _SCHEDULE_KEYS if k in table), None)
+        if key is not None:
+            raise UserError(
+                "balance solves constant rates and would write numbers over this schedule; balance the config without "
+                "it and add the schedule afterwards (`kohya-multiplier plan` shows what a schedule trains)",
+                file=file, where=where, key=key,
+            )
+
+
 def load(path: str | None, options) -> Loaded:
     from kohya_multiplier.dataset import config as cfg
     if path is None:
         return Loaded(cfg.load_training_config(None, options), {}, None)
     raw = cfg.read_config_file(path)
+    _refuse_schedules(raw, str(path))
     targets = _strip_targets(raw, str(path))
     text = None
     if str(path).lower().endswith(".toml"):
