@@ -159,3 +159,27 @@ def test_balance_refuses_a_scheduled_config_and_leaves_it_as_it_was(capsys):
     assert err.strip().splitlines()[-1].startswith(
         "kohya-multiplier: error: dataset.toml: datasets[0].subsets[1]: multiplier: balance solves constant rates")
     assert open("dataset.toml").read() == text
+
+
+def test_the_scheduled_rotation_bound_is_the_static_one_for_a_constant_fraction():
+    from kohya_multiplier.report.data import rotation_bound, scheduled_rotation_bound
+
+    for fraction in (0.05, 0.1, 0.29, 1 / 3, 0.5, 0.6, 0.99):
+        assert scheduled_rotation_bound(lambda e: fraction, 7) == rotation_bound(fraction)
+    assert scheduled_rotation_bound(lambda e: 1.5, 3) == 4  # a whole rate trains every image (2 periods of 1 epoch, + 2)
+    assert scheduled_rotation_bound(lambda e: 0.5 if e < 10 else 0.0, 6) is None  # the subset stops first
+
+
+def test_the_page_and_picture_draw_each_subsets_share_against_its_target(tmp_path):
+    folders(a=20, b=20)
+    with open("dataset.toml", "w") as handle:
+        handle.write(two(a="multiplier = 1", b="multiplier = { 1 = 0, 8 = 1 }"))
+    page, picture = tmp_path / "p.html", tmp_path / "p.svg"
+    assert main(["plan", "dataset.toml", "--epochs", "8", "--html", str(page)]) == 0
+    html = page.read_text()
+    assert "Schedule: each subset&#x27;s share of every epoch" in html or "Schedule: each subset's share of every epoch" in html
+    assert html.count("<polyline") == 4  # two subsets, trained and target
+    assert "balanced: every subset within the contract in every epoch" in html  # judged against each epoch's target
+    pytest.importorskip("matplotlib")
+    assert main(["plan", "dataset.toml", "--epochs", "8", "--plot", str(picture)]) == 0
+    assert "share of each epoch (solid: trained, dashed: target)" in picture.read_text()

@@ -72,6 +72,27 @@ def rotation_bound(multiplier: float) -> int | None:
     return 2 * math.ceil(1 / fraction) + 2 if whole == 0 else 1
 
 
+def scheduled_rotation_bounds(rates, first: int, last: int) -> list[int | None]:
+    """Per subset of a scheduled dataset (``rates``: at(epoch) -> (S,)), the longest of its
+    rotation bounds (:func:`scheduled_rotation_bound`) for waits starting in epochs ``first - 1``
+    .. ``last - 1``; None for a subset that never trains long enough to have one."""
+    table = np.array([rates.at(e) for e in range(first, last + 1)])  # (E, S)
+    positive = table[table > 0]
+    slowest = float(positive.min()) if positive.size else 1.0
+    extra = int(min(4 * math.ceil(1 / min(slowest, 1.0)) + 4, 20_000))
+    table = np.vstack([table, np.array([rates.at(e) for e in range(last + 1, last + 1 + extra)]).reshape(-1, table.shape[1])])
+    bounds: list[int | None] = []
+    for column in table.T:
+        worst = None
+        rate = lambda e, column=column: float(column[e - first]) if e - first < column.size else 0.0  # noqa: E731
+        for start in range(first - 1, last):
+            bound = scheduled_rotation_bound(rate, start, longest=extra + last - start)
+            if bound is not None and (worst is None or bound > worst):
+                worst = bound
+        bounds.append(worst)
+    return bounds
+
+
 def scheduled_rotation_bound(rate_of_epoch, last: int, longest: int = 1_000_000) -> int | None:
     """The contract's longest gap for a rate that changes with the epoch: an image last trained
     in epoch ``last`` (or whose subset started after it) trains again before ``last + bound``,
@@ -131,26 +152,34 @@ class SubsetReport:
     unused: int = 0  # images sd-scripts never registers (stock regularization)
     stock: bool = False  # a dataset without multipliers: sd-scripts' integer repeats, no rotation bound
     excluded: bool = False  # as the resolved dataset decided; a schedule without its config excludes nothing
+    targets: np.ndarray | None = None  # (E,) a scheduled dataset's target of each planned epoch (target: their mean)
+    schedule_bound: int | None = None  # a scheduled subset's rotation bound, the longest over the planned epochs
 
     @property
     def bound(self) -> int | None:
+        if self.targets is not None:
+            return self.schedule_bound
         return rotation_bound(self.multiplier) if self.multiplier is not None and not self.stock else None
+
+    def target_of(self, column: int) -> float | None:
+        return float(self.targets[column]) if self.targets is not None else self.target
 
     def status(self, column: int) -> str:
         if self.excluded:
             return EXCLUDED
-        return balance_status(self.counts[column], self.target)
+        return balance_status(self.counts[column], self.target_of(column))
 
     def bin_status(self, b: EpochBin) -> str:
         if self.excluded:
             return EXCLUDED
-        return worst_status(balance_status(c, self.target) for c in self.counts[b.columns])
+        columns = range(len(self.counts))[b.columns]
+        return worst_status(balance_status(self.counts[c], self.target_of(c)) for c in columns)
 
     @functools.cached_property  # read per subset by every chart: one pass over the epochs
     def overall_status(self) -> str:
         if self.excluded:
             return EXCLUDED
-        return worst_status(balance_status(c, self.target) for c in self.counts)
+        return worst_status(balance_status(self.counts[c], self.target_of(c)) for c in range(len(self.counts)))
 
     @property
     def off_target(self) -> bool:
@@ -199,6 +228,11 @@ class DatasetReport:
     batch_size: int | None = None
     buckets: int | None = None
     shape_line: str | None = None  # the text output's line about this dataset's epoch length
+
+    @property
+    def scheduled(self) -> bool:
+        """Its subsets have a target per epoch (a scheduled dataset planned with its config)."""
+        return bool(self.epochs) and any(s.targets is not None for s in self.subsets)
 
     @property
     def epoch_length(self) -> int | None:
@@ -327,6 +361,14 @@ class EpochAccumulator:
         self._all_seen = np.full(n_subsets, -1, dtype=np.int64)
         self._seen = np.zeros(n_subsets, dtype=np.int64)  # distinct images trained so far, per subset
         self.sizes = np.bincount(self.subset_of_image, minlength=n_subsets)
+        self.until = np.full(n_subsets, np.iinfo(np.int64).max // 2, dtype=np.int64)  # last epoch each subset trains
+
+    def set_windows(self, start_epochs, end_epochs) -> None:
+        """Scheduled subsets train only from ``start_epochs[s]`` through ``end_epochs[s]`` (None: to
+        the end): their waits count from their start and end at their end. Call before any epoch."""
+        start = np.asarray(start_epochs, dtype=np.int64)
+        self.last = np.maximum(self.last, start[self.subset_of_image] - 1)
+        self.until = np.array([self.until[s] if e is None else int(e) for s, e in enumerate(end_epochs)], dtype=np.int64)
 
     @property
     def all_seen(self) -> list[int | None]:
@@ -369,7 +411,8 @@ class EpochAccumulator:
         if not self.epochs:
             return np.zeros(self.n_subsets, dtype=np.int64), np.zeros(self.n_subsets, dtype=bool)
         trailing = np.zeros(self.n_subsets, dtype=np.int64)
-        np.maximum.at(trailing, self.subset_of_image, self.epochs[-1] + 1 - self.last)
+        end = np.minimum(self.epochs[-1], self.until[self.subset_of_image])  # a subset's wait ends with its window
+        np.maximum.at(trailing, self.subset_of_image, np.maximum(end + 1 - self.last, 0))
         trailing[self.sizes == 0] = 0
         # a trailing wait counts only once it is longer than an image has already waited
         open_wait = np.maximum(trailing, self.open_lead)
@@ -395,6 +438,8 @@ def dataset_report(
     shape_line: str | None = None,
     stock: bool = False,
     excluded: Sequence[bool] | None = None,
+    epoch_targets: np.ndarray | None = None,
+    schedule_bounds: Sequence[int | None] | None = None,
 ) -> DatasetReport:
     counts = accumulator.counts()
     seen = accumulator.seen()
@@ -419,6 +464,8 @@ def dataset_report(
             unused=int(unused[s]) if unused is not None else 0,
             stock=stock,
             excluded=bool(excluded[s]) if excluded is not None else False,
+            targets=epoch_targets[s] if epoch_targets is not None else None,
+            schedule_bound=schedule_bounds[s] if schedule_bounds is not None else None,
         ))
     return DatasetReport(index=index, epochs=list(accumulator.epochs), subsets=subsets,
                          batches_per_epoch=[int(b) for b in batches_per_epoch], batch_size=batch_size,

@@ -84,13 +84,15 @@ def _table(d: DatasetReport) -> str:
         counts = s.counts
 
         def cell(value):
-            if s.excluded or s.target is None or not counts.size:
-                return f"<td>{_num(value)}</td>"
+            if s.excluded or s.target is None or not counts.size or s.targets is not None:
+                return f"<td>{_num(value)}</td>"  # a schedule's target changes by epoch: the charts judge each epoch
             status = balance_status(value, s.target)
             klass = " class=far" if status.startswith("far") else (" class=off" if status != "ok" else "")
             return f"<td{klass}>{_num(value)}</td>"
 
         target = "excluded" if s.excluded else ("unknown" if s.target is None else _num(s.target))
+        if s.targets is not None and not s.excluded:
+            target += " (mean of the schedule)"
         stats = [cell(counts.min()), f"<td>{_num(counts.mean())}</td>", cell(counts.max())] if counts.size else ["<td>-</td>"] * 3
         gap = s.gap_text + (f" ({s.bound})" if s.bound is not None and not s.excluded else "")
         name = s.name + (" (reg)" if s.is_reg and not s.name.endswith("(reg)") else "")
@@ -126,10 +128,19 @@ def _dataset_section(d: DatasetReport) -> str:
         "<h3>Rotation: when has every image been trained?</h3>\n",
         "<p class=hint>Green bar: epochs until every image of the subset was trained (hollow: not yet). "
         "Blue bar: the longest gap of any image between two of its trainings (≥: still waiting); "
-        "black tick: the contract's bound 2 × ceil(1/f) + 2.</p>\n",
+        "black tick: the contract's bound 2 × ceil(1/f) + 2 (for a schedule: two periods of the subset's rate, plus 2).</p>\n",
         f"<div class=scroll>{svg_chart.rotation_svg(d)}</div>\n",
+        _share_section(d),
         "<h3>Subsets</h3>\n", _table(d), "</section>\n",
     ])
+
+
+def _share_section(d: DatasetReport) -> str:
+    if not d.scheduled:
+        return ""
+    return ("<h3>Schedule: each subset's share of every epoch</h3>\n<p class=hint>Solid: trained; dashed: the "
+            "schedule's target (the lines lie on each other where the plan keeps the schedule).</p>\n"
+            f"<div class=scroll>{svg_chart.share_svg(d)}</div>\n")
 
 
 def render_page(report: Report) -> str:

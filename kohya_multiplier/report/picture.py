@@ -121,18 +121,44 @@ def _figure(Figure, report: Report, dpi: int, missing: set[int]):
     heights = [max(2.0, ROW_INCHES * len(d.subsets) + 1.3) for d in report.datasets]
     max_bins = max(len(d.bins()) for d in report.datasets)
     label_chars = max(len(short_name(s.name)) for d in report.datasets for s in d.subsets)
-    fig = Figure(figsize=(min(2.6, 0.5 + 0.075 * label_chars) + 4.2 + max(2.5, 0.36 * max_bins) + 4.2,
-                          sum(heights) + 0.5), dpi=dpi, layout="constrained")
-    grid = fig.add_gridspec(len(report.datasets), 3, height_ratios=heights,
-                            width_ratios=[4.2, max(2.5, 0.36 * max_bins), 4.2])
+    widths = [4.2, max(2.5, 0.36 * max_bins), 4.2] + ([SHARE_INCHES] if any(d.scheduled for d in report.datasets) else [])
+    fig = Figure(figsize=(min(2.6, 0.5 + 0.075 * label_chars) + sum(widths), sum(heights) + 0.5), dpi=dpi, layout="constrained")
+    grid = fig.add_gridspec(len(report.datasets), len(widths), height_ratios=heights, width_ratios=widths)
     for row, d in enumerate(report.datasets):
         balance_words, rotation_words = d.short_verdicts()
         ax = fig.add_subplot(grid[row, 0])
         _balance_panel(ax, d, balance_words, missing)
         _epochs_panel(fig.add_subplot(grid[row, 1], sharey=ax), d)
         _rotation_panel(fig.add_subplot(grid[row, 2], sharey=ax), ax, d, rotation_words)
+        if d.scheduled:
+            _share_panel(fig.add_subplot(grid[row, 3]), d, missing)
     fig.suptitle(_safe(report.title, missing), fontsize=10)
     return fig
+
+
+SHARE_INCHES = 4.6
+
+
+def _share_panel(ax, d, missing: set[int]) -> None:
+    """Right of a scheduled dataset: each subset's share of every epoch, trained (solid) against
+    its scheduled target (dashed), so a fade shows at a glance."""
+    trained = np.array([s.counts for s in d.subsets], dtype=np.float64)
+    targets = np.array([s.targets if s.targets is not None else np.zeros(len(d.epochs)) for s in d.subsets])
+    trained_share = trained / np.maximum(trained.sum(axis=0), 1)
+    target_share = targets / np.where(targets.sum(axis=0) > 0, targets.sum(axis=0), 1)
+    for i, s in enumerate(d.subsets):
+        if s.excluded:
+            continue
+        colour = f"C{i % 10}"
+        ax.plot(d.epochs, trained_share[i], color=colour, lw=1.4, label=_safe(short_name(s.name), missing))
+        ax.plot(d.epochs, target_share[i], color=colour, lw=1.0, ls="--")
+    ax.set_ylim(0, 1)
+    ax.set_xlim(d.epochs[0], max(d.epochs[-1], d.epochs[0] + 1))
+    ax.tick_params(labelsize=7)
+    ax.set_xlabel("epoch", fontsize=7)
+    ax.set_title("share of each epoch (solid: trained, dashed: target)", fontsize=9, loc="left")
+    ax.legend(fontsize=6.5, loc="upper right", frameon=False)
+    ax.grid(color="#e3e3e3")
 
 
 def _balance_panel(ax, d, balance_words: str, missing: set[int]) -> None:

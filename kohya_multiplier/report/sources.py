@@ -14,7 +14,7 @@ from kohya_multiplier.errors import UserError
 from kohya_multiplier.planner.dataset_plan import DatasetPlan
 from kohya_multiplier.planner.plan_input import PlanInput
 from kohya_multiplier.report.stats import DatasetStats, _multiplier_text, _origin_text, collect_stats, epoch_shape_line
-from kohya_multiplier.report.data import DatasetReport, EpochAccumulator, dataset_report
+from kohya_multiplier.report.data import DatasetReport, EpochAccumulator, dataset_report, scheduled_rotation_bounds
 
 
 def _texts(stats: DatasetStats) -> list[str]:
@@ -30,6 +30,8 @@ class PlanCollector:
     def __init__(self, dataset: DatasetSpec, plan_input: PlanInput, first_epoch: int):
         self.dataset = dataset
         self.accumulator = EpochAccumulator(plan_input.subset_of_image, len(dataset.subsets), first_epoch)
+        if dataset.scheduled:
+            self.accumulator.set_windows([s.start_epoch for s in dataset.subsets], [s.end_epoch for s in dataset.subsets])
         self.batches: list[int] = []
 
     def on_plan(self, plan) -> None:
@@ -57,7 +59,21 @@ def _from_stats(stats: DatasetStats, dataset: DatasetSpec, accumulator, batches,
         buckets=stats.buckets,
         shape_line=shape_line,
         stock=stats.stock,
+        epoch_targets=stats.targets,
+        schedule_bounds=_schedule_bounds(dataset, stats) if stats.targets is not None else None,
     )
+
+
+# Scheduled bounds are found over at most this many planned epochs (the first ones): the search
+# costs epochs x subsets x the bound's length.
+MAX_BOUND_EPOCHS = 400
+
+
+def _schedule_bounds(dataset: DatasetSpec, stats: DatasetStats) -> list[int | None]:
+    if not stats.epochs:
+        return [None] * len(dataset.subsets)
+    first = stats.epochs[0]
+    return scheduled_rotation_bounds(dataset.rates, first, min(stats.epochs[-1], first + MAX_BOUND_EPOCHS - 1))
 
 
 def schedule_reports(schedule, config: TrainingConfig | None, notes: list[str] | None = None) -> list[DatasetReport]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import html
 from typing import Sequence
 
+import numpy as np
+
 from kohya_multiplier.errors import safe_text
 from kohya_multiplier.report.data import (
     EXCLUDED, FAR_OVER, FAR_UNDER, OK, OVER, UNDER, UNKNOWN, DatasetReport, SubsetReport, MAX_COLUMNS,
@@ -120,6 +122,41 @@ def balance_svg(d: DatasetReport, width: int = 820) -> str:
         body.append(f'<text x="{width - 8}" y="{y + 4:.1f}" text-anchor="end">{_e(right)}</text></g>')
     body.append(f'<text x="{width - 8}" y="{top - 6}" text-anchor="end" fill="#555">mean / target</text>')
     return _svg(width, height, body, f"dataset {d.index}: images per epoch of each subset against its target")
+
+
+# Line colours of the share chart (matplotlib's default cycle, as the picture draws them)
+LINE_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+def share_svg(d: DatasetReport, width: int = 820, height: int = 260) -> str:
+    """A scheduled dataset: each subset's share of every epoch, trained (solid) against its
+    target (dashed)."""
+    left, right, top, bottom = 44, 160, 16, height - 30
+    plot_w, plot_h = width - left - right, bottom - top
+    epochs = d.epochs
+    trained = np.array([s.counts for s in d.subsets], dtype=np.float64)
+    targets = np.array([s.targets if s.targets is not None else np.zeros(len(epochs)) for s in d.subsets])
+    trained_share = trained / np.maximum(trained.sum(axis=0), 1)
+    target_share = targets / np.where(targets.sum(axis=0) > 0, targets.sum(axis=0), 1)
+    span = max(epochs[-1] - epochs[0], 1)
+    x = lambda e: left + plot_w * (e - epochs[0]) / span  # noqa: E731
+    y = lambda v: bottom - plot_h * float(v)  # noqa: E731
+    body = []
+    for tick in (0, 0.25, 0.5, 0.75, 1.0):
+        body.append(f'<line x1="{left}" y1="{y(tick):.1f}" x2="{left + plot_w}" y2="{y(tick):.1f}" stroke="#e3e3e3"/>')
+        body.append(f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end" fill="#555">{tick:.0%}</text>')
+    body.append(f'<text x="{left + plot_w}" y="{bottom + 20}" text-anchor="end" fill="#555">epoch {epochs[0]}-{epochs[-1]}</text>')
+    for i, s in enumerate(d.subsets):
+        if s.excluded:
+            continue
+        colour = LINE_COLOURS[i % len(LINE_COLOURS)]
+        for share, dash in ((target_share[i], ' stroke-dasharray="5 3"'), (trained_share[i], "")):
+            points = " ".join(f"{x(e):.1f},{y(v):.1f}" for e, v in zip(epochs, share))
+            body.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="{1.2 if dash else 2}"{dash}/>')
+        label_y = top + 14 * i + 10
+        body.append(f'<line x1="{width - right + 10}" y1="{label_y - 4}" x2="{width - right + 28}" y2="{label_y - 4}" '
+                    f'stroke="{colour}" stroke-width="2"/><text x="{width - right + 34}" y="{label_y}">{_e(short_name(s.name))}</text>')
+    return _svg(width, height, body, f"dataset {d.index}: each subset's share of every epoch, trained against its target")
 
 
 def epochs_svg(d: DatasetReport, max_columns: int = MAX_COLUMNS, cell: int = 40) -> str:
