@@ -1,6 +1,6 @@
 """Issue 12, point 5: DataLoader workers started by ``spawn`` (Windows, macOS).
 
-Spawned workers re-import the training script as ``__mp_main__`` before any kohya-multiplier code
+A scheduled plan too (its rates change every epoch). Spawned workers re-import the training script as ``__mp_main__`` before any kohya-multiplier code
 runs. The test-only start-up hook forces spawn and leaves out the tests' own torchvision
 work-around (KOHYA_MULTIPLIER_TEST_NO_COMPAT), so with the torchvision wheel these venvs carry
 (built for another torch: ``import torchvision`` fails without the work-around) a worker survives
@@ -65,3 +65,20 @@ def test_a_failing_spawned_worker_ends_the_run_with_its_error(sd, config, tmp_pa
     returncode, output, _ = _train(sd, _args(config, True), out, env, timeout=300)
     assert returncode != 0
     assert "test-only failure of a spawned DataLoader worker" in output
+
+
+def test_spawned_workers_serve_a_scheduled_plan(sd, tmp_path_factory):
+    """A schedule (alice's multiplier rising, bob entering at epoch 2, a loss weight falling) is
+    served batch by batch by spawned persistent workers, loss weights included."""
+    root = tmp_path_factory.mktemp(f"spawn-scheduled-data-{sd.label}")
+    write_images_tree(root)
+    scheduled = {"alice": {"multiplier": {"1": 0.5, "3": 1.5}, "loss_weight": {"1": 1, "3": 0.25}}, "bob": {"start_epoch": 2}}
+    config = write_config(root, batch_size=2, subset_extra=scheduled, name="scheduled.toml")
+    out = tmp_path_factory.mktemp(f"spawn-scheduled-{sd.label}")
+    args = ["--dataset_config", str(config), "--seed", str(SEED), "--cache_latents", "--max_train_epochs", "3",
+            "--max_data_loader_n_workers", "2", "--persistent_data_loader_workers", *LORA_ARGS]
+    returncode, output, records = _train(sd, args, out, {"KOHYA_MULTIPLIER_TEST_SPAWN": "1", "KOHYA_MULTIPLIER_TEST_NO_COMPAT": "1"})
+    assert returncode == 0, output[-6000:]
+    planned, _ = dry_run([str(config), "--seed", str(SEED), "--epochs", "3"], out / "dry-run.jsonl")
+    assert canonical(records) == canonical(planned)
+    assert {r["epoch"] for r in records} == {1, 2, 3} and all("loss_weights" in r for r in records)
