@@ -183,3 +183,47 @@ def test_the_page_and_picture_draw_each_subsets_share_against_its_target(tmp_pat
     pytest.importorskip("matplotlib")
     assert main(["plan", "dataset.toml", "--epochs", "8", "--plot", str(picture)]) == 0
     assert "share of each epoch (solid: trained, dashed: target)" in picture.read_text()
+
+
+def test_balance_writes_a_share_that_changes_over_training(capsys):
+    """--ratio reg=1:10%,20:2%: the regularization share falls from 10 % to 2 % by epoch 20 at the
+    first epoch's total; written as a multiplier schedule the plan then keeps."""
+    folders(train__subject=40, reg__person=200)
+    text = HEAD + """
+[[datasets]]
+batch_size = 2
+  [[datasets.subsets]]
+  image_dir = "train/subject"  # mine
+  multiplier = 1
+  [[datasets.subsets]]
+  image_dir = "reg/person"
+  is_reg = true
+  num_repeats = 1
+"""
+    with open("dataset.toml", "w") as handle:
+        handle.write(text)
+    assert main(["balance", "dataset.toml", "--ratio", "reg=1:10%,20:2%", "--write"]) == 0
+    out = capsys.readouterr().out
+    assert "person: multiplier = { 1 = " in out
+    written = open("dataset.toml").read()
+    assert "# mine" in written and "num_repeats" not in written and "multiplier = {1 = " in written
+    config = load(written)
+    counts = trained(config, 24)
+    totals = counts.sum(axis=1)
+    assert (np.abs(totals - totals[0]) <= 2).all()  # the first epoch's total, every epoch
+    share = counts[:, 1] / totals
+    assert abs(share[0] - 0.10) <= 0.03 and abs(share[19] - 0.02) <= 0.03 and share[5] > share[15]
+
+
+@pytest.mark.parametrize("ratio, message", [
+    ("reg=1:10%,1:2%", "epochs must increase in 'reg=1:10%,1:2%'"),
+    ("reg=0:10%", "expected EPOCH:FRACTION points (e.g. reg=1:10%,20:2%), got '0:10%' in 'reg=0:10%'"),
+    ("reg=1:10%,5:120%", "fraction in 'reg=1:10%,5:120%' must be above 0 and below 1 (0 %-100 %)"),
+])
+def test_a_bad_ratio_schedule_is_one_line(ratio, message):
+    from kohya_multiplier.balance.solve import parse_ratio
+    from kohya_multiplier.errors import UserError
+
+    with pytest.raises(UserError) as info:
+        parse_ratio(ratio)
+    assert str(info.value) == f"--ratio: {message}"

@@ -55,11 +55,22 @@ class BalanceSubset:
 
 @dataclass(frozen=True)
 class Ratio:
-    """A set of subsets sharing ``fraction`` of every epoch."""
+    """A set of subsets sharing ``fraction`` of every epoch; with ``points`` ((epoch, fraction),
+    ...), a share that changes over training, linear between the points (``fraction``: the first)."""
 
     selectors: tuple[str, ...]
     fraction: float
     text: str = ""
+    points: tuple[tuple[int, float], ...] = ()
+
+    def at(self, epoch: int) -> "Ratio":
+        """This ratio's share in ``epoch``."""
+        if not self.points:
+            return self
+        from kohya_multiplier.dataset.schedules import Schedule
+
+        share = Schedule(tuple(e for e, _ in self.points), tuple(f for _, f in self.points)).at(epoch)
+        return Ratio(self.selectors, share, self.text)
 
 
 @dataclass
@@ -74,7 +85,8 @@ class Assignment:
 
 
 def parse_ratio(text: str) -> Ratio:
-    """Parse ``SELECTOR[,SELECTOR...]=FRACTION`` where FRACTION is ``0.1`` or ``10%``."""
+    """Parse ``SELECTOR[,SELECTOR...]=FRACTION`` where FRACTION is ``0.1`` or ``10%``, or
+    ``SELECTOR=EPOCH:FRACTION,EPOCH:FRACTION,...`` for a share that changes over training."""
     if "=" not in text:
         raise UserError(f"expected SELECTOR=FRACTION (e.g. reg=10%), got {text!r}", key="--ratio")
     left, _, right = text.rpartition("=")
@@ -82,6 +94,21 @@ def parse_ratio(text: str) -> Ratio:
     if not selectors:
         raise UserError(f"no subset selector before '=' in {text!r}", key="--ratio")
     value = right.strip()
+    if ":" in value:  # a share that changes: EPOCH:FRACTION,EPOCH:FRACTION,...
+        points = []
+        for part in value.split(","):
+            epoch_text, _, share_text = part.partition(":")
+            if not epoch_text.strip().isdigit() or not 1 <= int(epoch_text) <= 10_000:
+                raise UserError(f"expected EPOCH:FRACTION points (e.g. reg=1:10%,20:2%), got {part.strip()!r} in {text!r}", key="--ratio")
+            if points and int(epoch_text) <= points[-1][0]:
+                raise UserError(f"epochs must increase in {text!r}", key="--ratio")
+            points.append((int(epoch_text), _fraction(share_text.strip(), text)))
+        return Ratio(selectors, points[0][1], text, tuple(points))
+    return Ratio(selectors, _fraction(value, text), text)
+
+
+def _fraction(value: str, text: str) -> float:
+    """``0.1`` or ``10%``, above 0 and below 1."""
     percent = value.endswith("%")
     try:
         fraction = float(value[:-1] if percent else value)
@@ -91,7 +118,7 @@ def parse_ratio(text: str) -> Ratio:
         fraction /= 100.0
     if not math.isfinite(fraction) or not 0.0 < fraction < 1.0:
         raise UserError(f"fraction in {text!r} must be above 0 and below 1 (0 %-100 %)", key="--ratio")
-    return Ratio(selectors, fraction, text)
+    return fraction
 
 
 def positive_target(value: object, *, key: str, where: str | None = None, file: str | None = None) -> float:

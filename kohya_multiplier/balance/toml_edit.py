@@ -89,9 +89,18 @@ def _set_comment(item, text: str) -> None:
     trivia.comment = "# " + text.replace("\n", " ").replace("\r", " ")
 
 
+def _item(value: Any) -> Any:
+    """A tomlkit item; a dict (a schedule) as an inline table, as a subset's value is written."""
+    if isinstance(value, dict):
+        table = tomlkit.inline_table()
+        table.update(value)
+        return table
+    return tomlkit.item(value)
+
+
 def _new_item_like(value: Any, old) -> Any:
     """A tomlkit item for ``value`` carrying the old item's indentation, comment and line end."""
-    item = tomlkit.item(value)
+    item = _item(value)
     old_trivia = getattr(old, "trivia", None)
     if old_trivia is not None:
         for name in ("indent", "comment_ws", "comment", "trail"):
@@ -115,7 +124,7 @@ def apply_edit(doc: tomlkit.TOMLDocument, edit: SubsetEdit, *, file: str | None 
     elif edit.key in table:
         table[edit.key] = _new_item_like(edit.value, table.item(edit.key))
     else:
-        table[edit.key] = edit.value
+        table[edit.key] = _item(edit.value)
     for key in present:
         del table[key]
     if edit.comment is not None:

@@ -48,7 +48,8 @@ def register(subparsers) -> None:
     parser.add_argument("--ratio", action="append", default=[], metavar="SELECTOR=FRACTION",
                         help="subsets sharing a fixed fraction of every epoch, e.g. reg=10%% (all regularization "
                         "subsets) or 'style_*,extra=0.2'; SELECTOR is reg, train, a subset or parent-folder name, "
-                        "or a shell pattern; repeatable")
+                        "or a shell pattern; FRACTION may be EPOCH:FRACTION points for a share that changes over "
+                        "training (reg=1:10%%,20:2%%: written as a multiplier schedule); repeatable")
     parser.add_argument("--group-by", choices=bal.GROUP_BY, default="subset",
                         help="parent: the subsets under one parent folder are one subject sharing --per-epoch "
                         "(default: subset)")
@@ -287,11 +288,40 @@ def run(args: argparse.Namespace) -> int:
     if args.per_epoch is None and not ratios and not loaded.targets:
         raise UserError("nothing to balance: give --per-epoch N, --ratio SELECTOR=FRACTION, "
                         f"or {KEY} in a subset's table", key="--per-epoch")
-    assignments = bal.solve(subsets, per_epoch=args.per_epoch, ratios=ratios, group_by=args.group_by)
+    assignments = bal.solve(subsets, per_epoch=args.per_epoch, ratios=[r.at(1) for r in ratios], group_by=args.group_by)
+    schedules = _scheduled_multipliers(subsets, args, ratios, assignments)
 
     steps, before_images = _steps_before_and_after(config, subsets, assignments)
     print(render(config, subsets, assignments, steps, args.epochs, group_by=args.group_by, before_images=before_images))
-    return _apply(args, loaded, specs, assignments, write_inputs)
+    if schedules:
+        print(_schedule_lines(subsets, schedules))
+    return _apply(args, loaded, specs, assignments, write_inputs, schedules)
+
+
+def _scheduled_multipliers(subsets, args, ratios, assignments) -> dict[int, dict[str, float]]:
+    """For shares that change over training (--ratio SELECTOR=EPOCH:FRACTION,...): each subset
+    whose multiplier differs between the points, as {epoch: multiplier} (the table shows the first
+    point). Every epoch then trains the first epoch's total; the schedules set the mix."""
+    epochs = sorted({epoch for ratio in ratios for epoch, _ in ratio.points})
+    if not epochs:
+        return {}
+    solved = {epochs[0]: assignments}
+    for epoch in epochs[1:]:
+        solved[epoch] = bal.solve(subsets, per_epoch=args.per_epoch, ratios=[r.at(epoch) for r in ratios], group_by=args.group_by)
+    schedules = {}
+    for index in range(len(subsets)):
+        values = {str(epoch): float(_number(solved[epoch][index].multiplier, 10)) for epoch in epochs}
+        if len(set(values.values())) > 1:
+            schedules[index] = values
+    return schedules
+
+
+def _schedule_lines(subsets, schedules) -> str:
+    lines = ["", "scheduled (every epoch trains the first epoch's total; the schedule sets the mix):"]
+    for index, values in schedules.items():
+        points = ", ".join(f"{epoch} = {_number(value, 6)}" for epoch, value in values.items())
+        lines.append(f"  {subsets[index].name}: multiplier = {{ {points} }}")
+    return "\n".join(lines)
 
 
 def _balance_subsets(config, targets: dict, group_by: str) -> tuple[list[bal.BalanceSubset], list[tuple]]:
@@ -342,9 +372,9 @@ def _steps_before_and_after(config, subsets, assignments) -> tuple[list[bal.Data
     return steps, before_images
 
 
-def _apply(args: argparse.Namespace, loaded, specs, assignments, write_inputs) -> int:
+def _apply(args: argparse.Namespace, loaded, specs, assignments, write_inputs, schedules=None) -> int:
     """Say what would change, and with --write change the config (a backup kept)."""
-    edits, folder_renames = _edits(specs, assignments)
+    edits, folder_renames = _edits(specs, assignments, schedules or {})
     changed = [a for a in assignments if a.changed]
     if not edits and not folder_renames:
         print("\nmultipliers already match the targets; nothing to change")
@@ -363,8 +393,8 @@ def _apply(args: argparse.Namespace, loaded, specs, assignments, write_inputs) -
         print(f"\nnot written: run again with --write to update {args.config} "
               f"({len(edits)} subset table{'s' if len(edits) != 1 else ''}; a backup is kept)")
         if any(target is not None and target[1] == KEY for *_, target in specs):
-            print(f"{KEY} is read by balance only: plan and training reject it (as sd-scripts rejects unknown "
-                  "keys) until --write turns it into multiplier")
+            print(f"{KEY} trains as it is (a count per epoch, resolved from the images there); --write turns it into a "
+                  "multiplier of today's image count")
         return 0
     new_text = toml_edit.edit_text(loaded.toml_text, edits, file=str(args.config))
     backup = write_with_backup(args.config, new_text, inputs=write_inputs)
@@ -391,11 +421,18 @@ def write_with_backup(path: str | os.PathLike, new_text: str, *, inputs=None, ke
     return backup
 
 
-def _edits(specs, assignments):
+def _edits(specs, assignments, schedules):
     edits: list[toml_edit.SubsetEdit] = []
     renames: list[tuple[str, str]] = []
-    for (dataset, position, spec, file_position, target), assignment in zip(specs, assignments):
+    for index, ((dataset, position, spec, file_position, target), assignment) in enumerate(zip(specs, assignments)):
         translate = target is not None and target[1] == KEY  # the key must leave the file
+        if index in schedules and file_position is not None:
+            d, s = file_position
+            edits.append(toml_edit.SubsetEdit(d, s, "multiplier", schedules[index], replaces=(KEY, "num_repeats")))
+            continue
+        if index in schedules:
+            raise UserError(f"{spec.table}: a schedule goes in the dataset config; this subset comes from a folder name",
+                            key="--ratio")
         if not assignment.changed and not translate:
             continue
         if file_position is None:
