@@ -21,7 +21,7 @@ from kohya_multiplier.dataset.rates import DatasetRates, SubsetRate
 from kohya_multiplier.dataset.schedules import Schedule
 from kohya_multiplier.planner.scheduled import ScheduledPlanner, ScheduleError
 from kohya_multiplier.planner import split_multiplier
-from kohya_multiplier.report.data import scheduled_rotation_bound
+from kohya_multiplier.report.data import scheduled_rotation_bound, walk_switches
 
 SETTINGS = settings(max_examples=int(os.environ.get("PLANNER_EXAMPLES", "60")), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -145,6 +145,8 @@ def test_every_image_returns_within_its_time_varying_bound(data):
     counts = result[0]
     for image in range(subset_of_image.size):
         subset = int(subset_of_image[image])
+        rate_of = lambda e, subset=subset: rates.at(e)[subset]  # noqa: E731
+        switches = walk_switches(rate_of, 1, 40)
         trained = np.flatnonzero(counts[:, image] > 0) + 1
         last = None  # the last epoch the image trained (None: its subset's rotation has not started)
         for epoch in range(1, 41):
@@ -157,7 +159,7 @@ def test_every_image_returns_within_its_time_varying_bound(data):
             if epoch in trained:
                 last = epoch
                 continue
-            bound = scheduled_rotation_bound(lambda e: rates.at(e)[subset], last)
+            bound = scheduled_rotation_bound(rate_of, last, switches=switches)
             assert bound is None or epoch - last < bound, (image, epoch, last, bound)
 
 

@@ -32,6 +32,25 @@ class PlanSummary:
         return Fraction(self.extra_batches) != self.fractional_batches
 
 
+def replay_state(planner, epoch: int) -> None:
+    """Bring a planner's state (``_epoch``, ``_credit``, ``_rotation``) to the end of ``epoch``,
+    one epoch at a time (``planner._step(walk, e)`` advances the credits and the walk by epoch e;
+    ``planner._walk()`` starts the walk), from epoch 0 to go back. Both planners replay so."""
+    if planner._epoch > epoch:
+        planner._restart()
+    if planner._epoch == epoch:
+        return
+    walk = planner._walk()
+    try:
+        while planner._epoch < epoch:
+            walk = planner._step(walk, planner._epoch + 1)
+            planner._epoch += 1
+    except BaseException:
+        planner._restart()  # interrupted in the middle of a step: start over next time
+        raise
+    planner._rotation = walk.state()
+
+
 class DatasetPlanner:
     """Plans the epochs of one dataset (one batch size, one bucket layout).
 
@@ -85,25 +104,18 @@ class DatasetPlanner:
     def _windows(self, allocation: EpochAllocation, out=None) -> np.ndarray:
         return rotation_windows(self.layout, allocation, out)
 
-    def _replay(self, epoch: int) -> None:
-        """Bring the state to the end of ``epoch``."""
-        if self._epoch > epoch:
-            self._restart()
-        if self._epoch == epoch:
-            return
+    def _walk(self) -> Walk:
         layout = self.layout
-        walk = Walk(self._rotation, self.seed, layout.cell_subset, layout.cell_bucket, layout.cell_size)
-        windows = np.empty_like(layout.cell_size)
-        try:
-            while self._epoch < epoch:
-                allocation, credit = self._allocation()
-                walk.step(self._windows(allocation, windows))
-                self._credit = credit
-                self._epoch += 1
-        except BaseException:
-            self._restart()  # interrupted in the middle of a step: start over next time
-            raise
-        self._rotation = walk.state()
+        self._windows_out = np.empty_like(layout.cell_size)
+        return Walk(self._rotation, self.seed, layout.cell_subset, layout.cell_bucket, layout.cell_size)
+
+    def _step(self, walk: Walk, epoch: int) -> Walk:
+        allocation, credit = self._allocation()
+        walk.step(self._windows(allocation, self._windows_out))
+        self._credit = credit
+        return walk
+
+    _replay = replay_state
 
     def plan_epoch(self, epoch: int) -> EpochPlan:
         if epoch < 1:

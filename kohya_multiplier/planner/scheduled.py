@@ -28,7 +28,7 @@ import numpy as np
 from kohya_multiplier.planner.assemble import EpochPlan, assemble_epoch
 from kohya_multiplier.planner.credits import PHASE, PICK_COST, CreditState, EpochAllocation, _batches_for, _per_bucket, allocate_epoch
 from kohya_multiplier.planner.layout import DatasetLayout, epoch_layout, every_image_in_cells, members_in_bucket_order, with_integer_lists
-from kohya_multiplier.planner.planner import fractional_picks, rotation_windows
+from kohya_multiplier.planner.planner import fractional_picks, replay_state, rotation_windows
 from kohya_multiplier.planner.rotation import RotationState, Walk, fresh_cycles
 from kohya_multiplier.planner.sizing import simulation_epochs
 
@@ -205,28 +205,20 @@ class ScheduledPlanner:
             return np.zeros(0, dtype=np.int64)
         return np.flatnonzero(self.layout(epoch).cell_excludes != self.layout(epoch - 1).cell_excludes)
 
-    def _replay(self, epoch: int) -> None:
-        """Bring the state to the end of ``epoch``."""
-        if self._epoch > epoch:
-            self._restart()
-        if self._epoch == epoch:
-            return
+    def _walk(self) -> Walk:
         cells = self.cells
-        rotation = self._rotation
-        walk = Walk(rotation, self.seed, cells.cell_subset, cells.cell_bucket, cells.cell_size)
-        try:
-            while self._epoch < epoch:
-                switched = self._switched(self._epoch + 1)
-                if switched.size:
-                    walk = Walk(fresh_cycles(walk.state(), switched), self.seed, cells.cell_subset, cells.cell_bucket, cells.cell_size)
-                allocation, credit, _ = self._allocation(self._epoch + 1, self._credit, self.epoch_length)
-                walk.step(rotation_windows(self.layout(self._epoch + 1), allocation))
-                self._credit = credit
-                self._epoch += 1
-        except BaseException:
-            self._restart()
-            raise
-        self._rotation = walk.state()
+        return Walk(self._rotation, self.seed, cells.cell_subset, cells.cell_bucket, cells.cell_size)
+
+    def _step(self, walk: Walk, epoch: int) -> Walk:
+        switched = self._switched(epoch)
+        if switched.size:
+            cells = self.cells
+            walk = Walk(fresh_cycles(walk.state(), switched), self.seed, cells.cell_subset, cells.cell_bucket, cells.cell_size)
+        allocation, self._credit, _ = self._allocation(epoch, self._credit, self.epoch_length)
+        walk.step(rotation_windows(self.layout(epoch), allocation))
+        return walk
+
+    _replay = replay_state
 
     def plan_epoch(self, epoch: int) -> EpochPlan:
         if epoch < 1:

@@ -76,29 +76,46 @@ def scheduled_rotation_bounds(rates, first: int, last: int) -> list[int | None]:
     """Per subset of a scheduled dataset (``rates``: at(epoch) -> (S,)), the longest of its
     rotation bounds (:func:`scheduled_rotation_bound`) for waits starting in epochs ``first - 1``
     .. ``last - 1``; None for a subset that never trains long enough to have one."""
-    table = np.array([rates.at(e) for e in range(first, last + 1)])  # (E, S)
-    positive = table[table > 0]
+    planned = np.array([rates.at(e) for e in range(first, last + 1)])  # (E, S)
+    positive = planned[planned > 0]
     slowest = float(positive.min()) if positive.size else 1.0
     extra = int(min(4 * math.ceil(1 / min(slowest, 1.0)) + 4, 20_000))
-    table = np.vstack([table, np.array([rates.at(e) for e in range(last + 1, last + 1 + extra)]).reshape(-1, table.shape[1])])
+    start = max(1, first - 1)
+    table = np.array([rates.at(e) for e in range(start, last + 1 + extra)])  # epochs start.. (one before first, for switches)
     bounds: list[int | None] = []
     for column in table.T:
         worst = None
-        rate = lambda e, column=column: float(column[e - first]) if e - first < column.size else 0.0  # noqa: E731
-        for start in range(first - 1, last):
-            bound = scheduled_rotation_bound(rate, start, longest=extra + last - start)
+        rate = lambda e, column=column: float(column[e - start]) if 0 <= e - start < column.size else 0.0  # noqa: E731
+        switches = walk_switches(rate, first, start + column.size - 1)
+        for wait_from in range(first - 1, last):
+            bound = scheduled_rotation_bound(rate, wait_from, longest=extra + last - wait_from, switches=switches)
             if bound is not None and (worst is None or bound > worst):
                 worst = bound
         bounds.append(worst)
     return bounds
 
 
-def scheduled_rotation_bound(rate_of_epoch, last: int, longest: int = 1_000_000) -> int | None:
+def scheduled_rotation_bound(rate_of_epoch, last: int, longest: int = 1_000_000, switches: Sequence[int] = ()) -> int | None:
     """The contract's longest gap for a rate that changes with the epoch: an image last trained
     in epoch ``last`` (or whose subset started after it) trains again before ``last + bound``,
     where the bound is the epochs over which its subset's expected picks per image reach 1 twice
     over, plus 2. For a constant fraction f that is 2 x ceil(1/f) + 2, the static bound; an epoch
-    with a whole rate trains every image. None when the subset stops training first."""
+    with a whole rate trains every image. ``switches``: epochs where the subset's fraction crosses
+    1/2 (its cells then switch between walking their picks and the images they leave out, and
+    start a fresh cycle); a wait that reaches one counts again from the epoch before it. None when
+    the subset stops training first."""
+    start = last
+    while True:
+        bound = _two_periods(rate_of_epoch, start, longest - (start - last))
+        if bound is None:
+            return None
+        restart = [e for e in switches if start + 1 < e < start + bound]
+        if not restart:
+            return start + bound - last
+        start = max(restart) - 1
+
+
+def _two_periods(rate_of_epoch, last: int, longest: int) -> int | None:
     reached, periods, epoch = 0.0, 0, last
     while epoch - last < longest:
         epoch += 1
@@ -111,6 +128,15 @@ def scheduled_rotation_bound(rate_of_epoch, last: int, longest: int = 1_000_000)
             if periods == 2:
                 return epoch - last + 2
     return None
+
+
+def walk_switches(rate_of_epoch, first: int, last: int) -> list[int]:
+    """Epochs in first..last (from 2) where a scheduled subset's fraction crosses 1/2 against the
+    epoch before (planner/scheduled.py then starts its cells on a fresh cycle)."""
+    def above(epoch: int) -> bool:
+        return split_multiplier(max(float(rate_of_epoch(epoch)), 0.0))[1] > 0.5
+
+    return [e for e in range(max(2, first), last + 1) if above(e) != above(e - 1)]
 
 
 @dataclass
