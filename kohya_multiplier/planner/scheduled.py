@@ -8,10 +8,13 @@ assembly), with the multipliers of each epoch from a rates object (``at(epoch)``
   so each cell's credit and rotation stream carry across epochs whatever its rate does; a subset
   whose rate is 0 in an epoch (outside its window) has its credit reset, so it owes nothing and
   trains nothing, and enters (again) with a fresh credit;
-* every epoch has the same length L: the fewest batches for which no cell falls behind in a
-  simulation of the whole schedule plus its steady state (the check of ``sizing.py``). An epoch
-  whose picks need fewer batches splits its largest batches until it has L; one whose images
-  would not fill L batches takes picks early, as a rounded-up static plan does.
+* every epoch has the same length L: at least room for every bucket's partial batch in every
+  epoch of the schedule, raised until no cell falls behind in a simulation of the whole schedule
+  plus its steady state (the check of ``sizing.py``). An epoch whose picks need fewer batches
+  splits its largest batches until it has L; one whose images would not fill L batches takes
+  picks early, as a rounded-up static plan does;
+* a cell whose fraction crosses 1/2 (it switches between walking its picks and walking the images
+  it leaves out) starts a fresh cycle, so no image it had just left out waits a further cycle.
 
 The state is the same O(cells) as the static planner's, and an epoch is a pure function of
 (seed, dataset, rates, epoch).
