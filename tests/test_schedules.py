@@ -227,3 +227,14 @@ def test_a_bad_ratio_schedule_is_one_line(ratio, message):
     with pytest.raises(UserError) as info:
         parse_ratio(ratio)
     assert str(info.value) == f"--ratio: {message}"
+
+
+def test_report_of_a_scheduled_runs_schedule_judges_each_epoch_against_its_target(tmp_path):
+    folders(a=20, b=20)
+    with open("dataset.toml", "w") as handle:
+        handle.write(two(a="multiplier = 1", b="multiplier = { 1 = 0, 8 = 1 }\nstart_epoch = 2"))
+    schedule, page = tmp_path / "s.jsonl", tmp_path / "r.html"
+    assert main(["plan", "dataset.toml", "--epochs", "8", "--schedule", str(schedule)]) == 0
+    assert main(["report", str(schedule), "--config", "dataset.toml", "--html", str(page)]) == 0
+    html = page.read_text()
+    assert "balanced: every subset within the contract in every epoch" in html and html.count("<polyline") == 4

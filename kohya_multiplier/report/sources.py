@@ -102,6 +102,9 @@ def schedule_reports(schedule, config: TrainingConfig | None, notes: list[str] |
             position.update({os.path.normpath(key): i for i, key in enumerate(plan_input.image_keys)})
             subset_of_image = plan_input.subset_of_image
             accumulator = EpochAccumulator(subset_of_image, len(dataset.subsets), order[0])
+            if dataset.scheduled:
+                accumulator.set_windows([s.start_epoch for s in dataset.subsets], [s.end_epoch for s in dataset.subsets])
+                _scheduled_targets(stats, dataset, order)
         else:
             keys = sorted(schedule.images_by_dataset[index])
             folders = sorted({os.path.dirname(k) for k in keys})
@@ -135,6 +138,15 @@ def schedule_reports(schedule, config: TrainingConfig | None, notes: list[str] |
         notes.append(f"{repeats} batch{'es' * (repeats != 1)} recorded twice (a run on several GPUs: accelerate gives a "
                      "rank with fewer batches the first ones again); counted as trained, not as extra batches")
     return reports
+
+
+def _scheduled_targets(stats: DatasetStats, dataset: DatasetSpec, epochs: list[int]) -> None:
+    """A scheduled dataset's targets of the epochs a schedule file holds (``stats`` planned none)."""
+    sizes = np.array([len(s.images) for s in dataset.subsets], dtype=np.float64)
+    stats.epochs = list(epochs)
+    stats.targets = np.stack([dataset.rates.at(e) * sizes for e in epochs], axis=1)
+    stats.scales = [dataset.rates.scale(e) for e in epochs]
+    stats.expected_per_epoch = stats.targets.mean(axis=1)
 
 
 def _folder_name(folder: str, folders: Sequence[str]) -> str:
