@@ -102,9 +102,7 @@ def schedule_reports(schedule, config: TrainingConfig | None, notes: list[str] |
             position.update({os.path.normpath(key): i for i, key in enumerate(plan_input.image_keys)})
             subset_of_image = plan_input.subset_of_image
             accumulator = EpochAccumulator(subset_of_image, len(dataset.subsets), order[0])
-            if dataset.scheduled:
-                accumulator.set_windows([s.start_epoch for s in dataset.subsets], [s.end_epoch for s in dataset.subsets])
-                _scheduled_targets(stats, dataset, order)
+            _follow_schedule(accumulator, stats, dataset, order)
         else:
             keys = sorted(schedule.images_by_dataset[index])
             folders = sorted({os.path.dirname(k) for k in keys})
@@ -140,8 +138,12 @@ def schedule_reports(schedule, config: TrainingConfig | None, notes: list[str] |
     return reports
 
 
-def _scheduled_targets(stats: DatasetStats, dataset: DatasetSpec, epochs: list[int]) -> None:
-    """A scheduled dataset's targets of the epochs a schedule file holds (``stats`` planned none)."""
+def _follow_schedule(accumulator, stats: DatasetStats, dataset: DatasetSpec, epochs: list[int]) -> None:
+    """A scheduled dataset: waits inside each subset's window, and the targets of the epochs a
+    schedule file holds (``stats`` planned none). Nothing for an unscheduled one."""
+    if not dataset.scheduled:
+        return
+    accumulator.set_windows([s.start_epoch for s in dataset.subsets], [s.end_epoch for s in dataset.subsets])
     sizes = np.array([len(s.images) for s in dataset.subsets], dtype=np.float64)
     stats.epochs = list(epochs)
     stats.targets = np.stack([dataset.rates.at(e) * sizes for e in epochs], axis=1)
