@@ -694,7 +694,7 @@ class _Reader:
             return None
         images, sized_by_train_resolution, image_of_key = self.read_images(paths, [table, dataset, general], filters, where, is_reg, excluded)
 
-        multiplier, schedule, effective, effective_origin = _subset_rate(multiplier, per_epoch, num_repeats, origin, len(images))
+        multiplier, schedule, effective, effective_origin = _resolved_rate(multiplier, per_epoch, num_repeats, origin, len(images))
         loss_weight = resolve_loss_weight(levels, paths.image_dir, shown_dir=paths.image_dir_raw, file=self.file)
         start_epoch, end_epoch = self.epoch_window(levels)
         return SubsetSpec(
@@ -852,7 +852,7 @@ def _is_fine_tuning(subsets_raw: Any) -> bool | None:
     return bool(tables) and with_metadata == len(tables)
 
 
-def _subset_rate(multiplier, per_epoch, num_repeats: int, origin: str, images: int):
+def _resolved_rate(multiplier, per_epoch, num_repeats: int, origin: str, images: int):
     """(multiplier, its schedule or None, effective multiplier, effective origin) of a subset of
     ``images`` images: images_per_epoch made a rate; a schedule's peak stands for it until the
     dataset resolves the rates of each epoch (read_dataset)."""

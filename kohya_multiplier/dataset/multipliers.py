@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from kohya_multiplier.errors import UserError
 
 MULTIPLY_TXT = "multiply.txt"
@@ -109,6 +111,18 @@ def split_multiplier(m: float) -> tuple[int, float]:
         return int(nearest), 0.0
     whole = math.floor(m)
     return int(whole), m - whole
+
+
+def split_multipliers(multipliers) -> tuple[np.ndarray, np.ndarray]:
+    """split_multiplier of every value at once (whole parts as int64, fractions): the same rule,
+    for a replay of a scheduled dataset, which splits every subset's rate every epoch."""
+    m = np.asarray(multipliers, dtype=np.float64)
+    nearest = np.rint(m)
+    whole = np.abs(m - nearest) <= _INTEGER_TOLERANCE * np.maximum(1.0, np.abs(m))
+    integer = np.where(whole, nearest, np.floor(m))
+    fraction = np.where(whole, 0.0, m - np.floor(m))
+    positive = m > 0
+    return np.where(positive, integer, 0).astype(np.int64), np.where(positive, fraction, 0.0)
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ epoch): the planner asks for the rates of every epoch it replays.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -74,6 +75,7 @@ class DatasetRates:
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_cache"] = None
+        state.pop("requested_by_epoch", None)  # read-time checks only: not for every DataLoader worker
         return state
 
     def __repr__(self) -> str:
@@ -108,30 +110,34 @@ class DatasetRates:
         self._cache = (epoch, rates)
         return rates
 
+    @functools.cached_property
+    def requested_by_epoch(self) -> np.ndarray:
+        """(horizon, S) the requests of epochs 1..horizon, found once for the checks below."""
+        return np.array([self.requested(epoch) for epoch in range(1, self.horizon + 1)])
+
     def epoch_without_images(self) -> int | None:
         """The first epoch in which no subset asks for an image, if any."""
-        for epoch in range(1, self.horizon + 1):
-            if not float(self.requested(epoch) @ self.images) > 0:
-                return epoch
-        return None
+        empty = np.flatnonzero(~(self.requested_by_epoch @ self.images > 0))
+        return int(empty[0]) + 1 if empty.size else None
 
     def peaks(self) -> np.ndarray:
         """(S,) each subset's largest scaled rate over all epochs."""
-        return np.max([self.at(epoch) for epoch in range(1, self.horizon + 1)], axis=0)
+        asked = self.requested_by_epoch
+        totals = asked @ self.images
+        scale = np.divide(self.total, totals, out=np.ones_like(totals), where=totals > 0)
+        return (asked * scale[:, None]).max(axis=0)
 
     def mix_changes(self) -> bool:
         """Whether the subsets' shares of an epoch differ between some epochs that train images
         (else the schedules change only the size, which the constant total undoes)."""
-        shares = []
-        for epoch in range(1, self.horizon + 1):
-            asked = self.requested(epoch) * self.images
-            if asked.sum() > 0:
-                shares.append(asked / asked.sum())
+        asked = self.requested_by_epoch * self.images
+        totals = asked.sum(axis=1)
+        shares = asked[totals > 0] / totals[totals > 0, None]
         return any(not np.allclose(share, shares[0], rtol=_SAME, atol=1e-12) for share in shares[1:])
 
     def requests_change(self) -> bool:
-        first = self.requested(1)
-        return any(not np.allclose(self.requested(epoch), first, rtol=_SAME, atol=0) for epoch in range(2, self.horizon + 1))
+        asked = self.requested_by_epoch
+        return any(not np.allclose(row, asked[0], rtol=_SAME, atol=0) for row in asked[1:])
 
     def turning_epochs(self) -> list[int]:
         """Epoch 1, every epoch where some subset's schedule or window turns, and the horizon."""

@@ -20,7 +20,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from kohya_multiplier.dataset.multipliers import split_multiplier
+from kohya_multiplier.dataset.multipliers import split_multiplier, split_multipliers
 from kohya_multiplier.planner.tickets import group_starts
 
 UNITS_PER_IMAGE = 1 << 20
@@ -334,14 +334,3 @@ def with_integer_lists(layout: DatasetLayout, multipliers, order: np.ndarray | N
     repeated = np.repeat(layout.cell_members[order], repeats)
     return dataclasses.replace(layout, integer_lists=np.split(repeated, np.cumsum(counts)[:-1]) if layout.n_buckets else [])
 
-
-def split_multipliers(multipliers) -> tuple[np.ndarray, np.ndarray]:
-    """split_multiplier of every value at once (whole parts as int64, fractions): the same rule,
-    as a replay of a scheduled dataset splits every subset's rate every epoch."""
-    m = np.asarray(multipliers, dtype=np.float64)
-    nearest = np.rint(m)
-    whole = np.abs(m - nearest) <= 1e-9 * np.maximum(1.0, np.abs(m))  # multipliers._INTEGER_TOLERANCE
-    integer = np.where(whole, nearest, np.floor(m))
-    fraction = np.where(whole, 0.0, m - np.floor(m))
-    positive = m > 0
-    return np.where(positive, integer, 0).astype(np.int64), np.where(positive, fraction, 0.0)

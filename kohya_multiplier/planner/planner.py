@@ -27,6 +27,8 @@ class PlanSummary:
     extra_batches: int  # K: batches added for the fractional parts
     fractional_batches: Fraction  # exact fractional demand in batches; K is at least its ceiling
 
+    scheduled = False  # a ScheduledSummary says True
+
     @property
     def rounded_up(self) -> bool:
         return Fraction(self.extra_batches) != self.fractional_batches

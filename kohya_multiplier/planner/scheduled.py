@@ -66,9 +66,10 @@ class ScheduledPlanner:
         self._layouts: dict[bytes, tuple] = {}
         self._extra_layouts: dict[tuple, tuple] = {}
         self._bucket_order: np.ndarray | None = None  # the order of integer lists, found once (not pickled)
-        self.rounded_up = False  # set by the sizing simulation of the chosen length
+        self._rounded_up_at: dict[int, bool] = {}  # per length simulated: whether picks were taken early
+        self.rounded_up = False
         self.epoch_length = self._sized()
-        self._keeps_up(self.epoch_length, self.rates.horizon + simulation_epochs(self.layout(self.rates.horizon)))
+        self.rounded_up = self._rounded_up_at[self.epoch_length]
         if rates.total < self.epoch_length:
             raise ScheduleError(
                 f"{rates.total:.4g} images per epoch cannot fill the {self.epoch_length} batches an epoch of its buckets needs "
@@ -88,6 +89,7 @@ class ScheduledPlanner:
         state["_layouts"] = {}
         state["_extra_layouts"] = {}
         state["_bucket_order"] = None
+        state["_rounded_up_at"] = {}
         return state
 
     def __len__(self) -> int:
@@ -184,8 +186,11 @@ class ScheduledPlanner:
         return above
 
     def _keeps_up(self, length: int, epochs: int) -> bool:
+        """Whether no cell falls behind at ``length`` over ``epochs``; notes whether that length
+        took picks early (rounded up)."""
         credit = CreditState.initial(self.cells)
         self.rounded_up = False
+        self._rounded_up_at[length] = True  # a length that falls behind is never chosen
         for epoch in range(1, epochs + 1):
             layout = self.layout(epoch)
             allocation, credit, images = self._allocation(epoch, credit, length)
@@ -196,6 +201,7 @@ class ScheduledPlanner:
             deadline = 2 * PICK_COST + np.minimum(layout.cell_demand, PICK_COST)
             if (credit.cell_credit >= deadline).any():
                 return False
+        self._rounded_up_at[length] = self.rounded_up
         return True
 
     # -- planning -----------------------------------------------------------------------------

@@ -37,9 +37,9 @@ def distortion_messages(stats: "DatasetStats") -> list[str]:
         why = (
             f"an epoch holds whole batches: its {stats.summary.epoch_length} batches hold at least one image each, more than "
             "the scheduled images fill in some epochs, so picks are taken early"
-            if getattr(summary, "scheduled", False) and summary.rounded_up
+            if summary.scheduled and summary.rounded_up
             else "an epoch holds whole batches, shared by the subsets of each bucket"
-            if getattr(summary, "scheduled", False)
+            if summary.scheduled
             else f"an epoch holds whole batches: the fractional demand of {float(summary.fractional_batches):.3g} batches is "
             f"rounded up to {summary.extra_batches} extra batch{'es' * (summary.extra_batches != 1)}, and that room is filled"
             if summary.rounded_up

@@ -169,7 +169,7 @@ def stock_order_note(datasets: list[DatasetSpec]) -> str | None:
 
 def epoch_shape_line(stats: DatasetStats) -> str:
     summary = stats.summary
-    if getattr(summary, "scheduled", False):
+    if summary.scheduled:
         return (
             f"dataset {stats.dataset}: batch size {stats.batch_size}, {stats.buckets} bucket{'s' * (stats.buckets != 1)}, "
             f"{summary.epoch_length} batches per epoch (scheduled: {format_number(round(summary.images_per_epoch, 2))} images "
