@@ -238,3 +238,20 @@ def test_report_of_a_scheduled_runs_schedule_judges_each_epoch_against_its_targe
     assert main(["report", str(schedule), "--config", "dataset.toml", "--html", str(page)]) == 0
     html = page.read_text()
     assert "balanced: every subset within the contract in every epoch" in html and html.count("<polyline") == 4
+
+
+def test_a_scheduled_loss_weight_is_recorded_per_image_in_the_dry_runs_schedule(tmp_path):
+    """Also in a dataset without multipliers (sd-scripts trains it itself): the schedule file
+    carries each image's weight of that epoch, as training records the weight it applied."""
+    import json
+
+    folders(a=4)
+    with open("dataset.toml", "w") as handle:
+        handle.write(HEAD + '[[datasets]]\n[[datasets.subsets]]\nimage_dir = "a"\nloss_weight = { 1 = 1, 3 = 0.5 }\n')
+    schedule = tmp_path / "s.jsonl"
+    assert main(["plan", "dataset.toml", "--epochs", "4", "--schedule", str(schedule)]) == 0
+    weights = {}
+    for line in schedule.read_text().splitlines():
+        record = json.loads(line)
+        weights.setdefault(record["epoch"], set()).update(record["loss_weights"])
+    assert weights == {1: {1.0}, 2: {0.75}, 3: {0.5}, 4: {0.5}}
