@@ -30,6 +30,7 @@ COMMAND_MODULES = {
     "scripts": "scripts",
     "check": "check",
     "report": "report",
+    "musubi": "musubi",
 }
 
 
@@ -102,6 +103,10 @@ def _dispatch(argv: list[str]) -> int:
         from kohya_multiplier.sdscripts.launch import run_training
 
         return run_training(argv[0], argv[1:])
+    if len(argv) > 1 and argv[0] == "musubi" and argv[1] not in ("-h", "--help"):
+        from kohya_multiplier.musubi.launch import run_musubi  # its arguments are the script's, untouched
+
+        return run_musubi(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):

@@ -83,11 +83,12 @@ def compute(
     )
 
 
-def format_run(run: RunArithmetic) -> list[str]:
-    """The lines sd-scripts prints at the start of training, with our wording beside its labels."""
+def format_run(run: RunArithmetic, trainer: str = "sd-scripts") -> list[str]:
+    """The lines the trainer prints at the start of training, with our wording beside its labels
+    (musubi-tuner's training loop does the same arithmetic)."""
     where = f"{run.processes} processes, " if run.processes > 1 else ""
     lines = [
-        f"the run, as sd-scripts will print it ({where}gradient accumulation {run.gradient_accumulation_steps}):",
+        f"the run, as {trainer} will print it ({where}gradient accumulation {run.gradient_accumulation_steps}):",
         f"  num batches per epoch: {run.batches_per_process}" + (f" per process ({run.batches_per_epoch} in all)" if run.processes > 1 else ""),
         f"  optimizer steps per epoch: {run.steps_per_epoch}",
         f"  num epochs: {run.num_epochs}",

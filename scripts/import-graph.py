@@ -14,7 +14,8 @@ and the layers below, never one above):
     4  balance/     targets to multipliers, TOML edits
     5  writer, example, bench
     6  checkouts/   sd-scripts checkouts: locate, fingerprint, patch, the training scripts
-    7  sdscripts/   the runtime hooks into sd-scripts (the only layer that may import torch)
+    7  sdscripts/, musubi/, runtime/   the trainer adapters (the only layer that may import torch):
+                    sd-scripts' and musubi-tuner's, which never import each other, and what both share
     8  commands/, cli, __main__
 
 tests/test_import_graph.py runs it.
@@ -36,10 +37,11 @@ LAYERS = [
     ("balance", ["balance"]),
     ("writer, example, bench", ["writer", "example", "bench"]),
     ("checkouts", ["checkouts"]),
-    ("sdscripts", ["sdscripts"]),
+    ("trainer adapters", ["sdscripts", "musubi", "runtime"]),
     ("commands", ["commands", "cli", "__main__", "patches"]),
 ]
 TORCH_FROM_LAYER = 7
+TRAINER_ADAPTERS = ("sdscripts", "musubi")
 
 
 def layer_of(module: str) -> int:
@@ -141,9 +143,19 @@ def findings(root: Path) -> list[str]:
             if layer_of(target) > layer_of(module) and not target.startswith(module + "."):
                 problems.append(f"runs back up: {module} ({LAYERS[layer_of(module)][0]}) imports {target} "
                                 f"({LAYERS[layer_of(target)][0]})")
+        trainer = _adapter_of(module)
+        for target in sorted(edges[module]):
+            other = _adapter_of(target)
+            if trainer and other and other != trainer:
+                problems.append(f"adapters cross: {module} imports {target} (one trainer's adapter never imports another's)")
         if "torch" in outside[module] and layer_of(module) < TORCH_FROM_LAYER:
             problems.append(f"torch in the core: {module} imports torch")
     return problems
+
+
+def _adapter_of(module: str) -> str | None:
+    first = module[len(PACKAGE) + 1:].split(".")[0]
+    return first if first in TRAINER_ADAPTERS else None
 
 
 def main(argv: list[str] | None = None) -> int:

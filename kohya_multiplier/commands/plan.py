@@ -47,6 +47,12 @@ def register(subparsers) -> None:
     parser.add_argument("--sd-scripts", "--sd_scripts", dest="sd_scripts", metavar="DIR", default=None,
                         help="the sd-scripts checkout that will train (default: the configured one); "
                              "how fine-tuning metadata is read depends on its revision")
+    parser.add_argument("--trainer", choices=("sd-scripts", "musubi"), default=None,
+                        help="whose dataset config CONFIG is (default: told by its keys; musubi-tuner's datasets name "
+                             "image_directory or video_directory)")
+    parser.add_argument("--architecture", metavar="NAME", default=None,
+                        help="musubi-tuner: the architecture's short name as in its cache files (wan, hv, fp, qi, zi, "
+                             "f2d, ...; default: found from the caches)")
     parser.add_argument("--verify-images", "--verify_images", dest="verify_images", action="store_true",
                         help="first decode every image with Pillow (as `kohya-multiplier check`); stop with status 1 "
                         "if any is unreadable or implausible")
@@ -86,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                          in_json=options.in_json)
     outputs = {"--schedule": args.schedule, "--plot": args.plot, "--html": args.html}
     check_outputs(outputs, inputs)  # before any work
-    config = load_training_config(args.config, options)
+    config = _read_config(args, options)
     files = OutputFiles(outputs, with_config_folders(inputs, config))
     if args.verify_images:
         from kohya_multiplier.commands.check import verify
@@ -151,7 +157,7 @@ def _plan_and_print(args, config, plans, epochs, files, run_figures, seed, *, se
         print(table, file=out)
     run_lines = []
     if run_figures is not None:
-        run_lines = format_run(run_figures) + _times_per_image(run_figures, all_stats, list(epochs))
+        run_lines = format_run(run_figures, config.datasets[0].trainer) + _times_per_image(run_figures, all_stats, list(epochs))
         print("", file=out)
         for line in run_lines:
             print(line, file=out)
@@ -162,6 +168,20 @@ def _plan_and_print(args, config, plans, epochs, files, run_figures, seed, *, se
         report = Report(title=f"plan of {config.source}", datasets=reports, notes=notes,
                         warnings=warnings_given()[warnings_before:], facts=facts, tables_text=tables, run_lines=run_lines)
         write_report(report, files, args.plot, args.html)
+
+
+def _read_config(args: argparse.Namespace, options):
+    """The dataset config, read by the reader of the trainer it is for."""
+    from kohya_multiplier.dataset.musubi_config import load_musubi_config, names_musubi_config
+
+    musubi = args.trainer == "musubi" or (args.trainer is None and args.config is not None and names_musubi_config(args.config))
+    if not musubi:
+        if args.architecture is not None:
+            raise UserError("is for musubi-tuner dataset configs (--trainer musubi)", key="--architecture")
+        return load_training_config(args.config, options)
+    if args.config is None:
+        raise UserError("a musubi-tuner dataset config is a file: give CONFIG", key="--trainer")
+    return load_musubi_config(args.config, architecture=args.architecture)
 
 
 def check_run_options(args: argparse.Namespace) -> None:

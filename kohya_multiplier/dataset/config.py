@@ -150,7 +150,7 @@ def _is_resolution(v):
     return isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
 
 
-_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+VALUE_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "bool": (_is_bool, "true or false"),
     "int": (_is_int, "an integer"),
     "str": (_is_str, "a string"),
@@ -452,8 +452,8 @@ class _Reader:
                                    file=self.file, where=where)
             elif kind == "total_images":
                 check_total_images(value, file=self.file, where=where)
-            elif kind in _KINDS:
-                test, wanted = _KINDS[kind]
+            elif kind in VALUE_KINDS:
+                test, wanted = VALUE_KINDS[kind]
                 if not test(value):
                     raise self.error(f"must be {wanted}, not {describe_value(value)}", where=where, key=key)
 

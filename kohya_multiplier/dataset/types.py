@@ -57,6 +57,7 @@ class SubsetSpec:
     images_per_epoch: Any = None  # images_per_epoch as given (a count or a schedule), when it set the rate
     start_epoch: int = 1  # the subset trains from this epoch ...
     end_epoch: int | None = None  # ... through this one (None: to the end)
+    image_buckets: list[tuple[int, ...]] | None = None  # each image's bucket, when the reader decided it (musubi-tuner: a clip's adds its frames)
 
     @property
     def source(self) -> str:
@@ -90,6 +91,8 @@ class DatasetSpec:
     rates: DatasetRates | None = None  # a scheduled dataset: every subset's rate in every epoch (rates.py); None: constant
     total_images_per_epoch: float | None = None  # as given (rates.total is what trains)
     file: str | None = None  # the config file it was read from (for messages of later stages)
+    trainer: str = "sd-scripts"  # whose dataset config it is: "sd-scripts" or "musubi-tuner" (dataset/musubi_config.py)
+    video: bool = False  # a musubi-tuner video dataset: its items are clips
 
     @property
     def scheduled(self) -> bool:

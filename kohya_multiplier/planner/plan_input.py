@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # config imports nothing from here; keep the arrow one way at
     from kohya_multiplier.dataset.types import DatasetSpec
     from kohya_multiplier.planner import DatasetPlanner
 
-Resolution = tuple[int, int]
+Resolution = tuple[int, ...]  # (width, height); a musubi-tuner clip's bucket adds its frames
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,8 @@ def build_plan_input(entries: Iterable[tuple]) -> PlanInput:
     sd-scripts registers (repeats >= 1, as sd-scripts' ImageInfo.num_repeats). All entries of one
     call have the same form."""
     ordered = sorted(
-        (int(entry[0]), str(entry[1]), (int(entry[2][0]), int(entry[2][1]))) if len(entry) == 3
-        else (int(entry[0]), str(entry[1]), (int(entry[2][0]), int(entry[2][1])), *(int(repeats) for repeats in entry[3:4]))
+        (int(entry[0]), str(entry[1]), tuple(int(side) for side in entry[2])) if len(entry) == 3
+        else (int(entry[0]), str(entry[1]), tuple(int(side) for side in entry[2]), *(int(repeats) for repeats in entry[3:4]))
         for entry in entries
     )
     arities = {len(entry) for entry in ordered}
@@ -78,7 +78,7 @@ def plan_input_for_dataset(dataset: "DatasetSpec") -> PlanInput:
     from kohya_multiplier.dataset.regularization import stock_image_repeats
 
     per_subset = stock_image_repeats(dataset)
-    entries, images = [], []
+    entries, images, decided = [], [], []
     for i, subset in enumerate(dataset.subsets):
         if subset.excluded:
             continue
@@ -90,8 +90,11 @@ def plan_input_for_dataset(dataset: "DatasetSpec") -> PlanInput:
             else:
                 continue
             images.append(image)
+            decided.append(subset.image_buckets[k] if subset.image_buckets is not None else None)
     if not images:
         return build_plan_input([]) if per_subset is None else _empty_stock_input()
+    if all(bucket is not None for bucket in decided):  # the reader decided each image's bucket
+        return build_plan_input((entry[0], entry[1], bucket, *entry[2:]) for entry, bucket in zip(entries, decided))
     bucket_of_image, resolutions = dataset_bucket_ids(dataset, images)
     return build_plan_input(
         (entry[0], entry[1], tuple(resolutions[b]), *entry[2:]) for entry, b in zip(entries, bucket_of_image)

@@ -10,13 +10,13 @@ PLANNER_VERSION_KEY = "planner_version"
 LOSS_WEIGHTS_KEY = "loss_weights"
 
 
-def batch_record(epoch: int, dataset: int, batch: int, resolution: tuple[int, int], images: list[str], *,
+def batch_record(epoch: int, dataset: int, batch: int, resolution: tuple[int, ...], images: list[str], *,
                  planned: bool = True, loss_weights: list[float] | None = None) -> dict:
     """``planned``: the planner made it (its version is recorded); a stock sd-scripts batch
     recorded in training has none. ``loss_weights``: each image's loss weight, in a dataset that
     has some other than 1 (the dry run's from the config, training's as applied to the loss)."""
     record = {"epoch": int(epoch), "dataset": int(dataset), "batch": int(batch),
-              "resolution": [int(resolution[0]), int(resolution[1])], "images": list(images)}
+              "resolution": [int(side) for side in resolution], "images": list(images)}
     if planned:
         record[PLANNER_VERSION_KEY] = PLANNER_VERSION
     if loss_weights is not None:

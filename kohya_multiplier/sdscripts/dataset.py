@@ -34,7 +34,7 @@ from kohya_multiplier.planner.dataset_plan import DatasetPlan
 from kohya_multiplier.planner.plan_input import build_plan_input, plan_input_for_dataset
 from kohya_multiplier.planner.records import LOSS_WEIGHTS_KEY, batch_record
 from kohya_multiplier.sdscripts import session as _session
-from kohya_multiplier.sdscripts.recorder import BATCH_RECORD_KEY  # the recorder owns the key it takes out of each batch
+from kohya_multiplier.runtime.recorder import BATCH_RECORD_KEY  # the recorder owns the key it takes out of each batch
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from kohya_multiplier.errors import EXIT_USER_ERROR, UserError, warn_once
 from kohya_multiplier.dataset.loss_weights import LOSS_SCALE_TXT
 from kohya_multiplier.dataset.reading import parse_json, parse_toml
 from kohya_multiplier.dataset.multipliers import MULTIPLY_TXT, folder_subset_table, parse_folder_name
-from kohya_multiplier.sdscripts import hookpoints, recorder
+from kohya_multiplier.runtime import recorder
+from kohya_multiplier.sdscripts import hookpoints
 from kohya_multiplier.checkouts.scripts import read_text
 from kohya_multiplier.sdscripts import session as _session
 

@@ -78,7 +78,7 @@ def problems(session: _session.Session, train_group: Any, blueprint: Any = None)
     if session.planned or session.weighted:
         found += _dataset_problems(session, train_group)
     if session.record:
-        from kohya_multiplier.sdscripts import recorder
+        from kohya_multiplier.runtime import recorder
 
         if not recorder.dataloader_hook_installed():
             found.append("the --multiplier_schedule recorder is not attached to accelerate's DataLoader")

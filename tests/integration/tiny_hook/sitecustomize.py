@@ -46,6 +46,7 @@ FAMILY_MODULES = {
     "KOHYA_MULTIPLIER_TINY_LUMINA": "km_tiny_lumina",
     "KOHYA_MULTIPLIER_TINY_SD3": "km_tiny_sd3",
     "KOHYA_MULTIPLIER_TINY_HUNYUAN": "km_tiny_hunyuan",
+    "KOHYA_MULTIPLIER_TINY_WAN": "km_tiny_wan",  # musubi-tuner's Wan 2.1 (see that module)
 }
 
 # --- SDXL ---------------------------------------------------------------------------------------
