@@ -267,7 +267,7 @@ def test_wrapper_options_are_taken_out_of_the_scripts_arguments():
 def test_script_names_and_refusals():
     assert installs.script_module("wan_train_network.py") == "musubi_tuner.wan_train_network"
     assert installs.script_module("musubi_tuner.zimage_train_network") == "musubi_tuner.zimage_train_network"
-    with pytest.raises(UserError, match="not a musubi-tuner LoRA training script"):
+    with pytest.raises(UserError, match="not a musubi-tuner script kohya-multiplier runs"):
         installs.script_module("hv_train")
 
 

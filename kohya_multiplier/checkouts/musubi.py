@@ -39,6 +39,7 @@ HOOKED = (
     ("dataset/bucket.py", "BucketBatchManager.shuffle"),
     ("dataset/bucket.py", "BucketBatchManager.__getitem__"),
     ("dataset/config_utils.py", "generate_dataset_group_by_blueprint"),
+    ("dataset/config_utils.py", "load_user_config"),
     ("training/accelerator_setup.py", "collator_class.__call__"),
     ("training/trainer_base.py", "NetworkTrainer._build_dataset"),
     ("training/trainer_base.py", "NetworkTrainer._build_optimizer_and_dataloader"),
@@ -64,6 +65,7 @@ KNOWN: dict[str, dict[str, str]] = {
         "BucketBatchManager.shuffle": "c619a0d049ff3cf7",
         "BucketBatchManager.__getitem__": "30b845408a91d0ff",
         "generate_dataset_group_by_blueprint": "f0562168d69144cd",
+        "load_user_config": "7a0ac18628a6d19e",
         "collator_class.__call__": "97ea1a9c912c0996",
         "NetworkTrainer._build_dataset": "84dcab0feb175d2a",
         "NetworkTrainer._build_optimizer_and_dataloader": "f3b7b2d3ea1b8f6f",
@@ -81,6 +83,8 @@ SCRIPTS = {
     "krea2_train_network": "Krea 2",
 }
 TRAINED_BY_THE_SUITE = ("wan_train_network",)
+# musubi's caching scripts read the same dataset config: wrapped, they see it without our keys.
+CACHING_SUFFIXES = ("cache_latents", "cache_text_encoder_outputs", "cache_pixel")
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,30 @@ def find_install() -> MusubiInstall:
     return MusubiInstall(root, found)
 
 
+def configured_python() -> Path | None:
+    """The musubi-tuner Python ``configure --musubi`` remembered, or None."""
+    from kohya_multiplier.checkouts.locate import read_user_config
+
+    value = read_user_config(required=False).get("musubi_python")
+    return Path(value) if isinstance(value, str) and value else None
+
+
+def version_in(python: Path) -> str:
+    """The musubi-tuner version that ``python`` imports; a one-line error when it has none."""
+    import subprocess
+
+    if not python.exists():
+        raise UserError(f"{str(python)!r} does not exist", key="--musubi")
+    probe = "import importlib.metadata as m, musubi_tuner; print(m.version('musubi-tuner'))"
+    try:
+        done = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise UserError(f"cannot run {python}: {error}", key="--musubi") from None
+    if done.returncode != 0:
+        raise UserError(f"{python} cannot import musubi_tuner: install musubi-tuner in that environment", key="--musubi")
+    return done.stdout.strip() or "unknown"
+
+
 def hooked_hashes(root: Path) -> dict[str, str]:
     """{qualified name: sha256 of its source, 16 hex digits} of each hooked function ("missing"
     when the file or the function is not there)."""
@@ -153,12 +181,14 @@ def _function_source(text: str, tree: ast.Module, qualified: str) -> str | None:
 
 
 def script_module(word: str) -> str:
-    """The module of a training script given as ``wan_train_network``, ``wan_train_network.py`` or
-    ``musubi_tuner.wan_train_network``; a one-line error for others."""
+    """The module of a LoRA training or caching script given as ``wan_train_network``,
+    ``wan_train_network.py`` or ``musubi_tuner.wan_train_network``; a one-line error for others."""
     name = os.path.basename(word)
     name = name[: -len(".py")] if name.endswith(".py") else name
     name = name.split(".")[-1]
+    if name.endswith(CACHING_SUFFIXES):
+        return f"{PACKAGE}.{name}"
     if name not in SCRIPTS:
-        raise UserError(f"{word!r} is not a musubi-tuner LoRA training script kohya-multiplier runs; one of: "
-                        + ", ".join(sorted(SCRIPTS)), key="SCRIPT")
+        raise UserError(f"{word!r} is not a musubi-tuner script kohya-multiplier runs: a caching script "
+                        "(..._cache_latents, ..._cache_text_encoder_outputs) or one of " + ", ".join(sorted(SCRIPTS)), key="SCRIPT")
     return f"{PACKAGE}.{name}"

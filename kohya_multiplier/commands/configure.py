@@ -33,6 +33,12 @@ def register(subparsers) -> None:
         help="store DIR as an extra checkout named NAME under [checkouts] (e.g. a second revision for the "
         "integration tests) instead of as the default",
     )
+    parser.add_argument(
+        "--musubi",
+        metavar="PY",
+        help="remember the Python of a musubi-tuner environment (one that imports musubi_tuner), for the "
+        "integration tests and `scripts --trainer musubi` run elsewhere",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -84,6 +90,10 @@ def show() -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.musubi:
+        if args.sd_scripts or args.python or args.label:
+            raise UserError("configure one at a time: --musubi PY, or --sd-scripts DIR", key="--musubi")
+        return _configure_musubi(args.musubi)
     if not args.sd_scripts:
         if args.python or args.label:
             raise UserError("--python and --label need --sd-scripts DIR")
@@ -106,4 +116,23 @@ def run(args: argparse.Namespace) -> int:
         write_file(str(path), tomlkit.dumps(document), key="configure")
     where = f"[checkouts.{args.label}]" if args.label else "sd_scripts"
     print(f"wrote {where} = {root} (revision {revision.verdict()}; python {python}) to {path}")
+    return 0
+
+
+def _configure_musubi(python_given: str) -> int:
+    from kohya_multiplier.checkouts import musubi
+
+    python = Path(python_given).expanduser()
+    version = musubi.version_in(python)  # a one-line error when that Python has no musubi-tuner
+    path = locate.user_config_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create the folder of the kohya-multiplier config: {error.strerror or error}",
+                        file=str(path.parent)) from None
+    with update_lock(str(path)):
+        document = _load_document(path)
+        document["musubi_python"] = str(python)
+        write_file(str(path), tomlkit.dumps(document), key="configure")
+    print(f"wrote musubi_python = {python} (musubi-tuner {version}) to {path}")
     return 0

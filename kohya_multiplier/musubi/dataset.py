@@ -24,6 +24,7 @@ import os
 import random
 from dataclasses import dataclass
 
+import torch.utils.data
 from musubi_tuner.dataset.image_video_dataset import ImageDataset, VideoDataset
 
 from kohya_multiplier.dataset.musubi_buckets import parse_cache_name
@@ -46,8 +47,10 @@ class PlannedState:
     batches: list | None = None  # the applied epoch's batches of ItemInfo
 
 
-class PlannedDatasetMixin:
-    """The planned behaviour shared by the image and the video dataset."""
+class PlannedDatasetMixin(torch.utils.data.Dataset):
+    """The planned behaviour shared by the image and the video dataset. A ``Dataset`` itself so that
+    a musubi dataset's ``__class__`` can become a planned class: Python allows that only when both
+    classes add their instance layout on the same base."""
 
     km_state: PlannedState
 

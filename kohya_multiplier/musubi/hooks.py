@@ -14,7 +14,8 @@ the hook closures; no module keeps it). What they do, in the order training meet
 4. ``NetworkTrainer.train``: a batch's loss weight multiplies its loss (``process_batch``);
 5. accelerate's DataLoader: each trained batch's record goes to ``--multiplier_schedule``.
 
-Installing also checks that musubi's training loop still sets the shared epoch its datasets read.
+And in every script, training or caching: ``config_utils.load_user_config`` drops the keys only
+kohya-multiplier reads, which musubi's schema rejects. Installing also checks that musubi's training loop still sets the shared epoch its datasets read.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def install(run: MusubiRun) -> None:
     from musubi_tuner.training.trainer_base import NetworkTrainer
 
     _check_epoch_line(NetworkTrainer)
+    _wrap(config_utils, "load_user_config", _without_our_keys, method=False)
     _wrap(NetworkTrainer, "_init_session", functools.partial(_init_session, run))
     _wrap(NetworkTrainer, "_build_dataset", functools.partial(_build_dataset, run))
     _wrap(config_utils, "generate_dataset_group_by_blueprint", functools.partial(_generate, run), method=False)
@@ -83,6 +85,20 @@ def _check_epoch_line(trainer_class) -> None:
     if EPOCH_LINE not in source:
         raise UserError("musubi-tuner's training loop no longer sets the epoch its datasets read "
                         f"({EPOCH_LINE!r}): kohya-multiplier cannot follow its epochs; use musubi-tuner v0.3.4")
+
+
+def _without_our_keys(original, file, *args, **kwargs):
+    """musubi's own reading of the dataset config, without the keys only kohya-multiplier reads
+    (musubi's schema rejects them): its caching scripts and its training see the config they know."""
+    from kohya_multiplier.dataset.musubi_config import OURS
+
+    config = original(file, *args, **kwargs)
+    tables = [config.get("general")] + list(config.get("datasets") or [])
+    for table in tables:
+        if isinstance(table, dict):
+            for key in OURS:
+                table.pop(key, None)
+    return config
 
 
 def _init_session(run: MusubiRun, original, self, args):

@@ -61,6 +61,10 @@ def run_musubi(argv: list[str]) -> int:
     own, script_args = split_own_options(argv[1:])
     offset = epoch_offset(own["offset"])
     install = installs.find_install()
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"this musubi-tuner ({install.version}) has no {module}", key="SCRIPT")
     release, differs = install.revision()
     if release is None:
         warn_once(f"musubi-tuner {install.version} is untested: its {differs} differs from v0.3.4; the run-time checks "

@@ -27,7 +27,7 @@ and ``post_process_cache_files``) and its writers ``save_latent_cache_wan`` /
 and T5 give (bfloat16, as those scripts save them): latents [16, (F - 1) / 4 + 1, H / 8, W / 8]
 for F frames of H x W pixels (F = 1 for an image), T5 outputs [tokens, text_dim] with one token
 per caption word plus the end token, at most text_len. Each tensor is seeded by its cache file's
-name, so a rerun writes the same bytes.
+name, so a rerun writes the same tensors (safetensors may order the header's metadata differently).
 """
 
 from __future__ import annotations

@@ -1,0 +1,182 @@
+"""musubi-tuner's own wan_train_network.py, wrapped, on a tiny Wan 2.1 model: an image dataset and a
+video dataset mixed in one config.
+
+The musubi-tuner environment is the one ``kohya-multiplier configure --musubi PY`` remembered (the
+README's developer set-up makes it); without it every test here is skipped with the reason. The
+tiny DiT, the videos and the caches come from ``tiny_wan.py`` (musubi's own cache writers, random
+tensors in place of the VAE and T5). What musubi hard-codes that had to be shrunk for that, in
+``tiny_hook/km_tiny_wan.py``: WAN_CONFIGS (t2v-1.3B's 1536 channels, 30 layers, 12 heads, text
+length 512) to 32 channels, 2 layers, 2 heads, text length 16, and WanModel's text_dim default
+(4096) to 32; the VAE and T5 are never built. ``wan/modules/t5.py`` asks CUDA for a default
+argument's value at import, which a CPU-only torch refuses: the hook answers 0 while it loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import canonical, printed_int, read_records, safetensors_header, safetensors_tensors
+from pngs import write_images
+
+from kohya_multiplier.checkouts import musubi as installs
+
+INTEGRATION_DIR = Path(__file__).resolve().parent
+REPO_ROOT = INTEGRATION_DIR.parents[1]
+EPOCHS = 2
+SEED = 42
+TIMEOUT = 600
+
+
+def _musubi_python() -> tuple[Path | None, str | None]:
+    try:
+        python = installs.configured_python()
+    except Exception as error:  # noqa: BLE001 - a broken config must skip, not error, the suite
+        return None, f"cannot read the kohya-multiplier config: {error}"
+    if python is None:
+        return None, ("no musubi-tuner environment configured: run `kohya-multiplier configure --musubi PY` "
+                      "(see the README, 'Developer set-up for the integration suite')")
+    if not python.exists():
+        return None, f"the configured musubi-tuner Python {python} does not exist"
+    return python, None
+
+
+PYTHON, WHY_NOT = _musubi_python()
+pytestmark = pytest.mark.skipif(PYTHON is None, reason=WHY_NOT or "")
+
+
+def env() -> dict:
+    environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "VIRTUAL_ENV")}
+    environment.update(
+        PYTHONPATH=os.pathsep.join([str(INTEGRATION_DIR / "tiny_hook"), str(REPO_ROOT)]),
+        KOHYA_MULTIPLIER_TINY_WAN="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+        PYTHONHASHSEED="0", PYTHONUNBUFFERED="1",
+    )
+    return environment
+
+
+def run(args: list[str], cwd: Path, log: Path) -> subprocess.CompletedProcess:
+    done = subprocess.run([str(PYTHON), *args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=TIMEOUT)
+    log.write_text(" ".join(args) + "\n\n" + done.stdout + done.stderr)
+    return done
+
+
+@pytest.fixture(scope="module")
+def wan(tmp_path_factory):
+    """The tiny DiT, and the media of both datasets (their caches are made per config)."""
+    root = tmp_path_factory.mktemp("musubi_wan")
+    built = run([str(INTEGRATION_DIR / "tiny_wan.py"), str(root / "model")], root, root / "model.log")
+    assert built.returncode == 0, built.stdout + built.stderr
+    write_images(root / "images", 4, (32, 32), seed=1, caption="a square", stem="sq")
+    write_images(root / "images", 2, (64, 16), seed=9, caption="a wide one", stem="wide")
+    made = run([str(INTEGRATION_DIR / "tiny_wan.py"), "--videos", str(root / "videos"), "--count", "3", "--frames", "9",
+                "--caption", "a moving thing"], root, root / "videos.log")
+    assert made.returncode == 0, made.stdout + made.stderr
+    plain = write_config(root, "plain", "", "")  # the caches, of what every config here names
+    cached = run([str(INTEGRATION_DIR / "tiny_wan.py"), "--caches", str(plain)], root, root / "caches.log")
+    assert cached.returncode == 0, cached.stdout + cached.stderr
+    return root
+
+
+def write_config(root: Path, name: str, image_rate: str, video_rate: str) -> Path:
+    """Both datasets with their caches; a rate line is e.g. "multiplier = 1.5" or "" (musubi's own)."""
+    config = root / f"{name}.toml"
+    config.write_text(f"""
+[general]
+resolution = [32, 32]
+caption_extension = ".txt"
+enable_bucket = true
+
+[[datasets]]
+image_directory = "{root / 'images'}"
+cache_directory = "{root / 'cache_images'}"
+batch_size = 2
+{image_rate}
+
+[[datasets]]
+video_directory = "{root / 'videos'}"
+cache_directory = "{root / 'cache_videos'}"
+target_frames = [1, 5]
+frame_extraction = "head"
+batch_size = 1
+{video_rate}
+""")
+    return config
+
+
+def train(root: Path, config: Path, out: str, extra: list[str], *, stock: bool = False, workers: int = 0):
+    output = root / out
+    output.mkdir()
+    program = ["-m", "musubi_tuner.wan_train_network"] if stock else ["-m", "kohya_multiplier", "musubi", "wan_train_network"]
+    args = [*program, "--task", "t2v-1.3B", "--dit", str(root / "model" / "wan_dit.safetensors"),
+            "--dataset_config", str(config), "--network_module", "networks.lora_wan", "--network_dim", "4",
+            "--optimizer_type", "AdamW", "--learning_rate", "1e-3", "--max_train_epochs", str(EPOCHS), "--seed", str(SEED),
+            "--output_dir", str(output), "--output_name", "out", "--mixed_precision", "no", "--sdpa",
+            "--max_data_loader_n_workers", str(workers), *extra]
+    if workers:
+        args.append("--persistent_data_loader_workers")
+    done = run(args, output, output / "train.log")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+    return done.stdout + done.stderr, output / "out.safetensors"
+
+
+def plan(config: Path, schedule: Path, *extra: str) -> tuple[list[dict], str]:
+    done = subprocess.run([sys.executable, "-m", "kohya_multiplier", "plan", str(config), "--seed", str(SEED),
+                           "--architecture", "wan", "--schedule", str(schedule), *extra],
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), timeout=300)
+    assert done.returncode == 0, done.stderr
+    return read_records(schedule), done.stdout
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["0 workers", "2 persistent workers"])
+def test_wan_lora_trains_exactly_the_plan(wan, workers):
+    config = write_config(wan, "balanced", "multiplier = 1.5", "multiplier = 0.5")
+    schedule = wan / f"trained_{workers}.jsonl"
+    output, lora = train(wan, config, f"balanced_{workers}", ["--multiplier_schedule", str(schedule)], workers=workers)
+    planned, _ = plan(config, wan / f"planned_{workers}.jsonl", "--epochs", str(EPOCHS))
+    trained = read_records(schedule)
+    assert canonical(trained) == canonical(planned)
+    images = [r for r in trained if r["dataset"] == 0]
+    clips = [r for r in trained if r["dataset"] == 1]
+    assert sum(len(r["images"]) for r in images) == 9 * EPOCHS  # 1.5 x 6 images
+    assert sum(len(r["images"]) for r in clips) == 3 * EPOCHS  # 0.5 x 6 clips
+    assert {len(r["resolution"]) for r in clips} == {3}  # a clip's bucket holds its frames
+    assert len({item for r in clips for item in r["images"]}) == 6  # rotation: every clip of every video in 2 epochs
+    length = len(planned) // EPOCHS
+    assert printed_int(output, "num batches per epoch") == length
+    assert printed_int(output, "total optimization steps") == EPOCHS * length
+    metadata = safetensors_header(lora)["__metadata__"]
+    assert int(metadata["ss_num_batches_per_epoch"]) == length
+    datasets = json.loads(metadata["ss_datasets"])
+    assert [d["kohya_multiplier"]["multiplier"] for d in datasets] == [1.5, 0.5]
+    assert all(d["kohya_multiplier"]["planner_version"] >= 1 for d in datasets)
+    assert any(any(b != 0 for b in t) for name, t in safetensors_tensors(lora).items() if "lora_up" in name)
+
+
+def test_a_config_without_multipliers_trains_as_stock_musubi_bit_for_bit(wan):
+    config = write_config(wan, "stock", "num_repeats = 2", "")
+    _, stock = train(wan, config, "stock_musubi", [], stock=True)
+    _, wrapped = train(wan, config, "stock_wrapped", [])
+    assert safetensors_tensors(wrapped) == safetensors_tensors(stock)
+
+
+def test_an_epoch_offset_continues_the_plan_where_a_resumed_run_left_it(wan):
+    config = write_config(wan, "continued", "multiplier = 0.5", "multiplier = 1.5")
+    schedule = wan / "continued.jsonl"
+    output, _ = train(wan, config, "continued", ["--multiplier_schedule", str(schedule), "--multiplier_epoch_offset", "3"])
+    planned, _ = plan(config, wan / "planned_from_4.jsonl", "--from-epoch", "4", "--epochs", str(EPOCHS))
+    trained = read_records(schedule)
+    assert {r["epoch"] for r in trained} == {4, 5}
+    assert canonical(trained) == canonical(planned)
+
+
+def test_a_loss_weight_scales_each_batch_loss(wan):
+    config = write_config(wan, "silenced", "multiplier = 1.5\nloss_weight = 0", "multiplier = 0.5\nloss_weight = 0")
+    _, lora = train(wan, config, "silenced", [])
+    ups = [t for name, t in safetensors_tensors(lora).items() if "lora_up" in name]
+    assert ups and all(not any(t) for t in ups)  # a zero weight: no gradient reached the LoRA's up weights
