@@ -83,10 +83,24 @@ def show() -> int:
     checkouts = locate.configured_checkouts()
     if not checkouts:
         print("no sd-scripts checkout configured: run `kohya-multiplier configure --sd-scripts DIR`")
-        return 0
     for label, checkout in checkouts.items():
         print(_describe(label, checkout))
+    _show_musubi()
     return 0
+
+
+def _show_musubi() -> None:
+    from kohya_multiplier.checkouts import musubi
+
+    python = musubi.configured_python()
+    if python is None:
+        return
+    try:
+        version = musubi.version_in(python)
+    except UserError as error:
+        print(f"musubi-tuner: python {python} ({error.message})")
+        return
+    print(f"musubi-tuner: python {python} (musubi-tuner {version})")
 
 
 def run(args: argparse.Namespace) -> int:

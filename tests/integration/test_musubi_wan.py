@@ -50,18 +50,18 @@ PYTHON, WHY_NOT = _musubi_python()
 pytestmark = pytest.mark.skipif(PYTHON is None, reason=WHY_NOT or "")
 
 
-def env() -> dict:
+def env(**extra: str) -> dict:
     environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "VIRTUAL_ENV")}
     environment.update(
         PYTHONPATH=os.pathsep.join([str(INTEGRATION_DIR / "tiny_hook"), str(REPO_ROOT)]),
         KOHYA_MULTIPLIER_TINY_WAN="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-        PYTHONHASHSEED="0", PYTHONUNBUFFERED="1",
+        PYTHONHASHSEED="0", PYTHONUNBUFFERED="1", **extra,
     )
     return environment
 
 
-def run(args: list[str], cwd: Path, log: Path) -> subprocess.CompletedProcess:
-    done = subprocess.run([str(PYTHON), *args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=TIMEOUT)
+def run(args: list[str], cwd: Path, log: Path, **extra_env: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([str(PYTHON), *args], cwd=cwd, env=env(**extra_env), capture_output=True, text=True, timeout=TIMEOUT)
     log.write_text(" ".join(args) + "\n\n" + done.stdout + done.stderr)
     return done
 
@@ -109,7 +109,7 @@ batch_size = 1
     return config
 
 
-def train(root: Path, config: Path, out: str, extra: list[str], *, stock: bool = False, workers: int = 0):
+def train(root: Path, config: Path, out: str, extra: list[str], *, stock: bool = False, workers: int = 0, **extra_env: str):
     output = root / out
     output.mkdir()
     program = ["-m", "musubi_tuner.wan_train_network"] if stock else ["-m", "kohya_multiplier", "musubi", "wan_train_network"]
@@ -120,7 +120,7 @@ def train(root: Path, config: Path, out: str, extra: list[str], *, stock: bool =
             "--max_data_loader_n_workers", str(workers), *extra]
     if workers:
         args.append("--persistent_data_loader_workers")
-    done = run(args, output, output / "train.log")
+    done = run(args, output, output / "train.log", **extra_env)
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
     return done.stdout + done.stderr, output / "out.safetensors"
 
@@ -156,6 +156,16 @@ def test_wan_lora_trains_exactly_the_plan(wan, workers):
     assert [d["kohya_multiplier"]["multiplier"] for d in datasets] == [1.5, 0.5]
     assert all(d["kohya_multiplier"]["planner_version"] >= 1 for d in datasets)
     assert any(any(b != 0 for b in t) for name, t in safetensors_tensors(lora).items() if "lora_up" in name)
+
+
+def test_spawned_workers_serve_the_same_plan(wan):
+    """DataLoader workers started by spawn, as on Windows and macOS (the test hook makes spawn the
+    default): each unpickles its dataset with the plan and must serve the same epochs."""
+    config = write_config(wan, "spawned", "multiplier = 1.5", "multiplier = 0.5")
+    schedule = wan / "trained_spawned.jsonl"
+    train(wan, config, "spawned", ["--multiplier_schedule", str(schedule)], workers=2, KOHYA_MULTIPLIER_TEST_SPAWN="1")
+    planned, _ = plan(config, wan / "planned_spawned.jsonl", "--epochs", str(EPOCHS))
+    assert canonical(read_records(schedule)) == canonical(planned)
 
 
 def test_a_config_without_multipliers_trains_as_stock_musubi_bit_for_bit(wan):
