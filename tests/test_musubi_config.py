@@ -288,20 +288,23 @@ def test_configure_remembers_a_musubi_python_and_refuses_one_without_musubi(tmp_
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     assert main(["configure", "--musubi", str(tmp_path / "nowhere" / "python")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    # a Python that imports a musubi_tuner package with an installed version
+    # a Python that sees only PYTHONPATH (no site-packages, where a real musubi-tuner may be installed)
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    python.chmod(0o755)
     site = tmp_path / "site"
     (site / "musubi_tuner").mkdir(parents=True)
     (site / "musubi_tuner" / "__init__.py").write_text("")
     (site / "musubi_tuner-0.3.4.dist-info").mkdir()
     (site / "musubi_tuner-0.3.4.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: musubi-tuner\nVersion: 0.3.4\n")
     monkeypatch.setenv("PYTHONPATH", str(site))
-    assert main(["configure", "--musubi", sys.executable]) == 0
+    assert main(["configure", "--musubi", str(python)]) == 0
     assert "musubi-tuner 0.3.4" in capsys.readouterr().out
-    assert installs.configured_python() == Path(sys.executable)
+    assert installs.configured_python() == python
     assert main(["configure"]) == 0
-    assert f"musubi-tuner: python {sys.executable} (musubi-tuner 0.3.4)" in capsys.readouterr().out
+    assert f"musubi-tuner: python {python} (musubi-tuner 0.3.4)" in capsys.readouterr().out
     monkeypatch.setenv("PYTHONPATH", str(tmp_path / "empty"))  # that Python without musubi-tuner
-    assert main(["configure", "--musubi", sys.executable]) == 2
+    assert main(["configure", "--musubi", str(python)]) == 2
     assert "cannot import musubi_tuner" in capsys.readouterr().err
-    assert main(["configure", "--musubi", sys.executable, "--sd-scripts", str(tmp_path)]) == 2
+    assert main(["configure", "--musubi", str(python), "--sd-scripts", str(tmp_path)]) == 2
     assert "configure one at a time" in capsys.readouterr().err

@@ -40,7 +40,7 @@ def test_without_a_checkout_it_prints_the_usage_and_exits_2():
 def test_a_folder_that_is_not_sd_scripts_is_refused_before_any_install(tmp_path):
     result = _run(str(tmp_path))
     assert result.returncode == 2
-    assert "is not an sd-scripts checkout (no library/config_util.py)" in result.stderr
+    assert "is neither an sd-scripts checkout (no library/config_util.py) nor a musubi-tuner one" in result.stderr
     assert not (tmp_path / "venv").exists(), "a venv was made in a folder that is not sd-scripts"
 
 

@@ -82,7 +82,7 @@ SCRIPTS = {
     "kandinsky5_train_network": "Kandinsky 5", "hidream_o1_train_network": "HiDream-O1", "ideogram4_train_network": "Ideogram 4",
     "krea2_train_network": "Krea 2",
 }
-TRAINED_BY_THE_SUITE = ("wan_train_network",)
+TRAINED_BY_THE_SUITE = ("wan_train_network", "zimage_train_network")
 # musubi's caching scripts read the same dataset config: wrapped, they see it without our keys.
 CACHING_SUFFIXES = ("cache_latents", "cache_text_encoder_outputs", "cache_pixel")
 

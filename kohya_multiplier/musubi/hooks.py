@@ -108,20 +108,16 @@ def _init_session(run: MusubiRun, original, self, args):
 
 def _build_dataset(run: MusubiRun, original, self, args):
     from kohya_multiplier.dataset.musubi_config import asks_for_planning, load_musubi_config
-    from kohya_multiplier.planner.dataset_plan import DatasetPlan
     from kohya_multiplier.planner.plan_input import planner_seed
+    from kohya_multiplier.runtime.balance import print_balance
 
     path = getattr(args, "dataset_config", None)
     if path is not None and asks_for_planning(str(path)):
         run.config = load_musubi_config(str(path), architecture=self.architecture)
-        for note in run.config.notes:
-            print(f"kohya-multiplier: {note}")
         seed = planner_seed(run.user_seed)
-        run.pending = [DatasetPlan(dataset, seed) for dataset in run.config.datasets]
+        plans = print_balance(run.config, seed, getattr(args, "max_train_epochs", None), seed_given=run.user_seed is not None)
+        run.pending = [plans[dataset.index] for dataset in run.config.datasets]
         run.planned = True
-        for plan in run.pending:
-            print(f"kohya-multiplier: dataset {plan.index}: {plan.epoch_length} batches every epoch "
-                  f"(planner seed {seed}{'' if run.user_seed is not None else ', no --seed given'})")
     elif run.schedule_path is not None:
         warn_once("--multiplier_schedule: the dataset config has no multiplier or loss_weight, so musubi-tuner trains "
                   "it unchanged and nothing is recorded")

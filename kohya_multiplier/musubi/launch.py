@@ -11,6 +11,7 @@ as ``__main__``, so ``accelerate launch -m kohya_multiplier musubi wan_train_net
 
 from __future__ import annotations
 
+import importlib.util
 import runpy
 import sys
 
@@ -61,8 +62,6 @@ def run_musubi(argv: list[str]) -> int:
     own, script_args = split_own_options(argv[1:])
     offset = epoch_offset(own["offset"])
     install = installs.find_install()
-    import importlib.util
-
     if importlib.util.find_spec(module) is None:
         raise UserError(f"this musubi-tuner ({install.version}) has no {module}", key="SCRIPT")
     release, differs = install.revision()

@@ -36,9 +36,6 @@ from kohya_multiplier.sdscripts import hookpoints
 from kohya_multiplier.checkouts.scripts import read_text
 from kohya_multiplier.sdscripts import session as _session
 
-# Epochs of the balance table printed at start when --max_train_epochs does not say (the dry run's default).
-DEFAULT_TABLE_EPOCHS = 10
-MAX_TABLE_EPOCHS = 100
 # What in a user's input asks for kohya-multiplier: keys of a dataset config, files in an image folder.
 _RATE_KEYS = ("multiplier", "loss_weight", "images_per_epoch")
 _WINDOW_KEYS = ("start_epoch", "end_epoch")
@@ -234,25 +231,12 @@ def _asks_for_extension(options) -> bool:
 
 
 def _print_balance(config, session: _session.Session, args: Any, *, seed_given: bool) -> None:
-    """The dry run's notes and per-subset balance table, printed once at start; the plans stay
-    on the session, for the datasets to compare with what sd-scripts found."""
-    from kohya_multiplier.planner.dataset_plan import DatasetPlan
-    from kohya_multiplier.report.distortion import warn_distortions
-    from kohya_multiplier.report.stats import collect_stats, format_table
+    """The dry run's notes and balance table, printed once at start; the plans stay on the session,
+    for the datasets to compare with what sd-scripts found."""
+    from kohya_multiplier.runtime.balance import print_balance
 
-    epochs = getattr(args, "max_train_epochs", None) or DEFAULT_TABLE_EPOCHS
-    epochs = max(1, min(int(epochs), MAX_TABLE_EPOCHS))
-    seed = session.seed
-    for note in config.notes:
-        print(f"kohya-multiplier: {note}")
-    print(f"kohya-multiplier: seed {seed}{'' if seed_given else ' (no --seed given)'}; balance of epochs 1-{epochs}:")
-    for dataset in config.datasets:
-        dataset_plan = DatasetPlan(dataset, seed)
-        session.plans[dataset.index] = dataset_plan  # the dataset takes it over when sd-scripts finds the same images
-        stats = collect_stats(dataset_plan, range(1, epochs + 1))
-        warn_distortions(stats)  # once, before its table (kohya_multiplier.report.distortion)
-        print(format_table(stats))
-    sys.stdout.flush()
+    plans = print_balance(config, session.seed, getattr(args, "max_train_epochs", None), seed_given=seed_given)
+    session.plans.update(plans)  # each dataset takes its plan over when sd-scripts finds the same images
 
 
 # --- DreamBooth folders (no dataset config) ----------------------------------------------------

@@ -14,56 +14,21 @@ argument's value at import, which a CPU-only torch refuses: the hook answers 0 w
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from harness import canonical, printed_int, read_records, safetensors_header, safetensors_tensors
+from musubi_harness import INTEGRATION_DIR, needs_musubi, run as run_in_musubi, train as train_in_musubi, plan as dry_run
 from pngs import write_images
 
-from kohya_multiplier.checkouts import musubi as installs
-
-INTEGRATION_DIR = Path(__file__).resolve().parent
-REPO_ROOT = INTEGRATION_DIR.parents[1]
+pytestmark = needs_musubi
+TINY = "KOHYA_MULTIPLIER_TINY_WAN"
 EPOCHS = 2
-SEED = 42
-TIMEOUT = 600
 
 
-def _musubi_python() -> tuple[Path | None, str | None]:
-    try:
-        python = installs.configured_python()
-    except Exception as error:  # noqa: BLE001 - a broken config must skip, not error, the suite
-        return None, f"cannot read the kohya-multiplier config: {error}"
-    if python is None:
-        return None, ("no musubi-tuner environment configured: run `kohya-multiplier configure --musubi PY` "
-                      "(see the README, 'Developer set-up for the integration suite')")
-    if not python.exists():
-        return None, f"the configured musubi-tuner Python {python} does not exist"
-    return python, None
-
-
-PYTHON, WHY_NOT = _musubi_python()
-pytestmark = pytest.mark.skipif(PYTHON is None, reason=WHY_NOT or "")
-
-
-def env(**extra: str) -> dict:
-    environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "VIRTUAL_ENV")}
-    environment.update(
-        PYTHONPATH=os.pathsep.join([str(INTEGRATION_DIR / "tiny_hook"), str(REPO_ROOT)]),
-        KOHYA_MULTIPLIER_TINY_WAN="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-        PYTHONHASHSEED="0", PYTHONUNBUFFERED="1", **extra,
-    )
-    return environment
-
-
-def run(args: list[str], cwd: Path, log: Path, **extra_env: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([str(PYTHON), *args], cwd=cwd, env=env(**extra_env), capture_output=True, text=True, timeout=TIMEOUT)
-    log.write_text(" ".join(args) + "\n\n" + done.stdout + done.stderr)
-    return done
+def run(args: list[str], cwd: Path, log: Path):
+    return run_in_musubi(args, cwd, log, TINY)
 
 
 @pytest.fixture(scope="module")
@@ -110,27 +75,13 @@ batch_size = 1
 
 
 def train(root: Path, config: Path, out: str, extra: list[str], *, stock: bool = False, workers: int = 0, **extra_env: str):
-    output = root / out
-    output.mkdir()
-    program = ["-m", "musubi_tuner.wan_train_network"] if stock else ["-m", "kohya_multiplier", "musubi", "wan_train_network"]
-    args = [*program, "--task", "t2v-1.3B", "--dit", str(root / "model" / "wan_dit.safetensors"),
-            "--dataset_config", str(config), "--network_module", "networks.lora_wan", "--network_dim", "4",
-            "--optimizer_type", "AdamW", "--learning_rate", "1e-3", "--max_train_epochs", str(EPOCHS), "--seed", str(SEED),
-            "--output_dir", str(output), "--output_name", "out", "--mixed_precision", "no", "--sdpa",
-            "--max_data_loader_n_workers", str(workers), *extra]
-    if workers:
-        args.append("--persistent_data_loader_workers")
-    done = run(args, output, output / "train.log", **extra_env)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
-    return done.stdout + done.stderr, output / "out.safetensors"
+    args = ["--task", "t2v-1.3B", "--dit", str(root / "model" / "wan_dit.safetensors"), "--dataset_config", str(config),
+            "--network_module", "networks.lora_wan", "--max_train_epochs", str(EPOCHS), *extra]
+    return train_in_musubi(root / out, "wan_train_network", args, TINY, stock=stock, workers=workers, **extra_env)
 
 
 def plan(config: Path, schedule: Path, *extra: str) -> tuple[list[dict], str]:
-    done = subprocess.run([sys.executable, "-m", "kohya_multiplier", "plan", str(config), "--seed", str(SEED),
-                           "--architecture", "wan", "--schedule", str(schedule), *extra],
-                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), timeout=300)
-    assert done.returncode == 0, done.stderr
-    return read_records(schedule), done.stdout
+    return dry_run(config, schedule, "wan", *extra)
 
 
 @pytest.mark.parametrize("workers", [0, 2], ids=["0 workers", "2 persistent workers"])

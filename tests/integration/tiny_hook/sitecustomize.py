@@ -23,6 +23,9 @@ nothing unless the test set one of its environment variables:
 - KOHYA_MULTIPLIER_TINY_HUNYUAN=1: shrinks the HunyuanImage-2.1 DiT, VAE, Qwen2.5-VL and byT5 sizes
   sd-scripts hard-codes to the tiny model built by ``tiny_hunyuan.py`` (sizes and shrinks in
   ``km_tiny_hunyuan.py``);
+- KOHYA_MULTIPLIER_TINY_WAN=1, KOHYA_MULTIPLIER_TINY_ZIMAGE=1: shrink what musubi-tuner hard-codes
+  for Wan 2.1 and Z-Image to the tiny models of ``tiny_wan.py`` and ``tiny_zimage.py`` (sizes and
+  shrinks in ``km_tiny_wan.py``, ``km_tiny_zimage.py``);
 - with any of them, for stock scripts run without our wrapper, it applies the same torchvision
   work-around as the product's launcher (see ``kohya_multiplier.sdscripts.compat``).
 
@@ -47,6 +50,7 @@ FAMILY_MODULES = {
     "KOHYA_MULTIPLIER_TINY_SD3": "km_tiny_sd3",
     "KOHYA_MULTIPLIER_TINY_HUNYUAN": "km_tiny_hunyuan",
     "KOHYA_MULTIPLIER_TINY_WAN": "km_tiny_wan",  # musubi-tuner's Wan 2.1 (see that module)
+    "KOHYA_MULTIPLIER_TINY_ZIMAGE": "km_tiny_zimage",  # musubi-tuner's Z-Image (see that module)
 }
 
 # --- SDXL ---------------------------------------------------------------------------------------
