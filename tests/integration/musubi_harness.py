@@ -49,33 +49,36 @@ def env(tiny_family: str, **extra: str) -> dict:
     return environment
 
 
-def run(args: list[str], cwd: Path, log: Path, tiny_family: str, **extra_env: str) -> subprocess.CompletedProcess:
-    """``args`` in the musubi-tuner Python; its output also goes to ``log``."""
-    done = subprocess.run([str(PYTHON), *args], cwd=cwd, env=env(tiny_family, **extra_env), capture_output=True,
+def run(args: list[str], cwd: Path, log: Path, tiny_family: str, *, launcher: list[str] | None = None,
+        **extra_env: str) -> subprocess.CompletedProcess:
+    """``args`` in the musubi-tuner Python (or after ``launcher``, e.g. torchrun); its output also goes to ``log``."""
+    done = subprocess.run([*(launcher or [str(PYTHON)]), *args], cwd=cwd, env=env(tiny_family, **extra_env), capture_output=True,
                           text=True, timeout=TIMEOUT)
     log.write_text(" ".join(args) + "\n\n" + done.stdout + done.stderr)
     return done
 
 
 def train(output: Path, script: str, args: list[str], tiny_family: str, *, stock: bool = False, workers: int = 0,
-          **extra_env: str) -> tuple[str, Path]:
+          seed: int | None = SEED, launcher: list[str] | None = None, **extra_env: str) -> tuple[str, Path]:
     """One training run of musubi's ``script`` into ``output`` (wrapped, or stock musubi-tuner):
     (its output, the LoRA file)."""
     output.mkdir()
     program = ["-m", f"musubi_tuner.{script}"] if stock else ["-m", "kohya_multiplier", "musubi", script]
-    args = [*program, *args, "--seed", str(SEED), "--output_dir", str(output), "--output_name", "out",
+    if seed is not None:
+        args = [*args, "--seed", str(seed)]
+    args = [*program, *args, "--output_dir", str(output), "--output_name", "out",
             "--network_dim", "4", "--optimizer_type", "AdamW", "--learning_rate", "1e-3", "--mixed_precision", "no",
             "--sdpa", "--max_data_loader_n_workers", str(workers)]
     if workers:
         args.append("--persistent_data_loader_workers")
-    done = run(args, output, output / "train.log", tiny_family, **extra_env)
+    done = run(args, output, output / "train.log", tiny_family, launcher=launcher, **extra_env)
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
     return done.stdout + done.stderr, output / "out.safetensors"
 
 
-def plan(config: Path, schedule: Path, architecture: str, *extra: str) -> tuple[list[dict], str]:
+def plan(config: Path, schedule: Path, architecture: str, *extra: str, seed: int = SEED) -> tuple[list[dict], str]:
     """The dry run's schedule of ``config`` (this process's Python, the working tree's code)."""
-    done = subprocess.run([sys.executable, "-m", "kohya_multiplier", "plan", str(config), "--seed", str(SEED),
+    done = subprocess.run([sys.executable, "-m", "kohya_multiplier", "plan", str(config), "--seed", str(seed),
                            "--architecture", architecture, "--schedule", str(schedule), *extra],
                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), timeout=300)
     assert done.returncode == 0, done.stderr

@@ -14,12 +14,13 @@ argument's value at import, which a CPU-only torch refuses: the hook answers 0 w
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from harness import canonical, printed_int, read_records, safetensors_header, safetensors_tensors
-from musubi_harness import INTEGRATION_DIR, needs_musubi, run as run_in_musubi, train as train_in_musubi, plan as dry_run
+from musubi_harness import INTEGRATION_DIR, PYTHON, needs_musubi, run as run_in_musubi, train as train_in_musubi, plan as dry_run
 from pngs import write_images
 
 pytestmark = needs_musubi
@@ -74,14 +75,14 @@ batch_size = 1
     return config
 
 
-def train(root: Path, config: Path, out: str, extra: list[str], *, stock: bool = False, workers: int = 0, **extra_env: str):
+def train(root: Path, config: Path, out: str, extra: list[str], **options):
     args = ["--task", "t2v-1.3B", "--dit", str(root / "model" / "wan_dit.safetensors"), "--dataset_config", str(config),
             "--network_module", "networks.lora_wan", "--max_train_epochs", str(EPOCHS), *extra]
-    return train_in_musubi(root / out, "wan_train_network", args, TINY, stock=stock, workers=workers, **extra_env)
+    return train_in_musubi(root / out, "wan_train_network", args, TINY, **options)
 
 
-def plan(config: Path, schedule: Path, *extra: str) -> tuple[list[dict], str]:
-    return dry_run(config, schedule, "wan", *extra)
+def plan(config: Path, schedule: Path, *extra: str, **options) -> tuple[list[dict], str]:
+    return dry_run(config, schedule, "wan", *extra, **options)
 
 
 @pytest.mark.parametrize("workers", [0, 2], ids=["0 workers", "2 persistent workers"])
@@ -117,6 +118,25 @@ def test_spawned_workers_serve_the_same_plan(wan):
     train(wan, config, "spawned", ["--multiplier_schedule", str(schedule)], workers=2, KOHYA_MULTIPLIER_TEST_SPAWN="1")
     planned, _ = plan(config, wan / "planned_spawned.jsonl", "--epochs", str(EPOCHS))
     assert canonical(read_records(schedule)) == canonical(planned)
+
+
+def test_two_ranks_without_a_seed_train_the_plan_of_seed_0_between_them(wan):
+    """torchrun starts two ranks (gloo on CPU; the test hook gives accelerate its GPU rule of not
+    wrapping the frozen DiT in DDP). Without --seed musubi draws a seed per rank; the plan must
+    still be the same on both (seed 0), each rank taking its share of every epoch."""
+    torchrun = PYTHON.with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip(f"no torchrun beside {PYTHON}")
+    config = write_config(wan, "ranks", "multiplier = 1.5", "multiplier = 0.5")
+    schedule = wan / "trained_ranks.jsonl"
+    launcher = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 400)]
+    output, _ = train(wan, config, "ranks", ["--multiplier_schedule", str(schedule)], seed=None, launcher=launcher,
+                      KOHYA_MULTIPLIER_TEST_CPU_RANKS="1")
+    assert output.count("(no --seed given)") == 2
+    planned, _ = plan(config, wan / "planned_ranks.jsonl", "--epochs", str(EPOCHS), seed=0)
+    trained = read_records(schedule)
+    assert canonical(trained) == canonical(planned)  # 8 batches an epoch: 4 on each rank, none twice
+    assert printed_int(output, "num batches per epoch") == len(planned) // EPOCHS // 2
 
 
 def test_a_config_without_multipliers_trains_as_stock_musubi_bit_for_bit(wan):

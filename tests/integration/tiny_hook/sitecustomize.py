@@ -51,6 +51,7 @@ FAMILY_MODULES = {
     "KOHYA_MULTIPLIER_TINY_HUNYUAN": "km_tiny_hunyuan",
     "KOHYA_MULTIPLIER_TINY_WAN": "km_tiny_wan",  # musubi-tuner's Wan 2.1 (see that module)
     "KOHYA_MULTIPLIER_TINY_ZIMAGE": "km_tiny_zimage",  # musubi-tuner's Z-Image (see that module)
+    "KOHYA_MULTIPLIER_TEST_CPU_RANKS": "km_test_cpu_ranks",  # not a family: accelerate's GPU rule for DDP on CPU
 }
 
 # --- SDXL ---------------------------------------------------------------------------------------
