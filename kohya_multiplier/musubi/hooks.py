@@ -11,7 +11,10 @@ the hook closures; no module keeps it). What they do, in the order training meet
 3. ``generate_dataset_group_by_blueprint`` and each dataset's ``prepare_for_training``: after
    musubi reads the caches, the planned class takes the dataset over (``dataset.py``); the group
    it returns is checked (every dataset planned, the planned epoch length);
-4. ``NetworkTrainer.train``: a batch's loss weight multiplies its loss (``process_batch``);
+4. ``NetworkTrainer.train``: a batch's loss weight multiplies its loss (``process_batch``), and
+   the self-check runs once the datasets are built, before any model loads
+   (``_prepare_accelerator_and_dtypes``): when the config asks for planning, every hook above must
+   have run, or the run stops in one line instead of training with multipliers ignored;
 5. accelerate's DataLoader: each trained batch's record goes to ``--multiplier_schedule``.
 
 And in every script, training or caching: ``config_utils.load_user_config`` drops the keys only
@@ -38,6 +41,16 @@ class MusubiRun:
     config: object = None  # the core's reading (TrainingConfig) when planned
     pending: list = field(default_factory=list)  # plans of the datasets musubi is preparing, in order
     planned: bool = False
+    asks: bool = False  # the dataset config asks for planning (read when training starts)
+    hooks: dict = field(default_factory=dict)  # hook name -> (owner, musubi's original), as installed
+    seen: set = field(default_factory=set)  # the hooks that ran
+
+# The hooks a planned run passes through before its models load (checked by _verify).
+REQUIRED_HOOKS = {
+    "NetworkTrainer._init_session": "the user's --seed",
+    "NetworkTrainer._build_dataset": "the planned reading of the dataset config",
+    "generate_dataset_group_by_blueprint": "the check of musubi's dataset group",
+}
 
 
 def install(run: MusubiRun) -> None:
@@ -46,13 +59,13 @@ def install(run: MusubiRun) -> None:
     from musubi_tuner.training.trainer_base import NetworkTrainer
 
     _check_epoch_line(NetworkTrainer)
-    _wrap(config_utils, "load_user_config", _without_our_keys, method=False)
-    _wrap(NetworkTrainer, "_init_session", functools.partial(_init_session, run))
-    _wrap(NetworkTrainer, "_build_dataset", functools.partial(_build_dataset, run))
-    _wrap(config_utils, "generate_dataset_group_by_blueprint", functools.partial(_generate, run), method=False)
+    _wrap(run, config_utils, "load_user_config", _without_our_keys, method=False)
+    _wrap(run, NetworkTrainer, "_init_session", functools.partial(_init_session, run))
+    _wrap(run, NetworkTrainer, "_build_dataset", functools.partial(_build_dataset, run))
+    _wrap(run, config_utils, "generate_dataset_group_by_blueprint", functools.partial(_generate, run), method=False)
     for cls in (ImageDataset, VideoDataset):
-        _wrap(cls, "prepare_for_training", functools.partial(_prepare, run))
-    _wrap(NetworkTrainer, "train", functools.partial(_train, run))
+        _wrap(run, cls, "prepare_for_training", functools.partial(_prepare, run))
+    _wrap(run, NetworkTrainer, "train", functools.partial(_train, run))
     if run.schedule_path is not None:
         from kohya_multiplier.runtime import recorder
 
@@ -60,21 +73,41 @@ def install(run: MusubiRun) -> None:
         recorder.install_dataloader_hook()
 
 
-def _wrap(owner, name: str, replacement, *, method: bool = True) -> None:
+def _wrap(run: MusubiRun, owner, name: str, replacement, *, method: bool = True) -> None:
     original = getattr(owner, name, None)
     if original is None:
         raise UserError(f"musubi-tuner has no {getattr(owner, '__name__', owner)}.{name} any more: this release is not one "
                         "kohya-multiplier can hook; use musubi-tuner v0.3.4")
+    key = f"{owner.__name__}.{name}" if method else name
     if method:
         @functools.wraps(original)
         def hooked(self, *args, **kwargs):
+            run.seen.add(key)
             return replacement(original, self, *args, **kwargs)
     else:
         @functools.wraps(original)
         def hooked(*args, **kwargs):
+            run.seen.add(key)
             return replacement(original, *args, **kwargs)
     hooked.__km_hook__ = True
+    run.hooks[key] = (owner, original)
     setattr(owner, name, hooked)
+
+
+def _verify(run: MusubiRun) -> None:
+    """The self-check, after musubi built its datasets and before it loads a model."""
+    if not run.asks:
+        return
+    for key, what in REQUIRED_HOOKS.items():
+        if key not in run.seen:
+            raise _missed(f"{key} ({what}) was never called")
+    if not run.planned or run.pending:
+        raise _missed("prepare_for_training (the planned datasets) did not take every dataset over")
+
+
+def _missed(what: str) -> UserError:
+    return UserError(f"a hook into musubi-tuner did not take effect: {what}; stopped before training, because "
+                     "multipliers would be ignored")
 
 
 def _check_epoch_line(trainer_class) -> None:
@@ -131,8 +164,7 @@ def _generate(run: MusubiRun, original, dataset_group_blueprint, training=False,
 
         planned = [d for d in group.datasets if isinstance(d, PlannedDatasetMixin)]
         if len(planned) != len(group.datasets) or run.pending:
-            raise UserError("musubi-tuner built its datasets without the planned ones (a hook missed): stopped before "
-                            "training")
+            raise _missed("prepare_for_training (the planned datasets) did not take every dataset over")
         total = sum(d.km_state.plan.epoch_length for d in planned)
         if len(group) != total:
             raise UserError(f"musubi-tuner's dataset group has {len(group)} batches, the plan {total}: stopped "
@@ -146,20 +178,35 @@ def _prepare(run: MusubiRun, original, self, *args, **kwargs):
         return result
     from kohya_multiplier.musubi.dataset import PLANNED_CLASS, PlannedState
 
-    if not run.pending:
-        raise UserError("musubi-tuner prepared more datasets than the dataset config holds")
-    plan = run.pending.pop(0)
-    expected = plan.dataset.subsets[0].image_folders[0]
-    if os.path.abspath(self.cache_directory) != expected:
-        raise UserError(f"musubi-tuner prepared {self.cache_directory} where the plan expected {expected}",
-                        where=plan.dataset.table, key="cache_directory")
+    folder = os.path.abspath(self.cache_directory)
+    matching = [plan for plan in run.pending if plan.dataset.subsets[0].image_folders[0] == folder]
+    if not matching:
+        raise UserError(f"musubi-tuner prepared a dataset of {self.cache_directory}, which the plan does not hold (or "
+                        "holds once)", key="cache_directory")
+    plan = matching[0]
+    run.pending.remove(plan)
     self.__class__ = PLANNED_CLASS[type(self)]
     self.km_take_over(PlannedState(plan, run.epoch_offset, record=run.schedule_path is not None))
     return result
 
 
 def _train(run: MusubiRun, original, self, args):
+    from kohya_multiplier.dataset.musubi_config import asks_for_planning
+
+    path = getattr(args, "dataset_config", None)
+    run.asks = path is not None and asks_for_planning(str(path))
     self.process_batch = _weighted(self.process_batch)  # passes a batch without a loss weight through
+    next_step = getattr(self, "_prepare_accelerator_and_dtypes", None)  # what train() calls after the datasets
+    if next_step is None:
+        raise UserError("musubi-tuner has no NetworkTrainer._prepare_accelerator_and_dtypes any more: this release is "
+                        "not one kohya-multiplier can hook; use musubi-tuner v0.3.4")
+
+    @functools.wraps(next_step)
+    def verified_then_next(*args, **kwargs):
+        _verify(run)
+        return next_step(*args, **kwargs)
+
+    self._prepare_accelerator_and_dtypes = verified_then_next
     return original(self, args)
 
 

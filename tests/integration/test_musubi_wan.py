@@ -23,6 +23,8 @@ from harness import canonical, printed_int, read_records, safetensors_header, sa
 from musubi_harness import INTEGRATION_DIR, PYTHON, needs_musubi, run as run_in_musubi, train as train_in_musubi, plan as dry_run
 from pngs import write_images
 
+from kohya_multiplier.checkouts import musubi as installs
+
 pytestmark = needs_musubi
 TINY = "KOHYA_MULTIPLIER_TINY_WAN"
 EPOCHS = 2
@@ -139,6 +141,26 @@ def test_two_ranks_without_a_seed_train_the_plan_of_seed_0_between_them(wan):
     assert printed_int(output, "num batches per epoch") == len(planned) // EPOCHS // 2
 
 
+@pytest.mark.parametrize("hook", ["NetworkTrainer._build_dataset", "generate_dataset_group_by_blueprint",
+                                  "ImageDataset.prepare_for_training"])
+def test_a_hook_that_misses_stops_the_run_before_the_model_loads(wan, hook):
+    """A hook that musubi does not call (as after a refactor of musubi-tuner): one line, exit 2."""
+    config = write_config(wan, f"missed_{hook}", "multiplier = 1.5", "multiplier = 0.5")
+    output = wan / f"missed_{hook}"
+    output.mkdir()
+    args = ["-m", "kohya_multiplier", "musubi", "wan_train_network", "--task", "t2v-1.3B",
+            "--dit", str(wan / "model" / "wan_dit.safetensors"), "--dataset_config", str(config),
+            "--network_module", "networks.lora_wan", "--max_train_epochs", "1", "--output_dir", str(output),
+            "--output_name", "out", "--seed", "1"]
+    done = run_in_musubi(args, output, output / "train.log", TINY, KOHYA_MULTIPLIER_TEST_MOVE=f"musubi:{hook}")
+    assert done.returncode == 2, (done.stdout + done.stderr)[-3000:]
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "did not take effect" in errors[0] and "stopped before training" in errors[0]
+    assert "Traceback" not in done.stderr
+    assert "Loading DiT model" not in done.stdout + done.stderr
+    assert not (output / "out.safetensors").exists()
+
+
 def test_a_config_without_multipliers_trains_as_stock_musubi_bit_for_bit(wan):
     config = write_config(wan, "stock", "num_repeats = 2", "")
     _, stock = train(wan, config, "stock_musubi", [], stock=True)
@@ -161,3 +183,14 @@ def test_a_loss_weight_scales_each_batch_loss(wan):
     _, lora = train(wan, config, "silenced", [])
     ups = [t for name, t in safetensors_tensors(lora).items() if "lora_up" in name]
     assert ups and all(not any(t) for t in ups)  # a zero weight: no gradient reached the LoRA's up weights
+
+
+def test_the_configured_musubi_is_the_tested_revision_and_lists_its_scripts(wan):
+    """The fingerprint of every hooked function matches v0.3.4's, and the suite's scripts say so."""
+    done = run_in_musubi(["-m", "kohya_multiplier", "scripts", "--trainer", "musubi"], wan, wan / "scripts.log", TINY)
+    assert done.returncode == 0, done.stderr
+    assert "revision v0.3.4 (30c658c)" in done.stdout
+    rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.split()[:1] and line.split()[0].endswith("_train_network")}
+    for script in installs.TRAINED_BY_THE_SUITE:
+        assert rows[script].split()[1:3] == ["yes", "yes"]
+    assert "no (wrapped only)" in rows["hv_train_network"]
