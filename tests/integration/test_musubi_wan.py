@@ -194,3 +194,15 @@ def test_the_configured_musubi_is_the_tested_revision_and_lists_its_scripts(wan)
     for script in installs.TRAINED_BY_THE_SUITE:
         assert rows[script].split()[1:3] == ["yes", "yes"]
     assert "no (wrapped only)" in rows["hv_train_network"]
+
+
+def test_a_caching_script_reads_a_config_with_multipliers_through_the_wrapper(wan):
+    """musubi's schema rejects our keys; its caching scripts, wrapped, get past the config and stop
+    only where this test wants them to: at the VAE, which it does not give."""
+    config = write_config(wan, "to_cache", "multiplier = 1.5", "loss_weight = 0.5")
+    args = ["--dataset_config", str(config), "--vae", str(wan / "no_vae.safetensors"), "--device", "cpu"]
+    stock = run_in_musubi(["-m", "musubi_tuner.wan_cache_latents", *args], wan, wan / "cache_stock.log", TINY)
+    assert stock.returncode != 0 and "extra keys not allowed" in stock.stderr
+    wrapped = run_in_musubi(["-m", "kohya_multiplier", "musubi", "wan_cache_latents", *args], wan, wan / "cache_wrapped.log", TINY)
+    assert wrapped.returncode != 0 and "extra keys not allowed" not in wrapped.stderr
+    assert "no_vae.safetensors" in wrapped.stderr.strip().splitlines()[-1]
