@@ -118,6 +118,14 @@ def run(args: argparse.Namespace) -> int:
     if not python.exists():
         raise UserError(f"--python {str(python)!r} does not exist")
 
+    path = _update_config(lambda document: _set_entry(document, args, root, python))
+    where = f"[checkouts.{args.label}]" if args.label else "sd_scripts"
+    print(f"wrote {where} = {root} (revision {revision.verdict()}; python {python}) to {path}")
+    return 0
+
+
+def _update_config(change) -> Path:
+    """Apply ``change`` to the user config document and write it; its path."""
     path = locate.user_config_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,11 +134,9 @@ def run(args: argparse.Namespace) -> int:
                         file=str(path.parent)) from None
     with update_lock(str(path)):  # read, change and write as one step: concurrent runs lose no entry
         document = _load_document(path)
-        _set_entry(document, args, root, python)
+        change(document)
         write_file(str(path), tomlkit.dumps(document), key="configure")
-    where = f"[checkouts.{args.label}]" if args.label else "sd_scripts"
-    print(f"wrote {where} = {root} (revision {revision.verdict()}; python {python}) to {path}")
-    return 0
+    return path
 
 
 def _configure_musubi(python_given: str) -> int:
@@ -138,15 +144,6 @@ def _configure_musubi(python_given: str) -> int:
 
     python = Path(python_given).expanduser()
     version = musubi.version_in(python)  # a one-line error when that Python has no musubi-tuner
-    path = locate.user_config_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot create the folder of the kohya-multiplier config: {error.strerror or error}",
-                        file=str(path.parent)) from None
-    with update_lock(str(path)):
-        document = _load_document(path)
-        document["musubi_python"] = str(python)
-        write_file(str(path), tomlkit.dumps(document), key="configure")
+    path = _update_config(lambda document: document.__setitem__("musubi_python", str(python)))
     print(f"wrote musubi_python = {python} (musubi-tuner {version}) to {path}")
     return 0

@@ -17,6 +17,7 @@ import sys
 
 from kohya_multiplier.checkouts import musubi as installs
 from kohya_multiplier.errors import UserError, warn_once
+from kohya_multiplier.runtime.options import take_options
 
 OWN_OPTIONS = {"--multiplier_schedule": "schedule", "--multiplier-schedule": "schedule",
                "--multiplier_epoch_offset": "offset", "--multiplier-epoch-offset": "offset"}
@@ -24,22 +25,7 @@ OWN_OPTIONS = {"--multiplier_schedule": "schedule", "--multiplier-schedule": "sc
 
 def split_own_options(argv: list[str]) -> tuple[dict, list[str]]:
     """({schedule, offset}, the rest for the script)."""
-    found: dict = {"schedule": None, "offset": None}
-    rest: list[str] = []
-    i = 0
-    while i < len(argv):
-        name, eq, value = argv[i].partition("=")
-        if name in OWN_OPTIONS:
-            if not eq:
-                if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-                    raise UserError("needs a value", key=name)
-                value = argv[i + 1]
-                i += 1
-            found[OWN_OPTIONS[name]] = value
-        else:
-            rest.append(argv[i])
-        i += 1
-    return found, rest
+    return take_options(argv, OWN_OPTIONS)
 
 
 def epoch_offset(value: str | None) -> int:

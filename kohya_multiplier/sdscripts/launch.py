@@ -14,6 +14,7 @@ import runpy
 import sys
 
 from kohya_multiplier.errors import UserError
+from kohya_multiplier.runtime.options import take_options
 from kohya_multiplier.sdscripts import compat
 from kohya_multiplier.checkouts import interpreter, locate, scripts
 from kohya_multiplier.sdscripts import session as _session
@@ -27,22 +28,7 @@ def split_own_options(argv: list[str]) -> tuple[str | None, str | None, list[str
         "--multiplier_schedule": "schedule",
         "--multiplier-schedule": "schedule",
     }
-    found = {"sd_scripts": None, "schedule": None}
-    rest: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        name, eq, value = arg.partition("=")
-        if name in names:
-            if not eq:
-                if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-                    raise UserError("needs a value", key=name)
-                value = argv[i + 1]
-                i += 1
-            found[names[name]] = value
-        else:
-            rest.append(arg)
-        i += 1
+    found, rest = take_options(argv, names)
     return found["sd_scripts"], found["schedule"], rest
 
 
