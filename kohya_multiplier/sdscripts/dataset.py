@@ -566,6 +566,15 @@ class MultiplierFineTuningDataset(PlannedDataset, _SdFineTuningDataset):
         self._km_paths: dict[str, str] = {}  # metadata key -> image path, as the core resolved it
         super().__init__(*args, **kwargs)
 
+    def register_image(self, info, subset):
+        from kohya_multiplier.dataset.finetune_metadata import LEGACY
+
+        if self._km_rules == LEGACY:
+            # v0.9 reads a registered image_size as the metadata's train_resolution: on every image,
+            # it makes each image's size its own bucket. The header's size must not stand in for it.
+            return _SdFineTuningDataset.register_image(self, info, subset)
+        return super().register_image(info, subset)
+
     def _know_images(self, spec) -> None:
         for subset in spec.subsets:  # sd-scripts keys image_data by the metadata key, as here
             self._km_paths.update(subset.image_of_key)

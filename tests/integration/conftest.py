@@ -242,7 +242,29 @@ def tiny_hunyuan(sd, tmp_path_factory) -> TinyModel:
     return _tiny_model(sd, tmp_path_factory, "hunyuan", "hunyuan_image_train_network.py", TINY_HUNYUAN_ENV, files, hub_cache=True)
 
 
+# CI time (45 minutes for three checkouts on a 2-core machine): on the oldest layout (v0.9.x), CI
+# runs the dataset-path tests only, where v0.9's own classes differ (registration, metadata rules,
+# buckets, the SD1.x/SDXL scripts); workers, launchers, resume and the self-check run on the newer
+# checkouts, whose hooks they share. Outside CI every test runs on every checkout.
+OLDEST_LAYOUT_IN_CI = {"test_train_network.py", "test_train_db.py", "test_fine_tuning.py", "test_sdxl.py",
+                       "test_stock_training.py", "test_stock_registration.py", "test_textual_inversion.py",
+                       "test_locate.py", "test_revision_by_code.py"}
+NOT_ON_THE_OLDEST_LAYOUT_IN_CI = ("workers", "accelerate", "resume", "two_processes")
+
+
+def _skipped_on_the_oldest_layout_in_ci(item) -> bool:
+    if not os.environ.get("CI") or not hasattr(item, "callspec") or "sd" not in item.callspec.params:
+        return False
+    _label, _checkout, revision, problem = item.callspec.params["sd"]
+    if problem or revision is None or revision.layout != locate.LAYOUT_V09:
+        return False
+    return item.path.name not in OLDEST_LAYOUT_IN_CI or any(word in item.name for word in NOT_ON_THE_OLDEST_LAYOUT_IN_CI)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "sd" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
+        if _skipped_on_the_oldest_layout_in_ci(item):
+            item.add_marker(pytest.mark.skip(reason="CI time: on v0.9.x CI runs the dataset-path tests only; "
+                                                    "this one runs there outside CI"))

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from kohya_multiplier.checkouts import locate
+
 from harness import (
     assert_epochs_have_the_printed_length,
     assert_schedule_is_the_dry_run,
@@ -75,6 +77,10 @@ def _model(sd, request, script: str):
     """(the TinyModel for train(), None for the session's SD1.x model; the model's folder)."""
     if not (Path(sd.root) / f"{script}.py").is_file():
         pytest.skip(f"sd-scripts {sd.revision.name} has no {script}.py")
+    if script.startswith("sdxl_") and sd.revision.layout == locate.LAYOUT_V09:
+        # stock sd-scripts fails there too: its parser leaves out the SDXL arguments that
+        # sdxl_train_util's model loader reads ("no attribute 'disable_mmap_load_safetensors'")
+        pytest.skip(f"sdxl_train_textual_inversion.py of sd-scripts {sd.revision.name} cannot load a model, stock or wrapped")
     if script.startswith("sdxl_"):
         tiny = request.getfixturevalue("tiny_sdxl")
         return tiny, tiny.folder
