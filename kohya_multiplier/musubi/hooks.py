@@ -18,7 +18,8 @@ the hook closures; no module keeps it). What they do, in the order training meet
 5. accelerate's DataLoader: each trained batch's record goes to ``--multiplier_schedule``.
 
 And in every script, training or caching: ``config_utils.load_user_config`` drops the keys only
-kohya-multiplier reads, which musubi's schema rejects. Installing also checks that musubi's training loop still sets the shared epoch its datasets read.
+kohya-multiplier reads, which musubi's schema rejects. Installing also checks that musubi's
+training loop still sets the shared epoch its datasets read.
 """
 
 from __future__ import annotations
@@ -40,10 +41,15 @@ class MusubiRun:
     user_seed: int | None = None
     config: object = None  # the core's reading (TrainingConfig) when planned
     pending: list = field(default_factory=list)  # plans of the datasets musubi is preparing, in order
-    planned: bool = False
     asks: bool = False  # the dataset config asks for planning (read when training starts)
     hooks: dict = field(default_factory=dict)  # hook name -> (owner, musubi's original), as installed
     seen: set = field(default_factory=set)  # the hooks that ran
+
+    @property
+    def planned(self) -> bool:
+        """The dataset config was read and planned (by the _build_dataset hook)."""
+        return self.config is not None
+
 
 # The hooks a planned run passes through before its models load (checked by _verify).
 REQUIRED_HOOKS = {
@@ -150,7 +156,6 @@ def _build_dataset(run: MusubiRun, original, self, args):
         seed = planner_seed(run.user_seed)
         plans = print_balance(run.config, seed, getattr(args, "max_train_epochs", None), seed_given=run.user_seed is not None)
         run.pending = [plans[dataset.index] for dataset in run.config.datasets]
-        run.planned = True
     elif run.schedule_path is not None:
         warn_once("--multiplier_schedule: the dataset config has no multiplier or loss_weight, so musubi-tuner trains "
                   "it unchanged and nothing is recorded")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from harness import canonical, printed_int, read_records, safetensors_header, safetensors_tensors
-from musubi_harness import INTEGRATION_DIR, PYTHON, needs_musubi, run as run_in_musubi, train as train_in_musubi, plan as dry_run
+from musubi_harness import INTEGRATION_DIR, PYTHON, SEED, needs_musubi, run as run_in_musubi, train as train_in_musubi, plan as dry_run
 from pngs import write_images
 
 from kohya_multiplier.checkouts import musubi as installs
@@ -101,6 +101,7 @@ def test_wan_lora_trains_exactly_the_plan(wan, workers):
     assert sum(len(r["images"]) for r in clips) == 3 * EPOCHS  # 0.5 x 6 clips
     assert {len(r["resolution"]) for r in clips} == {3}  # a clip's bucket holds its frames
     assert len({item for r in clips for item in r["images"]}) == 6  # rotation: every clip of every video in 2 epochs
+    assert f"seed {SEED}; balance of epochs 1-{EPOCHS}:" in output and "expected/epoch" in output  # plan's table
     length = len(planned) // EPOCHS
     assert printed_int(output, "num batches per epoch") == length
     assert printed_int(output, "total optimization steps") == EPOCHS * length
