@@ -308,3 +308,8 @@ def test_configure_remembers_a_musubi_python_and_refuses_one_without_musubi(tmp_
     assert "cannot import musubi_tuner" in capsys.readouterr().err
     assert main(["configure", "--musubi", str(python), "--sd-scripts", str(tmp_path)]) == 2
     assert "configure one at a time" in capsys.readouterr().err
+
+
+def test_scripts_for_musubi_takes_no_directory(tmp_path, capsys):
+    assert main(["scripts", "--trainer", "musubi", str(tmp_path)]) == 2
+    assert "takes no DIR" in capsys.readouterr().err
